@@ -1,0 +1,3 @@
+module herd
+
+go 1.26.8

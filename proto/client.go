@@ -1,0 +1,691 @@
+package proto
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// DefaultTimeout is the deadline of a call whose context has none.
+const DefaultTimeout = 5 * time.Second
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	Timeout  time.Duration // per-call deadline; 0 = DefaultTimeout. Expiry → ETIMEDOUT.
+	Notifier Notifier      // receives the server's invalidations (may be nil)
+
+	// calls chooses how calls travel; the zero value picks the fastest the
+	// transport allows. Only tests and benchmarks set it.
+	calls callMode
+}
+
+type callMode int
+
+const (
+	callsAuto      callMode = iota
+	callsStream             // one long-lived yamux stream, tagged frames
+	callsPerStream          // a new yamux stream per call (measured, not used)
+)
+
+// Client is the client stub of a server: it implements FileSystem and
+// DirPlusReader by sending each call over the connection.
+type Client struct {
+	opts    ClientOptions
+	timeout time.Duration
+
+	conn  net.Conn
+	ysess *yamux.Session
+
+	name       string
+	interfaces []string
+
+	// calls is the lane or the long-lived call stream; nil in
+	// callsPerStream mode.
+	calls     *frameWriter
+	callsConn net.Conn
+
+	mu      sync.Mutex
+	pending map[uint32]chan *message
+	nextTag uint32
+
+	done     chan struct{}
+	err      error
+	failOnce sync.Once
+}
+
+var (
+	_ FileSystem    = (*Client)(nil)
+	_ DirPlusReader = (*Client)(nil)
+)
+
+// Dial connects to the server listening on the unix socket at socketPath.
+func Dial(socketPath string, opts ClientOptions) (*Client, error) {
+	c, err := net.Dial("unix", socketPath)
+	if err != nil {
+		return nil, fmt.Errorf("proto: %w", err)
+	}
+	cl, err := newClient(c, opts, func() (net.Conn, error) { return net.Dial("unix", socketPath) })
+	if err != nil {
+		return nil, fmt.Errorf("%w (server at %s)", err, socketPath)
+	}
+	return cl, nil
+}
+
+// NewClient runs the handshake on conn and returns a client that owns it.
+// On a unix socket whose peer address is known, calls go over a second
+// connection to the same address (a call lane), which also carries file
+// descriptors; elsewhere they go over a yamux stream and OpenResult.File is
+// nil.
+func NewClient(conn net.Conn, opts ClientOptions) (*Client, error) {
+	var dialLane func() (net.Conn, error)
+	if uc, ok := conn.(*net.UnixConn); ok {
+		if a, ok := uc.RemoteAddr().(*net.UnixAddr); ok && a != nil && a.Name != "" && a.Name != "@" {
+			dialLane = func() (net.Conn, error) { return net.Dial("unix", a.Name) }
+		}
+	}
+	return newClient(conn, opts, dialLane)
+}
+
+func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, error)) (*Client, error) {
+	c := &Client{
+		opts:    opts,
+		timeout: opts.Timeout,
+		conn:    conn,
+		pending: make(map[uint32]chan *message),
+		done:    make(chan struct{}),
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	ys, err := yamux.Client(conn, yamuxConfig())
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("proto: %w", err)
+	}
+	c.ysess = ys
+	deadline := time.Now().Add(c.timeout)
+	hs, hello, err := c.handshake(deadline)
+	if err != nil {
+		ys.Close()
+		conn.Close()
+		return nil, err
+	}
+	c.name, c.interfaces = hello.name, hello.interfaces
+
+	mode := opts.calls
+	if mode == callsAuto {
+		mode = callsStream
+		if dialLane != nil && hello.flags&helloLanes != 0 && len(hello.cookie) == cookieSize {
+			if lane, err := dialLane(); err == nil {
+				if err := attachLane(lane, hello.cookie, deadline); err == nil {
+					c.useLane(lane.(*net.UnixConn))
+					mode = callsAuto
+				} else {
+					lane.Close()
+				}
+			}
+		}
+	}
+	switch mode {
+	case callsStream:
+		st, err := ys.OpenStream()
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("proto: opening the call stream: %w", err)
+		}
+		c.calls = newFrameWriter(st, false)
+		c.callsConn = st
+		go c.readReplies(newFrameReader(st))
+	case callsPerStream:
+	}
+	go c.readNotifications(hs)
+	go func() {
+		select {
+		case <-ys.CloseChan():
+			c.fail(errors.New("connection lost"))
+		case <-c.done:
+		}
+	}()
+	return c, nil
+}
+
+func (c *Client) useLane(lane *net.UnixConn) {
+	c.calls = newFrameWriter(lane, true)
+	c.callsConn = lane
+	go c.readReplies(newFrameReader(newFDReader(lane)))
+}
+
+func yamuxConfig() *yamux.Config {
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	// Bigger windows let a 128 KiB read or write go without waiting for a
+	// window update.
+	cfg.MaxStreamWindowSize = 1 << 20
+	return cfg
+}
+
+// handshake opens the first stream, sends the magic and version and reads
+// the server's hello. The stream then carries notifications.
+func (c *Client) handshake(deadline time.Time) (net.Conn, *helloReply, error) {
+	st, err := c.ysess.OpenStream()
+	if err != nil {
+		return nil, nil, fmt.Errorf("proto: handshake: %w", err)
+	}
+	st.SetDeadline(deadline)
+	var hb [8]byte
+	copy(hb[:], "HERD")
+	binary.LittleEndian.PutUint16(hb[4:], Version)
+	if _, err := st.Write(hb[:]); err != nil {
+		return nil, nil, fmt.Errorf("proto: handshake: %w", err)
+	}
+	fr := newFrameReader(st)
+	m, err := fr.read()
+	if err != nil {
+		if errors.Is(err, errProtocol) {
+			return nil, nil, fmt.Errorf("proto: handshake: the peer does not speak herd's protocol (%v)", err)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, nil, &Error{syscall.ETIMEDOUT, "proto: handshake: server did not answer in time"}
+		}
+		return nil, nil, fmt.Errorf("proto: handshake: %w", err)
+	}
+	if m.kind != kindHello {
+		return nil, nil, fmt.Errorf("proto: handshake: expected hello, got frame kind %d", m.kind)
+	}
+	h, err := decodeHello(m.body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("proto: handshake: %w", err)
+	}
+	if h.errno != 0 {
+		msg := h.msg
+		if msg == "" {
+			msg = "proto: server refused the session: " + syscall.Errno(h.errno).Error()
+		}
+		return nil, nil, &Error{syscall.Errno(h.errno), msg}
+	}
+	if h.version != Version {
+		return nil, nil, fmt.Errorf("proto: server speaks version %d, this client %d", h.version, Version)
+	}
+	st.SetDeadline(time.Time{})
+	return &readerConn{Conn: st, fr: fr}, h, nil
+}
+
+// readerConn keeps a stream together with the frame reader that already
+// buffered from it.
+type readerConn struct {
+	net.Conn
+	fr *frameReader
+}
+
+// Interfaces returns the interfaces the server announced.
+func (c *Client) Interfaces() []string { return append([]string(nil), c.interfaces...) }
+
+// ServerName returns the name the server announced.
+func (c *Client) ServerName() string { return c.name }
+
+// Done is closed when the connection is lost or closed.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err tells why Done closed (nil before).
+func (c *Client) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close ends the session; the server then forgets and releases whatever
+// this client still held.
+func (c *Client) Close() error {
+	c.fail(errClosed)
+	return nil
+}
+
+var errClosed = errors.New("proto: client closed")
+
+// fail ends the client for good: every pending and later call returns EIO.
+func (c *Client) fail(err error) {
+	c.failOnce.Do(func() {
+		if err != errClosed {
+			err = fmt.Errorf("proto: connection to server %q lost: %w", c.name, err)
+		}
+		c.err = err
+		close(c.done)
+		if c.callsConn != nil {
+			c.callsConn.Close()
+		}
+		c.ysess.Close()
+		c.conn.Close()
+	})
+}
+
+func (c *Client) readNotifications(hs net.Conn) {
+	rc := hs.(*readerConn)
+	for {
+		m, err := rc.fr.read()
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		if m.kind != kindNotify {
+			c.fail(fmt.Errorf("%w: frame kind %d on the notification stream", errProtocol, m.kind))
+			return
+		}
+		n, err := decodeNotify(m.op, m.body)
+		if err != nil {
+			if m.op != notifyInvalNode && m.op != notifyInvalEntry {
+				continue // a newer server's notification: ignore
+			}
+			c.fail(err)
+			return
+		}
+		if c.opts.Notifier == nil {
+			continue
+		}
+		switch n.typ {
+		case notifyInvalNode:
+			c.opts.Notifier.InvalNode(n.node, n.off, n.length)
+		case notifyInvalEntry:
+			c.opts.Notifier.InvalEntry(n.node, n.name)
+		}
+	}
+}
+
+func (c *Client) readReplies(fr *frameReader) {
+	defer func() {
+		if fr.fds != nil {
+			fr.fds.closeAll()
+		}
+	}()
+	for {
+		m, err := fr.read()
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		if m.kind != kindReply {
+			m.closeFile()
+			c.fail(fmt.Errorf("%w: frame kind %d on the call stream", errProtocol, m.kind))
+			return
+		}
+		c.mu.Lock()
+		ch := c.pending[m.tag]
+		delete(c.pending, m.tag)
+		c.mu.Unlock()
+		if ch == nil {
+			m.closeFile() // the caller gave up: a late reply
+			continue
+		}
+		ch <- m
+	}
+}
+
+func (c *Client) lostErr(op uint16) error {
+	return &Error{syscall.EIO, fmt.Sprintf("proto: %s: %v", opName(op), c.err)}
+}
+
+// call sends r and waits for its reply (or the deadline, or the loss of
+// the connection). On success it returns the decoded reply and the
+// descriptor that came with it.
+func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *os.File, error) {
+	select {
+	case <-c.done:
+		return nil, nil, c.lostErr(r.op)
+	default:
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(c.timeout)
+	}
+	if caller, ok := CallerFrom(ctx); ok {
+		r.hasCaller, r.caller = true, caller
+	}
+	e := newEnc(64 + sizeHint)
+	encodeRequest(e, r)
+	h := header{op: r.op, kind: kindRequest, status: msOf(time.Until(deadline).Milliseconds())}
+	if r.hasCaller {
+		h.flags |= flagCaller
+	}
+	if c.calls == nil {
+		return c.callOnNewStream(ctx, h, e.b, deadline)
+	}
+	if r.op == opForget {
+		h.flags |= flagNoReply
+		c.send(h, e.b, deadline)
+		return nil, nil, nil
+	}
+
+	ch := make(chan *message, 1)
+	c.mu.Lock()
+	c.nextTag++
+	if c.nextTag == 0 {
+		c.nextTag = 1
+	}
+	h.tag = c.nextTag
+	c.pending[h.tag] = ch
+	c.mu.Unlock()
+
+	if err := c.send(h, e.b, deadline); err != nil {
+		c.forget(h.tag)
+		return nil, nil, err
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case m := <-ch:
+		return c.finish(r.op, m)
+	case <-c.done:
+		select {
+		case m := <-ch:
+			return c.finish(r.op, m)
+		default:
+		}
+		return nil, nil, c.lostErr(r.op)
+	case <-timer.C:
+		c.abandon(h)
+		return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(r.op))}
+	case <-ctx.Done():
+		c.abandon(h)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(r.op))}
+		}
+		return nil, nil, &Error{syscall.EINTR, fmt.Sprintf("proto: %s: interrupted", opName(r.op))}
+	}
+}
+
+// send writes a request. A write that times out before any byte went out
+// leaves the stream intact; a partial one breaks it.
+func (c *Client) send(h header, buf []byte, deadline time.Time) error {
+	written, err := c.calls.write(h, buf, nil, deadline)
+	if err == nil {
+		return nil
+	}
+	if !written && errors.Is(err, os.ErrDeadlineExceeded) {
+		return &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not take the call in time", opName(h.op))}
+	}
+	c.fail(err)
+	return c.lostErr(h.op)
+}
+
+func (c *Client) forget(tag uint32) {
+	c.mu.Lock()
+	delete(c.pending, tag)
+	c.mu.Unlock()
+}
+
+// abandon gives up on a call: a late reply is dropped, and the server is
+// told so it can cancel the work.
+func (c *Client) abandon(h header) {
+	c.forget(h.tag)
+	go func() {
+		e := newEnc(0)
+		c.calls.write(header{tag: h.tag, op: h.op, kind: kindCancel}, e.b, nil, time.Now().Add(c.timeout))
+	}()
+}
+
+func (c *Client) finish(op uint16, m *message) (*reply, *os.File, error) {
+	if m.status != 0 {
+		m.closeFile()
+		d := &dec{b: m.body}
+		msg := d.str()
+		if err := d.end(); err != nil {
+			c.fail(fmt.Errorf("%w: %s error reply: %v", errProtocol, opName(op), err))
+			return nil, nil, c.lostErr(op)
+		}
+		return nil, nil, &Error{syscall.Errno(m.status), msg}
+	}
+	r, err := decodeReply(op, m.body)
+	if err != nil {
+		m.closeFile()
+		c.fail(fmt.Errorf("%w: %v", errProtocol, err))
+		return nil, nil, c.lostErr(op)
+	}
+	return r, m.file, nil
+}
+
+// callOnNewStream is the per-call-stream mode: kept only so the benchmarks
+// can measure it against tagged frames on a long-lived stream.
+func (c *Client) callOnNewStream(ctx context.Context, h header, buf []byte, deadline time.Time) (*reply, *os.File, error) {
+	st, err := c.ysess.OpenStream()
+	if err != nil {
+		c.fail(err)
+		return nil, nil, c.lostErr(h.op)
+	}
+	defer st.Close()
+	st.SetDeadline(deadline)
+	h.tag = 1
+	if h.op == opForget {
+		h.flags |= flagNoReply
+	}
+	fw := newFrameWriter(st, false)
+	if _, err := fw.write(h, buf, nil, time.Time{}); err != nil {
+		return nil, nil, &Error{syscall.EIO, err.Error()}
+	}
+	if h.op == opForget {
+		return nil, nil, nil
+	}
+	m, err := newFrameReader(st).read()
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(h.op))}
+		}
+		return nil, nil, &Error{syscall.EIO, err.Error()}
+	}
+	return c.finish(h.op, m)
+}
+
+// The FileSystem methods.
+
+func (c *Client) entryCall(ctx context.Context, r *request) (Entry, error) {
+	rep, _, err := c.call(ctx, r, 0)
+	if err != nil {
+		return Entry{}, err
+	}
+	return rep.entry, nil
+}
+
+func (c *Client) errCall(ctx context.Context, r *request) error {
+	_, _, err := c.call(ctx, r, 0)
+	return err
+}
+
+func (c *Client) Root(ctx context.Context) (Entry, error) {
+	return c.entryCall(ctx, &request{op: opRoot})
+}
+
+func (c *Client) GetOptions(ctx context.Context) ([]string, error) {
+	rep, _, err := c.call(ctx, &request{op: opGetOptions}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return rep.strs, nil
+}
+
+func (c *Client) SetOptions(ctx context.Context, opts []string) error {
+	return c.errCall(ctx, &request{op: opSetOptions, strs: opts})
+}
+
+func (c *Client) Goaway(ctx context.Context, flags uint32) error {
+	return c.errCall(ctx, &request{op: opGoaway, flags: flags})
+}
+
+func (c *Client) Lookup(ctx context.Context, parent NodeID, name string) (Entry, error) {
+	return c.entryCall(ctx, &request{op: opLookup, node: parent, name: name})
+}
+
+// Forget does not wait for an answer; the server gets it in order with the
+// calls sent after it.
+func (c *Client) Forget(ctx context.Context, node NodeID, nlookup uint64) {
+	c.call(ctx, &request{op: opForget, node: node, nlookup: nlookup}, 0)
+}
+
+func (c *Client) GetAttr(ctx context.Context, node NodeID) (Attr, error) {
+	rep, _, err := c.call(ctx, &request{op: opGetAttr, node: node}, 0)
+	if err != nil {
+		return Attr{}, err
+	}
+	return rep.attr, nil
+}
+
+func (c *Client) SetAttr(ctx context.Context, node NodeID, in SetAttrIn) (Attr, error) {
+	rep, _, err := c.call(ctx, &request{op: opSetAttr, node: node, setattr: in}, 0)
+	if err != nil {
+		return Attr{}, err
+	}
+	return rep.attr, nil
+}
+
+func (c *Client) ReadDir(ctx context.Context, dir NodeID) ([]DirEntry, error) {
+	rep, _, err := c.call(ctx, &request{op: opReadDir, node: dir}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return rep.dir, nil
+}
+
+func (c *Client) ReadDirPlus(ctx context.Context, dir NodeID) ([]DirEntryPlus, error) {
+	rep, _, err := c.call(ctx, &request{op: opReadDirPlus, node: dir}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return rep.dirp, nil
+}
+
+func (c *Client) Mkdir(ctx context.Context, parent NodeID, name string, mode uint32) (Entry, error) {
+	return c.entryCall(ctx, &request{op: opMkdir, node: parent, name: name, mode: mode})
+}
+
+func (c *Client) Mknod(ctx context.Context, parent NodeID, name string, mode uint32, rdev uint64) (Entry, error) {
+	return c.entryCall(ctx, &request{op: opMknod, node: parent, name: name, mode: mode, rdev: rdev})
+}
+
+func (c *Client) Create(ctx context.Context, parent NodeID, name string, flags, mode uint32) (Entry, OpenResult, error) {
+	rep, f, err := c.call(ctx, &request{op: opCreate, node: parent, name: name, flags: flags, mode: mode}, 0)
+	if err != nil {
+		return Entry{}, OpenResult{}, err
+	}
+	rep.open.File = f
+	return rep.entry, rep.open, nil
+}
+
+func (c *Client) Unlink(ctx context.Context, parent NodeID, name string) error {
+	return c.errCall(ctx, &request{op: opUnlink, node: parent, name: name})
+}
+
+func (c *Client) Rmdir(ctx context.Context, parent NodeID, name string) error {
+	return c.errCall(ctx, &request{op: opRmdir, node: parent, name: name})
+}
+
+func (c *Client) Rename(ctx context.Context, oldParent NodeID, oldName string, newParent NodeID, newName string, flags uint32) error {
+	return c.errCall(ctx, &request{op: opRename, node: oldParent, name: oldName, node2: newParent, name2: newName, flags: flags})
+}
+
+func (c *Client) Link(ctx context.Context, node NodeID, newParent NodeID, newName string) (Entry, error) {
+	return c.entryCall(ctx, &request{op: opLink, node: node, node2: newParent, name: newName})
+}
+
+func (c *Client) Symlink(ctx context.Context, parent NodeID, name, target string) (Entry, error) {
+	return c.entryCall(ctx, &request{op: opSymlink, node: parent, name: name, name2: target})
+}
+
+func (c *Client) Readlink(ctx context.Context, node NodeID) (string, error) {
+	rep, _, err := c.call(ctx, &request{op: opReadlink, node: node}, 0)
+	if err != nil {
+		return "", err
+	}
+	return rep.str, nil
+}
+
+func (c *Client) GetXattr(ctx context.Context, node NodeID, name string) ([]byte, error) {
+	rep, _, err := c.call(ctx, &request{op: opGetXattr, node: node, name: name}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return rep.data, nil
+}
+
+func (c *Client) ListXattr(ctx context.Context, node NodeID) ([]string, error) {
+	rep, _, err := c.call(ctx, &request{op: opListXattr, node: node}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return rep.strs, nil
+}
+
+func (c *Client) SetXattr(ctx context.Context, node NodeID, name string, value []byte, flags uint32) error {
+	return c.errCall(ctx, &request{op: opSetXattr, node: node, name: name, data: value, flags: flags})
+}
+
+func (c *Client) RemoveXattr(ctx context.Context, node NodeID, name string) error {
+	return c.errCall(ctx, &request{op: opRemoveXattr, node: node, name: name})
+}
+
+func (c *Client) StatFS(ctx context.Context, node NodeID) (StatFS, error) {
+	rep, _, err := c.call(ctx, &request{op: opStatFS, node: node}, 0)
+	if err != nil {
+		return StatFS{}, err
+	}
+	return rep.statfs, nil
+}
+
+func (c *Client) Open(ctx context.Context, node NodeID, flags uint32) (OpenResult, error) {
+	rep, f, err := c.call(ctx, &request{op: opOpen, node: node, flags: flags}, 0)
+	if err != nil {
+		return OpenResult{}, err
+	}
+	rep.open.File = f
+	return rep.open, nil
+}
+
+func (c *Client) Read(ctx context.Context, h HandleID, off int64, size int) ([]byte, error) {
+	if size < 0 || size > MaxMessage-64 {
+		return nil, &Error{syscall.EINVAL, fmt.Sprintf("proto: read: size %d out of range", size)}
+	}
+	rep, _, err := c.call(ctx, &request{op: opRead, handle: h, off: off, size: uint32(size)}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return rep.data, nil
+}
+
+func (c *Client) Write(ctx context.Context, h HandleID, off int64, data []byte) (int, error) {
+	if len(data) > MaxMessage-64 {
+		return 0, &Error{syscall.EINVAL, fmt.Sprintf("proto: write: %d bytes is too large", len(data))}
+	}
+	rep, _, err := c.call(ctx, &request{op: opWrite, handle: h, off: off, data: data}, len(data))
+	if err != nil {
+		return 0, err
+	}
+	return int(rep.n), nil
+}
+
+func (c *Client) Fsync(ctx context.Context, h HandleID, datasync bool) error {
+	return c.errCall(ctx, &request{op: opFsync, handle: h, sync: datasync})
+}
+
+func (c *Client) Fallocate(ctx context.Context, h HandleID, mode uint32, off, length int64) error {
+	return c.errCall(ctx, &request{op: opFallocate, handle: h, flags: mode, off: off, length: length})
+}
+
+func (c *Client) Lseek(ctx context.Context, h HandleID, off int64, whence int) (int64, error) {
+	rep, _, err := c.call(ctx, &request{op: opLseek, handle: h, off: off, flags: uint32(whence)}, 0)
+	if err != nil {
+		return 0, err
+	}
+	return rep.off, nil
+}
+
+func (c *Client) Release(ctx context.Context, h HandleID) error {
+	return c.errCall(ctx, &request{op: opRelease, handle: h})
+}

@@ -1,0 +1,409 @@
+// Package fsbridge is the kernel-side adapter of herd: it serves a FUSE mount
+// by turning each FUSE request into proto.FileSystem calls on the servers that
+// own the nodes (the fs server, and the translators it redirects to).
+//
+// The kernel names inodes by number; a node on a server is named by the
+// connection and the server's node number. The bridge keeps that table (see
+// inodes.go), follows redirects to translators by dialing their sockets, keeps
+// the kernel's caches long (an hour) because servers tell it when something
+// changed, and hands descriptors that servers pass along to the kernel
+// (passthrough) or reads them itself, so file data need not cross the
+// protocol.
+//
+// Locking: Bridge.mu guards the inode, handle and connection tables. It is a
+// leaf: no proto call, kernel notification or other lock is taken while it is
+// held (with one exception: registering a passthrough backing file, an ioctl
+// that does not wait for the kernel's other requests).
+package fsbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"herd/proto"
+)
+
+// IDMap says how the mount's user namespace relates to the host's ids.
+type IDMap struct {
+	HostUid, HostGid uint32
+	// Identity: host root, full range mapped (ids are the same on both
+	// sides). Otherwise only the namespace's root maps, to HostUid/HostGid.
+	Identity bool
+}
+
+// overflowID is what unmapped ids show as (the kernel's overflowuid).
+const overflowID = 65534
+
+// toHost maps a namespace uid (gid) to a host one.
+func (m IDMap) toHost(id, host uint32) uint32 {
+	if m.Identity {
+		return id
+	}
+	if id == 0 {
+		return host
+	}
+	return overflowID
+}
+
+// fromHost maps a host uid (gid) to the namespace's.
+func (m IDMap) fromHost(id, host uint32) uint32 {
+	if m.Identity {
+		return id
+	}
+	if id == host {
+		return 0
+	}
+	return overflowID
+}
+
+// Options configure a bridge.
+type Options struct {
+	IDMap IDMap
+	// Passthrough: try FUSE passthrough for files whose OpenResult.File is
+	// set. It needs root in the initial user namespace; elsewhere the kernel
+	// refuses and the bridge reads and writes the descriptor itself.
+	Passthrough bool
+	// Dial connects to a translator's socket, for redirects. Default:
+	// proto.Dial with the bridge as the client's notifier.
+	Dial func(socket string) (proto.FileSystem, error)
+	// ServerGone is called once when the root server's connection is lost
+	// (the root FileSystem has a Done() channel, as *proto.Client has).
+	ServerGone func(err error)
+	Debug      bool
+
+	// Notifier, when set, is the Notifier given to the root server's client
+	// (proto.ClientOptions.Notifier): the client exists before the bridge,
+	// so the bridge attaches to it here. Not needed when fs is an
+	// in-process server with SetNotifier (the bridge calls it).
+	// (Added to the contract: an addition, not a change.)
+	Notifier *Notifier
+}
+
+// Timeouts of the kernel's caches. Servers notify the bridge of changes, so
+// the root server's entries and attributes can be kept long. Translators may
+// not notify, so theirs are short.
+const (
+	longTimeout       = time.Hour
+	translatorTimeout = time.Second
+)
+
+// Bridge is one FUSE mount served from proto servers.
+type Bridge struct {
+	fuse.RawFileSystem // ENOSYS for what is not implemented below
+
+	opts  Options
+	srv   *fuse.Server
+	root  *conn
+	dir   string // mount point (Mount); "" for Serve
+	isFD  bool
+	uid   uint32 // the bridge's euid, for unmounting with fusermount
+	done  chan struct{}
+	gone  sync.Once
+	dying atomic.Bool // Unmount called: answer EIO
+
+	noPassthrough atomic.Bool // the kernel refused it once: stop trying
+
+	notes  *queue // kernel notifications, in order, off the proto reader
+	forget *queue // Forget calls to servers, off the FUSE reader
+
+	mu      sync.Mutex
+	inodes  map[uint64]*inode
+	byNode  map[nodeKey]*inode
+	nextID  uint64
+	conns   map[string]*conn // translators by socket path
+	nconns  uint64
+	handles map[uint64]*handle
+	nextFh  uint64
+}
+
+// Mount mounts fs on dir (host-side mounts: settrans -a, tests). As root it
+// calls mount(2) itself; otherwise it uses fusermount3. A zero IDMap means
+// Identity here, since a host-side mount has no namespace of its own.
+func Mount(dir string, fs proto.FileSystem, opts Options) (*Bridge, error) {
+	if opts.IDMap == (IDMap{}) {
+		opts.IDMap.Identity = true
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("fsbridge: mount point %s: %w", dir, err)
+	}
+	b, err := newBridge(fs, opts)
+	if err != nil {
+		return nil, err
+	}
+	b.dir = abs
+	mo := b.mountOptions(fs)
+	if os.Geteuid() == 0 {
+		mo.DirectMountStrict = true
+		mo.AllowOther = true
+	} else {
+		mo.AllowOther = userAllowOther()
+	}
+	srv, err := fuse.NewServer(b, abs, mo)
+	if err != nil {
+		b.stop()
+		return nil, fmt.Errorf("fsbridge: mount on %s: %w", abs, err)
+	}
+	b.start(srv)
+	if err := srv.WaitMount(); err != nil {
+		b.Unmount()
+		return nil, fmt.Errorf("fsbridge: mount on %s: %w", abs, err)
+	}
+	return b, nil
+}
+
+// Serve serves an already mounted FUSE fd (the launcher's case: init
+// mounted /dev/fuse in the subenvironment's namespaces and passed the fd
+// out). Serve uses a duplicate of fuseFD; the caller may close its copy.
+// Mount options given to mount(2) (default_permissions, allow_other, fsname)
+// are the mounter's to choose.
+func Serve(fuseFD *os.File, fs proto.FileSystem, opts Options) (*Bridge, error) {
+	fd, err := unix.FcntlInt(fuseFD.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return nil, fmt.Errorf("fsbridge: duplicate fuse fd: %w", err)
+	}
+	b, err := newBridge(fs, opts)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	b.isFD = true
+	// go-fuse reads /dev/fd/N as "this fd is an already mounted FUSE
+	// device" and takes ownership of it.
+	srv, err := fuse.NewServer(b, fmt.Sprintf("/dev/fd/%d", fd), b.mountOptions(fs))
+	if err != nil {
+		unix.Close(fd)
+		b.stop()
+		return nil, fmt.Errorf("fsbridge: serve fuse fd: %w", err)
+	}
+	b.start(srv)
+	return b, nil
+}
+
+func newBridge(fs proto.FileSystem, opts Options) (*Bridge, error) {
+	b := &Bridge{
+		RawFileSystem: fuse.NewDefaultRawFileSystem(),
+		opts:          opts,
+		uid:           uint32(os.Geteuid()),
+		done:          make(chan struct{}),
+		notes:         newQueue(),
+		forget:        newQueue(),
+		inodes:        map[uint64]*inode{},
+		byNode:        map[nodeKey]*inode{},
+		nextID:        fuse.FUSE_ROOT_ID + 1,
+		conns:         map[string]*conn{},
+		handles:       map[uint64]*handle{},
+		nextFh:        1,
+	}
+	b.root = b.newConn(fs, "")
+	ctx, cancel := context.WithTimeout(proto.WithCaller(context.Background(), proto.Caller{Uid: b.uid, Gid: uint32(os.Getegid())}), 30*time.Second)
+	defer cancel()
+	e, err := fs.Root(ctx)
+	if err != nil {
+		b.stop()
+		return nil, fmt.Errorf("fsbridge: the server's root: %w", err)
+	}
+	root := &inode{id: fuse.FUSE_ROOT_ID, conn: b.root, node: e.Node, server: 1, kernel: 1, mode: e.Attr.Mode}
+	b.inodes[root.id] = root
+	b.byNode[nodeKey{b.root, e.Node}] = root
+	if opts.Notifier != nil {
+		opts.Notifier.attach(b, b.root)
+	} else if ns, ok := fs.(proto.NotifierSetter); ok {
+		n := &Notifier{}
+		n.attach(b, b.root)
+		ns.SetNotifier(n)
+	}
+	return b, nil
+}
+
+func (b *Bridge) mountOptions(fs proto.FileSystem) *fuse.MountOptions {
+	return &fuse.MountOptions{
+		FsName:               "herd",
+		Name:                 subtype(fs),
+		Options:              []string{"default_permissions"},
+		MaxWrite:             1 << 20,
+		MaxReadAhead:         1 << 20,
+		MaxBackground:        64,
+		EnableSymlinkCaching: true,
+		EnableLocks:          false,
+		Debug:                b.opts.Debug,
+	}
+}
+
+// subtype names the mount after the server when it says its name.
+func subtype(fs proto.FileSystem) string {
+	name := ""
+	switch s := fs.(type) {
+	case interface{ ServerName() string }:
+		name = s.ServerName()
+	case interface{ Name() string }:
+		name = s.Name()
+	}
+	name = strings.Map(func(r rune) rune {
+		if r == ',' || r == ' ' || r == '\\' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, name)
+	if name == "" {
+		return "herd"
+	}
+	return name
+}
+
+// userAllowOther reports whether fusermount3 will accept allow_other.
+func userAllowOther() bool {
+	data, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(l) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Bridge) start(srv *fuse.Server) {
+	b.srv = srv
+	go b.notes.run()
+	go b.forget.run()
+	go func() {
+		srv.Serve()
+		b.stop()
+		close(b.done)
+	}()
+	b.watch(b.root)
+}
+
+// stop releases what the bridge owns once the kernel is gone.
+func (b *Bridge) stop() {
+	b.notes.close()
+	b.forget.close()
+	b.mu.Lock()
+	var cs []*conn
+	for _, c := range b.conns {
+		cs = append(cs, c)
+	}
+	b.conns = map[string]*conn{}
+	for fh, h := range b.handles {
+		h.closeFile()
+		delete(b.handles, fh)
+	}
+	b.mu.Unlock()
+	for _, c := range cs {
+		c.close()
+	}
+}
+
+// Wait blocks until the mount is gone (unmounted, or the namespace holding
+// it ended) and the bridge has stopped.
+func (b *Bridge) Wait() { <-b.done }
+
+// Unmount unmounts (for Mount) and stops. For Serve the bridge does not know
+// where the fd is mounted: it answers EIO from now on and returns; the
+// mounter unmounts (or its namespace ends), and Wait returns then.
+func (b *Bridge) Unmount() error {
+	b.dying.Store(true)
+	if b.isFD {
+		return nil
+	}
+	var err error
+	if b.uid == 0 {
+		err = unix.Unmount(b.dir, 0)
+		if errors.Is(err, unix.EBUSY) {
+			// Something still has a file open in the mount: detach it so
+			// the name is free now; the kernel ends the connection when
+			// the last file closes.
+			err = unix.Unmount(b.dir, unix.MNT_DETACH)
+		}
+		if errors.Is(err, unix.EINVAL) {
+			err = nil // not mounted any more
+		}
+	} else {
+		err = b.srv.Unmount()
+		if err != nil {
+			err = fusermountLazy(b.dir)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fsbridge: unmount %s: %w", b.dir, err)
+	}
+	if b.uid == 0 {
+		// The kernel answers the readers with ENODEV; wait for them, unless
+		// a lazily detached mount still has users.
+		select {
+		case <-b.done:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	return nil
+}
+
+func fusermountLazy(dir string) error {
+	for _, bin := range []string{"fusermount3", "fusermount"} {
+		if p, err := exec.LookPath(bin); err == nil {
+			out, err := exec.Command(p, "-u", "-z", dir).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s: %v: %s", bin, err, strings.TrimSpace(string(out)))
+			}
+			return nil
+		}
+	}
+	return errors.New("no fusermount3 to unmount with")
+}
+
+// reqCtx is the context of one FUSE request: the caller's identity in host
+// terms. Deadlines come from the proto client (every call has one); an
+// in-process server gets a deadline here.
+func (b *Bridge) ctx(c *conn, h *fuse.InHeader) (context.Context, context.CancelFunc) {
+	m := b.opts.IDMap
+	caller := proto.Caller{
+		Uid: m.toHost(h.Uid, m.HostUid),
+		Gid: m.toHost(h.Gid, m.HostGid),
+		Pid: h.Pid,
+	}
+	ctx := proto.WithCaller(context.Background(), caller)
+	if c.hasDeadlines {
+		return ctx, noCancel
+	}
+	return context.WithTimeout(ctx, inProcessTimeout)
+}
+
+func noCancel() {}
+
+// inProcessTimeout bounds calls to a server without its own deadlines.
+const inProcessTimeout = 5 * time.Second
+
+// errno turns a proto error into the status FUSE wants.
+func errno(err error) fuse.Status {
+	if err == nil {
+		return fuse.OK
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fuse.Status(syscall.ETIMEDOUT)
+	}
+	if errors.Is(err, context.Canceled) {
+		return fuse.EINTR
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) && e != 0 {
+		return fuse.Status(e)
+	}
+	return fuse.EIO
+}
+
+func (b *Bridge) String() string { return "herd" }

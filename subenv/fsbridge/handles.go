@@ -1,0 +1,562 @@
+package fsbridge
+
+import (
+	"log"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"herd/proto"
+)
+
+var logger = log.New(os.Stderr, "", log.LstdFlags)
+
+// handle is an open file or directory, under the number the kernel uses.
+type handle struct {
+	conn *conn
+	in   *inode
+	h    proto.HandleID
+
+	// file is the backing descriptor the server handed over: reads and
+	// writes go to it directly (or, with passthrough, the kernel does).
+	file        *os.File
+	passthrough bool
+	cached      bool // counted in in.cachedOpens
+	write       bool // opened for writing
+
+	mu    sync.Mutex
+	dirty bool // protocol writes since the last flush
+
+	dir *dirSnapshot // directories
+}
+
+func (h *handle) closeFile() {
+	if h.file != nil {
+		h.file.Close()
+		h.file = nil
+	}
+}
+
+func (b *Bridge) handle(fh uint64) *handle {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.handles[fh]
+}
+
+func (b *Bridge) addHandle(h *handle) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fh := b.nextFh
+	b.nextFh++
+	b.handles[fh] = h
+	return fh
+}
+
+// getHandle returns the open file fh, or EIO when its server is gone.
+func (b *Bridge) getHandle(fh uint64) (*handle, fuse.Status) {
+	h := b.handle(fh)
+	if h == nil {
+		return nil, fuse.EBADF
+	}
+	if h.conn.dead.Load() || b.dying.Load() {
+		return nil, fuse.EIO
+	}
+	return h, fuse.OK
+}
+
+func isWrite(flags uint32) bool {
+	return flags&syscall.O_ACCMODE != syscall.O_RDONLY
+}
+
+// setupOpen makes the kernel-facing side of an open: cache flags, and the
+// backing file's use (passthrough, or the bridge's own pread/pwrite).
+func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse.OpenOut) fuse.Status {
+	if res.Flags&proto.OpenKeepCache != 0 {
+		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	direct := res.Flags&proto.OpenDirectIO != 0
+	if direct {
+		out.OpenFlags |= fuse.FOPEN_DIRECT_IO
+	}
+	h.file = res.File
+	st := b.passthrough(n, h, out)
+	if !st.Ok() {
+		return st
+	}
+	if !h.passthrough && !direct {
+		// The kernel puts the inode in cached mode; it then refuses
+		// passthrough opens until this one is released.
+		b.mu.Lock()
+		n.cachedOpens++
+		b.mu.Unlock()
+		h.cached = true
+	}
+	return fuse.OK
+}
+
+// passthrough hands h's backing file to the kernel, which then reads and
+// writes it without asking the bridge. The kernel allows one backing file
+// per inode, and no mixing with cached opens; it refuses (EPERM) unless the
+// bridge is root in the initial user namespace, and the bridge stops trying
+// after that.
+func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n.backingRefs > 0 {
+		// Every open of a passthrough inode must use the same backing
+		// file: the same file or refuse (never write to another one, such
+		// as a lower layer a copy-up replaced).
+		if h.file == nil || !sameFile(h.file, n.backingDev, n.backingIno) {
+			return fuse.Status(syscall.ETXTBSY)
+		}
+		n.backingRefs++
+		h.passthrough = true
+		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
+		out.BackingID = n.backingID
+		return fuse.OK
+	}
+	if !b.opts.Passthrough || b.noPassthrough.Load() || h.file == nil || n.cachedOpens > 0 ||
+		out.OpenFlags&fuse.FOPEN_DIRECT_IO != 0 {
+		return fuse.OK
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h.file.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fuse.OK
+	}
+	id, errno := b.srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(h.file.Fd())})
+	if errno != 0 {
+		if errno != syscall.EMFILE && errno != syscall.ENFILE {
+			// EPERM in a user namespace, ENOTTY/EINVAL/EOPNOTSUPP on
+			// kernels without it: do not ask again.
+			b.noPassthrough.Store(true)
+			b.logf("passthrough refused (%v); reading backing files directly", errno)
+		}
+		return fuse.OK
+	}
+	n.backingID, n.backingRefs = id, 1
+	n.backingDev, n.backingIno = uint64(st.Dev), st.Ino
+	h.passthrough = true
+	out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
+	out.BackingID = id
+	return fuse.OK
+}
+
+func sameFile(f *os.File, dev, ino uint64) bool {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return false
+	}
+	return uint64(st.Dev) == dev && st.Ino == ino
+}
+
+func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	n, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(n.conn, &in.InHeader)
+	defer done()
+	res, err := n.conn.fs.Open(ctx, n.node, in.Flags)
+	if err != nil {
+		return errno(err)
+	}
+	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags)}
+	if st := b.setupOpen(n, h, &res, out); !st.Ok() {
+		h.closeFile()
+		n.conn.fs.Release(ctx, res.Handle)
+		return st
+	}
+	out.Fh = b.addHandle(h)
+	return fuse.OK
+}
+
+func (b *Bridge) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	p, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(p.conn, &in.InHeader)
+	defer done()
+	e, res, err := p.conn.fs.Create(ctx, p.node, name, in.Flags, in.Mode)
+	if err != nil {
+		return errno(err)
+	}
+	if e.Redirect != nil {
+		// Creating a file never lands on a translator; do not follow.
+		p.conn.fs.Release(ctx, res.Handle)
+		if res.File != nil {
+			res.File.Close()
+		}
+		p.conn.fs.Forget(ctx, e.Node, 1)
+		return fuse.EIO
+	}
+	n := b.add(p.conn, &e, 1)
+	h := &handle{conn: p.conn, in: n, h: res.Handle, write: isWrite(in.Flags)}
+	if st := b.setupOpen(n, h, &res, &out.OpenOut); !st.Ok() {
+		h.closeFile()
+		p.conn.fs.Release(ctx, res.Handle)
+		// The kernel never hears of the entry: give the lookup back.
+		b.Forget(n.id, 1)
+		return st
+	}
+	b.fillEntry(p.conn, n, &e, &out.EntryOut)
+	out.Fh = b.addHandle(h)
+	return fuse.OK
+}
+
+func (b *Bridge) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return nil, st
+	}
+	if len(buf) > int(in.Size) {
+		buf = buf[:in.Size]
+	}
+	if f := h.file; f != nil {
+		// The server gave us the real file: read it, no round trip.
+		n, err := preadFull(f, buf, int64(in.Offset))
+		if err != nil {
+			return nil, errno(err)
+		}
+		return fuse.ReadResultData(buf[:n]), fuse.OK
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	data, err := h.conn.fs.Read(ctx, h.h, int64(in.Offset), int(in.Size))
+	if err != nil {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(data), fuse.OK
+}
+
+func preadFull(f *os.File, buf []byte, off int64) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Pread(int(f.Fd()), buf[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func (b *Bridge) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return 0, st
+	}
+	if f := h.file; f != nil {
+		n := 0
+		for n < len(data) {
+			m, err := unix.Pwrite(int(f.Fd()), data[n:], int64(in.Offset)+int64(n))
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				if n > 0 {
+					break
+				}
+				return 0, errno(err)
+			}
+			n += m
+		}
+		return uint32(n), fuse.OK
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	n, err := h.conn.fs.Write(ctx, h.h, int64(in.Offset), data)
+	if err != nil {
+		return 0, errno(err)
+	}
+	h.mu.Lock()
+	h.dirty = true
+	h.mu.Unlock()
+	return uint32(n), fuse.OK
+}
+
+// Flush (each close of a descriptor) syncs protocol-backed writes, so a
+// write error the server met late is seen by close. Writes to a backing
+// file already are where they belong.
+func (b *Bridge) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	h.mu.Lock()
+	dirty := h.dirty
+	h.dirty = false
+	h.mu.Unlock()
+	if !dirty || h.file != nil || !h.write {
+		return fuse.OK
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	return errno(h.conn.fs.Fsync(ctx, h.h, false))
+}
+
+func (b *Bridge) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	datasync := in.FsyncFlags&1 != 0
+	if f := h.file; f != nil {
+		if datasync {
+			return errno(unix.Fdatasync(int(f.Fd())))
+		}
+		return errno(unix.Fsync(int(f.Fd())))
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	return errno(h.conn.fs.Fsync(ctx, h.h, datasync))
+}
+
+func (b *Bridge) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	if f := h.file; f != nil {
+		return errno(unix.Fallocate(int(f.Fd()), in.Mode, int64(in.Offset), int64(in.Length)))
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	return errno(h.conn.fs.Fallocate(ctx, h.h, in.Mode, int64(in.Offset), int64(in.Length)))
+}
+
+func (b *Bridge) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	if in.Whence != unix.SEEK_DATA && in.Whence != unix.SEEK_HOLE {
+		return fuse.EINVAL
+	}
+	if f := h.file; f != nil {
+		off, err := unix.Seek(int(f.Fd()), int64(in.Offset), int(in.Whence))
+		if err != nil {
+			return errno(err)
+		}
+		out.Offset = uint64(off)
+		return fuse.OK
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	off, err := h.conn.fs.Lseek(ctx, h.h, int64(in.Offset), int(in.Whence))
+	if err != nil {
+		return errno(err)
+	}
+	out.Offset = uint64(off)
+	return fuse.OK
+}
+
+func (b *Bridge) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	b.mu.Lock()
+	h := b.handles[in.Fh]
+	delete(b.handles, in.Fh)
+	var unregister int32 = -1
+	if h != nil {
+		n := h.in
+		if h.cached {
+			n.cachedOpens--
+		}
+		if h.passthrough {
+			n.backingRefs--
+			if n.backingRefs == 0 {
+				unregister = n.backingID
+			}
+		}
+	}
+	b.mu.Unlock()
+	if h == nil {
+		return
+	}
+	if unregister >= 0 {
+		b.srv.UnregisterBackingFd(unregister)
+	}
+	h.closeFile()
+	if h.conn.dead.Load() {
+		return
+	}
+	ctx, done := b.ctx(h.conn, &in.InHeader)
+	defer done()
+	h.conn.fs.Release(ctx, h.h)
+}
+
+// dirSnapshot is a directory listing taken at OPENDIR; READDIR offsets are
+// indexes into it, so a listing is consistent however the kernel pages it.
+type dirSnapshot struct {
+	mu        sync.Mutex
+	ents      []proto.DirEntry
+	plus      []proto.DirEntryPlus // when the server does READDIRPLUS
+	delivered []bool               // plus entries whose lookup the kernel got
+	self      uint64               // the directory's st_ino, for "."
+}
+
+func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	n, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(n.conn, &in.InHeader)
+	defer done()
+	d := &dirSnapshot{}
+	if n.conn.plus != nil {
+		ents, err := n.conn.plus.ReadDirPlus(ctx, n.node)
+		if err != nil {
+			return errno(err)
+		}
+		if ents == nil {
+			ents = []proto.DirEntryPlus{}
+		}
+		d.plus = ents
+		d.delivered = make([]bool, len(ents))
+	} else {
+		ents, err := n.conn.fs.ReadDir(ctx, n.node)
+		if err != nil {
+			return errno(err)
+		}
+		d.ents = ents
+	}
+	d.addDots()
+	out.Fh = b.addHandle(&handle{conn: n.conn, in: n, dir: d})
+	return fuse.OK
+}
+
+// addDots puts "." and ".." first when the server leaves them out, as
+// readdir(3) users expect them.
+func (d *dirSnapshot) addDots() {
+	for i := 0; i < d.len(); i++ {
+		if d.entry(i).Name == "." {
+			return
+		}
+	}
+	dots := []proto.DirEntry{{Name: ".", Mode: syscall.S_IFDIR}, {Name: "..", Mode: syscall.S_IFDIR}}
+	if d.plus != nil {
+		d.plus = append([]proto.DirEntryPlus{{DirEntry: dots[0]}, {DirEntry: dots[1]}}, d.plus...)
+		d.delivered = make([]bool, len(d.plus))
+		d.delivered[0], d.delivered[1] = true, true // nothing to give back
+		return
+	}
+	d.ents = append(dots, d.ents...)
+}
+
+func (d *dirSnapshot) len() int {
+	if d.plus != nil {
+		return len(d.plus)
+	}
+	return len(d.ents)
+}
+
+func (d *dirSnapshot) entry(i int) *proto.DirEntry {
+	if d.plus != nil {
+		return &d.plus[i].DirEntry
+	}
+	return &d.ents[i]
+}
+
+func (b *Bridge) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return b.readDir(in, out, false)
+}
+
+func (b *Bridge) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return b.readDir(in, out, true)
+}
+
+func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	h, st := b.getHandle(in.Fh)
+	if !st.Ok() {
+		return st
+	}
+	d := h.dir
+	if d == nil {
+		return fuse.ENOTDIR
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := int(in.Offset); i < d.len(); i++ {
+		de := d.entry(i)
+		e := fuse.DirEntry{Name: de.Name, Mode: de.Mode, Ino: de.Ino, Off: uint64(i + 1)}
+		if h.conn.idx != 0 && e.Ino != 0 {
+			e.Ino ^= h.conn.idx << 48
+		}
+		if !plus {
+			if !out.AddDirEntry(e) {
+				break
+			}
+			continue
+		}
+		eo := out.AddDirLookupEntry(e)
+		if eo == nil {
+			break
+		}
+		if d.plus == nil || de.Name == "." || de.Name == ".." {
+			continue // no attributes: the kernel looks the name up itself
+		}
+		p := &d.plus[i]
+		if p.Entry.Redirect != nil {
+			continue // the lookup follows the redirect
+		}
+		if !d.delivered[i] {
+			d.delivered[i] = true
+			n := b.add(h.conn, &p.Entry, 1)
+			b.fillEntry(h.conn, n, &p.Entry, eo)
+			continue
+		}
+		// Handed out before (the directory was rewound): the bridge holds
+		// no further server lookup for it, so only reuse a live inode.
+		if n := b.addExisting(h.conn, &p.Entry); n != nil {
+			b.fillEntry(h.conn, n, &p.Entry, eo)
+		}
+	}
+	return fuse.OK
+}
+
+// addExisting counts one more kernel lookup of a node the kernel already
+// knows; nil when it does not.
+func (b *Bridge) addExisting(c *conn, e *proto.Entry) *inode {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	in := b.byNode[nodeKey{c, e.Node}]
+	if in == nil || in.server == 0 {
+		return nil
+	}
+	in.kernel++
+	return in
+}
+
+func (b *Bridge) ReleaseDir(in *fuse.ReleaseIn) {
+	b.mu.Lock()
+	h := b.handles[in.Fh]
+	delete(b.handles, in.Fh)
+	b.mu.Unlock()
+	if h == nil || h.dir == nil {
+		return
+	}
+	d := h.dir
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := h.conn
+	for i := range d.plus {
+		if d.delivered[i] {
+			continue
+		}
+		// Never handed to the kernel: give the listing's lookup back.
+		node := d.plus[i].Entry.Node
+		b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, 1) })
+	}
+}
+
+func (b *Bridge) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return fuse.OK
+}

@@ -1,0 +1,363 @@
+package fsbridge
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"herd/proto"
+)
+
+// conn is one server the bridge talks to: the root server, or a translator
+// reached through a redirect.
+type conn struct {
+	fs     proto.FileSystem
+	plus   proto.DirPlusReader // nil when the server has no READDIRPLUS
+	socket string              // translator's socket; "" for the root server
+	idx    uint64              // mixed into st_ino so translators' inodes do not collide
+	// hasDeadlines: fs is a connection whose calls carry their own
+	// deadlines (a proto client); other servers get one from the bridge.
+	hasDeadlines bool
+	dead         atomic.Bool
+	owned        bool // the bridge dialed it and closes it
+}
+
+type doner interface {
+	Done() <-chan struct{}
+}
+
+func (b *Bridge) newConn(fs proto.FileSystem, socket string) *conn {
+	c := &conn{fs: fs, socket: socket}
+	c.plus, _ = fs.(proto.DirPlusReader)
+	_, c.hasDeadlines = fs.(doner)
+	b.mu.Lock()
+	c.idx = b.nconns
+	b.nconns++
+	b.mu.Unlock()
+	return c
+}
+
+func (c *conn) close() {
+	c.dead.Store(true)
+	if cl, ok := c.fs.(interface{ Close() error }); ok && c.owned {
+		cl.Close()
+	}
+}
+
+// watch marks c dead when its connection is lost: its nodes answer EIO from
+// then on. For the root server ServerGone is called; for a translator the
+// names it was attached at are invalidated, so the next lookup asks the
+// parent server again (which restarts a passive translator).
+func (b *Bridge) watch(c *conn) {
+	d, ok := c.fs.(doner)
+	if !ok {
+		return
+	}
+	go func() {
+		select {
+		case <-d.Done():
+		case <-b.done:
+			return
+		}
+		c.dead.Store(true)
+		if c == b.root {
+			b.gone.Do(func() {
+				if b.opts.ServerGone != nil {
+					var err error
+					if e, ok := c.fs.(interface{ Err() error }); ok {
+						err = e.Err()
+					}
+					if err == nil {
+						err = syscall.EIO
+					}
+					b.opts.ServerGone(err)
+				}
+			})
+			return
+		}
+		b.translatorGone(c)
+	}()
+}
+
+func (b *Bridge) translatorGone(c *conn) {
+	b.mu.Lock()
+	if b.conns[c.socket] == c {
+		delete(b.conns, c.socket)
+	}
+	var at []attachment
+	for _, in := range b.inodes {
+		if in.conn == c {
+			for a := range in.attached {
+				at = append(at, a)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, a := range at {
+		b.notes.push(func() { b.srv.EntryNotify(a.parent, a.name) })
+	}
+	c.close()
+}
+
+// translator returns the connection to the translator listening on socket,
+// dialing it the first time.
+func (b *Bridge) translator(socket string) (*conn, error) {
+	b.mu.Lock()
+	c := b.conns[socket]
+	b.mu.Unlock()
+	if c != nil && !c.dead.Load() {
+		return c, nil
+	}
+	var fs proto.FileSystem
+	var err error
+	n := &Notifier{}
+	if b.opts.Dial != nil {
+		fs, err = b.opts.Dial(socket)
+	} else {
+		fs, err = defaultDial(socket, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c = b.newConn(fs, socket)
+	c.owned = true
+	n.attach(b, c)
+	b.mu.Lock()
+	if old := b.conns[socket]; old != nil && !old.dead.Load() {
+		// Another lookup dialed it at the same time: use that one.
+		b.mu.Unlock()
+		c.close()
+		return old, nil
+	}
+	b.conns[socket] = c
+	b.mu.Unlock()
+	b.watch(c)
+	return c, nil
+}
+
+type nodeKey struct {
+	c    *conn
+	node proto.NodeID
+}
+
+// attachment is a name in a kernel directory where a translator's root
+// appears.
+type attachment struct {
+	parent uint64
+	name   string
+}
+
+// inode is what the kernel knows as one node id.
+type inode struct {
+	id   uint64
+	conn *conn
+	node proto.NodeID
+	mode uint32
+	// kernel counts the lookups the kernel holds (replies that carried id);
+	// server counts the lookups the bridge holds on the server. They differ
+	// because a READDIRPLUS entry may be handed out more than once. When the
+	// kernel forgets its last, the bridge gives the server all of its.
+	kernel, server uint64
+	attached       map[attachment]struct{} // translator roots: where they hang
+
+	link   string // cached symlink target
+	linkOK bool
+
+	// Passthrough: the kernel allows one backing file per inode, and no
+	// mixing of passthrough and cached opens.
+	backingID   int32
+	backingRefs int
+	backingDev  uint64
+	backingIno  uint64
+	cachedOpens int
+}
+
+// get returns the inode the kernel calls id, or an error status: ESTALE
+// for an unknown id, EIO when its server is gone.
+func (b *Bridge) get(id uint64) (*inode, fuse.Status) {
+	if b.dying.Load() {
+		return nil, fuse.EIO
+	}
+	b.mu.Lock()
+	in := b.inodes[id]
+	b.mu.Unlock()
+	if in == nil {
+		return nil, fuse.Status(syscall.ESTALE)
+	}
+	if in.conn.dead.Load() {
+		return nil, fuse.EIO
+	}
+	return in, fuse.OK
+}
+
+// add records that the kernel is about to receive e (one server lookup, one
+// kernel lookup) and returns its inode.
+func (b *Bridge) add(c *conn, e *proto.Entry, serverLookups uint64) *inode {
+	key := nodeKey{c, e.Node}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	in := b.byNode[key]
+	if in == nil {
+		in = &inode{id: b.nextID, conn: c, node: e.Node}
+		b.nextID++
+		b.inodes[in.id] = in
+		b.byNode[key] = in
+	}
+	in.mode = e.Attr.Mode
+	in.kernel++
+	in.server += serverLookups
+	return in
+}
+
+// Forget gives back the kernel's lookups; when none are left, the server
+// gets back the bridge's.
+func (b *Bridge) Forget(id, nlookup uint64) {
+	if id == fuse.FUSE_ROOT_ID {
+		return
+	}
+	b.mu.Lock()
+	in := b.inodes[id]
+	if in == nil {
+		b.mu.Unlock()
+		return
+	}
+	if in.kernel > nlookup {
+		in.kernel -= nlookup
+		b.mu.Unlock()
+		return
+	}
+	delete(b.inodes, id)
+	if b.byNode[nodeKey{in.conn, in.node}] == in {
+		delete(b.byNode, nodeKey{in.conn, in.node})
+	}
+	n := in.server
+	b.mu.Unlock()
+	if n > 0 && !in.conn.dead.Load() {
+		c, node := in.conn, in.node
+		b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, n) })
+	}
+}
+
+func (b *Bridge) bgCtx() context.Context {
+	return proto.WithCaller(context.Background(), proto.Caller{Uid: b.uid})
+}
+
+// lookupID returns the kernel id of (c, node), 0 when the kernel does not
+// know it.
+func (b *Bridge) lookupID(c *conn, node proto.NodeID) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if in := b.byNode[nodeKey{c, node}]; in != nil {
+		return in.id
+	}
+	return 0
+}
+
+// Notifier carries a server's invalidations to the kernel's caches.
+type Notifier struct {
+	mu sync.Mutex
+	b  *Bridge
+	c  *conn
+}
+
+// NewNotifier returns a Notifier for the root server's client; pass it as
+// proto.ClientOptions.Notifier and as Options.Notifier.
+func NewNotifier() *Notifier { return &Notifier{} }
+
+func (n *Notifier) attach(b *Bridge, c *conn) {
+	n.mu.Lock()
+	n.b, n.c = b, c
+	n.mu.Unlock()
+}
+
+func (n *Notifier) target() (*Bridge, *conn) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.b, n.c
+}
+
+// InvalNode implements proto.Notifier. The kernel is told from a queue, never
+// from the caller's goroutine: a notification can wait for a directory lock
+// held by a request that waits for this server's answer.
+func (n *Notifier) InvalNode(node proto.NodeID, off, length int64) {
+	b, c := n.target()
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	in := b.byNode[nodeKey{c, node}]
+	var id uint64
+	if in != nil {
+		id = in.id
+		in.linkOK = false
+	}
+	b.mu.Unlock()
+	if id != 0 {
+		b.notes.push(func() { b.srv.InodeNotify(id, off, length) })
+	}
+}
+
+// InvalEntry implements proto.Notifier.
+func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
+	b, c := n.target()
+	if b == nil {
+		return
+	}
+	if id := b.lookupID(c, parent); id != 0 {
+		b.notes.push(func() { b.srv.EntryNotify(id, name) })
+	}
+}
+
+// queue runs functions one at a time, in order, on its own goroutine; push
+// never blocks.
+type queue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []func()
+	closed bool
+}
+
+func newQueue() *queue {
+	q := &queue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *queue) push(f func()) {
+	q.mu.Lock()
+	if !q.closed {
+		q.items = append(q.items, f)
+		q.cond.Signal()
+	}
+	q.mu.Unlock()
+}
+
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+func (q *queue) run() {
+	for {
+		q.mu.Lock()
+		for len(q.items) == 0 && !q.closed {
+			q.cond.Wait()
+		}
+		if q.closed {
+			q.items = nil
+			q.mu.Unlock()
+			return
+		}
+		items := q.items
+		q.items = nil
+		q.mu.Unlock()
+		for _, f := range items {
+			f()
+		}
+	}
+}

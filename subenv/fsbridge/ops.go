@@ -1,0 +1,419 @@
+package fsbridge
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"herd/proto"
+)
+
+// This file turns the kernel's requests on nodes into proto calls.
+
+func (c *conn) ttl() time.Duration {
+	if c.socket == "" {
+		return longTimeout
+	}
+	return translatorTimeout
+}
+
+// fillAttr converts a server's attributes (host ids) to the kernel's view.
+func (b *Bridge) fillAttr(c *conn, a *proto.Attr, out *fuse.Attr) {
+	m := b.opts.IDMap
+	ino := a.Ino
+	if c.idx != 0 {
+		// Keep (st_dev, st_ino) unique across the servers of one mount, so
+		// find and tar do not see loops or false hard links.
+		ino ^= c.idx << 48
+	}
+	*out = fuse.Attr{
+		Ino:       ino,
+		Size:      a.Size,
+		Blocks:    a.Blocks,
+		Atime:     uint64(a.Atime.Sec),
+		Mtime:     uint64(a.Mtime.Sec),
+		Ctime:     uint64(a.Ctime.Sec),
+		Atimensec: a.Atime.Nsec,
+		Mtimensec: a.Mtime.Nsec,
+		Ctimensec: a.Ctime.Nsec,
+		Mode:      a.Mode,
+		Nlink:     a.Nlink,
+		Owner: fuse.Owner{
+			Uid: m.fromHost(a.Uid, m.HostUid),
+			Gid: m.fromHost(a.Gid, m.HostGid),
+		},
+		Rdev:    uint32(a.Rdev),
+		Blksize: a.Blksize,
+	}
+}
+
+func setEntryTimeouts(out *fuse.EntryOut, d time.Duration) {
+	out.SetEntryTimeout(d)
+	out.SetAttrTimeout(d)
+}
+
+// reply hands e, found as name in parent, to the kernel: it follows a
+// redirect, records the lookup and fills out.
+func (b *Bridge) reply(p *inode, name string, e proto.Entry, out *fuse.EntryOut) fuse.Status {
+	c := p.conn
+	if e.Redirect != nil {
+		tc, root, st := b.follow(p, e)
+		if !st.Ok() {
+			return st
+		}
+		in := b.add(tc, &root, 1)
+		b.mu.Lock()
+		if in.attached == nil {
+			in.attached = map[attachment]struct{}{}
+		}
+		in.attached[attachment{p.id, name}] = struct{}{}
+		b.mu.Unlock()
+		b.fillEntry(tc, in, &root, out)
+		return fuse.OK
+	}
+	in := b.add(c, &e, 1)
+	b.fillEntry(c, in, &e, out)
+	return fuse.OK
+}
+
+func (b *Bridge) fillEntry(c *conn, in *inode, e *proto.Entry, out *fuse.EntryOut) {
+	out.NodeId = in.id
+	out.Generation = 0
+	setEntryTimeouts(out, c.ttl())
+	b.fillAttr(c, &e.Attr, &out.Attr)
+}
+
+// follow continues a lookup at the translator e redirects to (the Hurd's
+// FS_RETRY): the kernel sees the translator's root in place of the node.
+// The underlying node's lookup goes back to its server at once: nothing
+// further is asked of it about this name.
+func (b *Bridge) follow(p *inode, e proto.Entry) (*conn, proto.Entry, fuse.Status) {
+	c := p.conn
+	node := e.Node
+	b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, 1) })
+	tc, err := b.translator(e.Redirect.Socket)
+	if err != nil {
+		b.logf("redirect to %s: %v", e.Redirect.Socket, err)
+		return nil, proto.Entry{}, fuse.EIO
+	}
+	ctx, cancel := b.ctx(tc, &fuse.InHeader{})
+	defer cancel()
+	root, err := tc.fs.Root(ctx)
+	if err != nil {
+		b.logf("redirect to %s: root: %v", e.Redirect.Socket, err)
+		return nil, proto.Entry{}, fuse.EIO
+	}
+	if root.Redirect != nil {
+		// A translator's root is not itself redirected; refuse rather than
+		// loop.
+		tc.fs.Forget(b.bgCtx(), root.Node, 1)
+		return nil, proto.Entry{}, fuse.EIO
+	}
+	return tc, root, fuse.OK
+}
+
+func (b *Bridge) logf(format string, args ...any) {
+	if b.opts.Debug {
+		logger.Printf("fsbridge: "+format, args...)
+	}
+}
+
+func (b *Bridge) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	p, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(p.conn, h)
+	defer done()
+	e, err := p.conn.fs.Lookup(ctx, p.node, name)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			// A negative entry: the kernel remembers the name is absent
+			// until the server says otherwise.
+			*out = fuse.EntryOut{}
+			out.SetEntryTimeout(p.conn.ttl())
+			return fuse.OK
+		}
+		return errno(err)
+	}
+	return b.reply(p, name, e, out)
+}
+
+func (b *Bridge) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	n, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(n.conn, &in.InHeader)
+	defer done()
+	a, err := n.conn.fs.GetAttr(ctx, n.node)
+	if err != nil {
+		return errno(err)
+	}
+	b.fillAttr(n.conn, &a, &out.Attr)
+	out.SetTimeout(n.conn.ttl())
+	return fuse.OK
+}
+
+func (b *Bridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	n, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	m := b.opts.IDMap
+	var s proto.SetAttrIn
+	if in.Valid&fuse.FATTR_MODE != 0 {
+		s.Valid |= proto.SetAttrMode
+		s.Mode = in.Mode & 07777
+	}
+	if in.Valid&fuse.FATTR_UID != 0 {
+		s.Valid |= proto.SetAttrUid
+		s.Uid = m.toHost(in.Uid, m.HostUid)
+	}
+	if in.Valid&fuse.FATTR_GID != 0 {
+		s.Valid |= proto.SetAttrGid
+		s.Gid = m.toHost(in.Gid, m.HostGid)
+	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		s.Valid |= proto.SetAttrSize
+		s.Size = in.Size
+	}
+	if in.Valid&fuse.FATTR_ATIME != 0 {
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			s.Valid |= proto.SetAttrAtimeNow
+		} else {
+			s.Valid |= proto.SetAttrAtime
+			s.Atime = proto.Timespec{Sec: int64(in.Atime), Nsec: in.Atimensec}
+		}
+	}
+	if in.Valid&fuse.FATTR_MTIME != 0 {
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			s.Valid |= proto.SetAttrMtimeNow
+		} else {
+			s.Valid |= proto.SetAttrMtime
+			s.Mtime = proto.Timespec{Sec: int64(in.Mtime), Nsec: in.Mtimensec}
+		}
+	}
+	if fh, ok := in.GetFh(); ok {
+		if h := b.handle(fh); h != nil && h.conn == n.conn {
+			s.Valid |= proto.SetAttrHandle
+			s.Handle = h.h
+		}
+	}
+	ctx, done := b.ctx(n.conn, &in.InHeader)
+	defer done()
+	a, err := n.conn.fs.SetAttr(ctx, n.node, s)
+	if err != nil {
+		return errno(err)
+	}
+	b.fillAttr(n.conn, &a, &out.Attr)
+	out.SetTimeout(n.conn.ttl())
+	return fuse.OK
+}
+
+// create runs a call that makes a node in parent and hands it to the kernel.
+func (b *Bridge) create(h *fuse.InHeader, name string, out *fuse.EntryOut, call func(p *inode) (proto.Entry, error)) fuse.Status {
+	p, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	e, err := call(p)
+	if err != nil {
+		return errno(err)
+	}
+	return b.reply(p, name, e, out)
+}
+
+func (b *Bridge) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return b.create(&in.InHeader, name, out, func(p *inode) (proto.Entry, error) {
+		ctx, done := b.ctx(p.conn, &in.InHeader)
+		defer done()
+		return p.conn.fs.Mkdir(ctx, p.node, name, in.Mode)
+	})
+}
+
+func (b *Bridge) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return b.create(&in.InHeader, name, out, func(p *inode) (proto.Entry, error) {
+		ctx, done := b.ctx(p.conn, &in.InHeader)
+		defer done()
+		return p.conn.fs.Mknod(ctx, p.node, name, in.Mode, uint64(in.Rdev))
+	})
+}
+
+func (b *Bridge) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target string, name string, out *fuse.EntryOut) fuse.Status {
+	return b.create(h, name, out, func(p *inode) (proto.Entry, error) {
+		ctx, done := b.ctx(p.conn, h)
+		defer done()
+		return p.conn.fs.Symlink(ctx, p.node, name, target)
+	})
+}
+
+func (b *Bridge) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	old, st := b.get(in.Oldnodeid)
+	if !st.Ok() {
+		return st
+	}
+	return b.create(&in.InHeader, name, out, func(p *inode) (proto.Entry, error) {
+		if p.conn != old.conn {
+			return proto.Entry{}, syscall.EXDEV
+		}
+		ctx, done := b.ctx(p.conn, &in.InHeader)
+		defer done()
+		return p.conn.fs.Link(ctx, old.node, p.node, name)
+	})
+}
+
+func (b *Bridge) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	p, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(p.conn, h)
+	defer done()
+	return errno(p.conn.fs.Unlink(ctx, p.node, name))
+}
+
+func (b *Bridge) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	p, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(p.conn, h)
+	defer done()
+	return errno(p.conn.fs.Rmdir(ctx, p.node, name))
+}
+
+func (b *Bridge) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) fuse.Status {
+	p, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	np, st := b.get(in.Newdir)
+	if !st.Ok() {
+		return st
+	}
+	if p.conn != np.conn {
+		return fuse.EXDEV
+	}
+	ctx, done := b.ctx(p.conn, &in.InHeader)
+	defer done()
+	return errno(p.conn.fs.Rename(ctx, p.node, oldName, np.node, newName, in.Flags))
+}
+
+func (b *Bridge) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	n, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	b.mu.Lock()
+	if n.linkOK {
+		l := n.link
+		b.mu.Unlock()
+		return []byte(l), fuse.OK
+	}
+	b.mu.Unlock()
+	ctx, done := b.ctx(n.conn, h)
+	defer done()
+	l, err := n.conn.fs.Readlink(ctx, n.node)
+	if err != nil {
+		return nil, errno(err)
+	}
+	b.mu.Lock()
+	n.link, n.linkOK = l, true
+	b.mu.Unlock()
+	return []byte(l), fuse.OK
+}
+
+// Access is left to the kernel: the mount has default_permissions.
+func (b *Bridge) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	return fuse.ENOSYS
+}
+
+func (b *Bridge) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	n, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	ctx, done := b.ctx(n.conn, h)
+	defer done()
+	v, err := n.conn.fs.GetXattr(ctx, n.node, attr)
+	if err != nil {
+		return 0, errno(err)
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), fuse.ERANGE
+	}
+	return uint32(copy(dest, v)), fuse.OK
+}
+
+func (b *Bridge) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	n, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	ctx, done := b.ctx(n.conn, h)
+	defer done()
+	names, err := n.conn.fs.ListXattr(ctx, n.node)
+	if err != nil {
+		return 0, errno(err)
+	}
+	size := 0
+	for _, s := range names {
+		size += len(s) + 1
+	}
+	if len(dest) < size {
+		return uint32(size), fuse.ERANGE
+	}
+	off := 0
+	for _, s := range names {
+		off += copy(dest[off:], s)
+		dest[off] = 0
+		off++
+	}
+	return uint32(size), fuse.OK
+}
+
+func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	n, st := b.get(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(n.conn, &in.InHeader)
+	defer done()
+	return errno(n.conn.fs.SetXattr(ctx, n.node, attr, append([]byte(nil), data...), in.Flags))
+}
+
+func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	n, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(n.conn, h)
+	defer done()
+	return errno(n.conn.fs.RemoveXattr(ctx, n.node, attr))
+}
+
+func (b *Bridge) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	n, st := b.get(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx, done := b.ctx(n.conn, h)
+	defer done()
+	s, err := n.conn.fs.StatFS(ctx, n.node)
+	if err != nil {
+		return errno(err)
+	}
+	*out = fuse.StatfsOut{
+		Blocks: s.Blocks, Bfree: s.Bfree, Bavail: s.Bavail,
+		Files: s.Files, Ffree: s.Ffree,
+		Bsize: s.Bsize, Frsize: s.Frsize, NameLen: s.NameLen,
+	}
+	return fuse.OK
+}
+
+func (b *Bridge) Init(s *fuse.Server) { b.srv = s }
+
+func (b *Bridge) OnUnmount() {}

@@ -1,0 +1,147 @@
+package subenv
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+const mainUsage = `subenv: run programs in a subenvironment, a world of their own whose file
+tree (and, later, network and identity) is served by user programs.
+
+Usage:
+  subenv run [flags] [--] PROG [ARGS...]   run PROG in a new subenvironment
+  subenv help [run]                        this text, or run's
+
+'subenv run --help' lists run's flags.
+`
+
+const runUsage = `Usage: subenv run [flags] [--] PROG [ARGS...]
+
+Runs PROG in new user, mount, pid, uts, ipc and net namespaces whose root
+file tree is served by an fs server over herd's protocol, through FUSE.
+By default the server is herd-fs (built into subenv): the host's / read-only
+underneath, your writes in a copy-on-write layer that is thrown away at the
+end, and an empty /tmp. Inside you are root; outside nothing changes. PROG is
+looked up on PATH inside; the environment, the working directory and the
+terminal pass through. subenv exits with PROG's status (128+N if a signal N
+killed it; 127 if PROG is not found).
+
+Flags:
+  --fs 'PROG [ARGS]'  use PROG as the root fs server: any program speaking herd's
+                      protocol on fd 3 (LISTEN_FDS=1). The string is split on
+                      spaces; for arguments with spaces use --fs-arg. The server
+                      gets HERD_RUNTIME_DIR, HERD_UPPER (its copy-on-write dir,
+                      empty with --rw) and HERD_ROOT (with --root) in its env.
+  --fs-arg ARG        one more argument for the --fs program (repeatable)
+  --fs-socket PATH    use an fs server already listening on PATH (must be yours)
+  --root DIR          serve DIR as / instead of the host's /
+  --rw                write through to the served tree instead of copy-on-write
+  --keep NAME         keep the copy-on-write layer in
+                      $XDG_DATA_HOME/herd/keep/NAME (~/.local/share/herd/keep/NAME),
+                      so a later run with --keep NAME sees earlier writes
+  --net MODE          network: none (loopback only; the default)
+  -v, --verbose       say which servers started where (on stderr)
+  -h, --help          this text
+
+Environment: HERD_TRACE=1 prints the start-up steps with their timings.
+
+Examples:
+  subenv run -- sh
+  subenv run --keep work -- sh -c 'echo hi > /tmp/x'
+  subenv run --fs './myfs --log' -- make
+`
+
+// Main is the subenv program; it returns the exit status.
+func Main(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, mainUsage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runMain(args[1:])
+	case "init":
+		return InitMain(args[1:])
+	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "run" {
+			fmt.Print(runUsage)
+		} else {
+			fmt.Print(mainUsage)
+		}
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "subenv: unknown command %q (see subenv --help)\n", args[0])
+		return 2
+	}
+}
+
+func runMain(args []string) int {
+	fl := pflag.NewFlagSet("subenv run", pflag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	fl.Usage = func() {}
+	// Flags end at PROG: `subenv run sh -c x` passes -c to sh.
+	fl.SetInterspersed(false)
+	var cfg Config
+	var fsCmd string
+	var fsArgs []string
+	var help bool
+	fl.StringVar(&fsCmd, "fs", "", "")
+	fl.StringArrayVar(&fsArgs, "fs-arg", nil, "")
+	fl.StringVar(&cfg.FSSocket, "fs-socket", "", "")
+	fl.StringVar(&cfg.Root, "root", "", "")
+	fl.BoolVar(&cfg.RW, "rw", false, "")
+	fl.StringVar(&cfg.Keep, "keep", "", "")
+	fl.StringVar(&cfg.Net, "net", "none", "")
+	fl.BoolVarP(&cfg.Verbose, "verbose", "v", false, "")
+	fl.BoolVarP(&help, "help", "h", false, "")
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Print(runUsage)
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "subenv run: %v (see subenv run --help)\n", err)
+		return 2
+	}
+	if help {
+		fmt.Print(runUsage)
+		return 0
+	}
+	if fsCmd != "" {
+		cfg.FS = append(strings.Fields(fsCmd), fsArgs...)
+		if len(cfg.FS) == 0 {
+			fmt.Fprintln(os.Stderr, "subenv run: --fs: empty command (see subenv run --help)")
+			return 2
+		}
+	} else if len(fsArgs) > 0 {
+		fmt.Fprintln(os.Stderr, "subenv run: --fs-arg without --fs (see subenv run --help)")
+		return 2
+	}
+	if cfg.FS != nil && cfg.FSSocket != "" {
+		fmt.Fprintln(os.Stderr, "subenv run: --fs and --fs-socket exclude each other")
+		return 2
+	}
+	if cfg.RW && cfg.Keep != "" {
+		fmt.Fprintln(os.Stderr, "subenv run: --rw and --keep exclude each other (--rw has no copy-on-write layer to keep)")
+		return 2
+	}
+	cfg.Prog = fl.Args()
+	if len(cfg.Prog) == 0 {
+		fmt.Fprintln(os.Stderr, "subenv run: no program given (usage: subenv run [flags] -- PROG [ARGS...])")
+		return 2
+	}
+	status, err := Run(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "subenv: %v\n", err)
+		var ee *ExitError
+		if errors.As(err, &ee) && ee.Code != 0 {
+			return ee.Code
+		}
+		return 1
+	}
+	return status
+}

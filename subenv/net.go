@@ -1,0 +1,102 @@
+package subenv
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// NetSetup is how a --net mode gives the subenvironment its network. The
+// subenvironment always gets a new network namespace, in which only a down
+// loopback exists. A mode has two halves, because the launcher and the init
+// are different processes on either side of the namespace boundary:
+//
+//   - InitNet runs in the init: pid 1, root of the new user and net
+//     namespaces, before pivot_root (so the host's /dev, e.g. /dev/net/tun,
+//     is still at its usual path). It configures interfaces and returns the
+//     descriptors the host side needs, a TUN fd for instance, or none.
+//   - HostNet runs in the launcher on the host with those descriptors, before
+//     the program starts; it starts whatever serves them (the net server, a
+//     bridge) and returns a function that stops it at the end.
+//
+// The program starts only after both returned; an error from either ends the
+// run with that error, nothing left behind.
+type NetSetup interface {
+	InitNet(ctx InitNetContext) ([]*os.File, error)
+	HostNet(ctx HostNetContext, files []*os.File) (stop func(), err error)
+}
+
+// InitNetContext is what the init knows when InitNet runs.
+type InitNetContext struct {
+	Mode  string // the --net value, whole (e.g. "nat" or "lan:work")
+	Arg   string // what follows "MODE:" in --net, if anything
+	Trace func(format string, args ...any)
+}
+
+// HostNetContext is what the launcher knows when HostNet runs.
+type HostNetContext struct {
+	Mode       string
+	Arg        string
+	RuntimeDir string                           // sockets go here (mode 0700)
+	InitPid    int                              // host pid of the init; /proc/PID/ns/net is the subenvironment's net namespace
+	Verbose    func(format string, args ...any) // -v: say what started where (stderr)
+	Trace      func(format string, args ...any)
+}
+
+// netModes maps --net names to their setups. The net issue adds its modes
+// here (nat, lan:NAME, ...), or from its own package with RegisterNet.
+var netModes = map[string]func() NetSetup{
+	"none": func() NetSetup { return netNone{} },
+}
+
+// RegisterNet adds a --net mode. Call it from an init function of the
+// package that implements the mode, imported by cmd/subenv.
+func RegisterNet(name string, f func() NetSetup) { netModes[name] = f }
+
+// netSetupFor splits "MODE[:ARG]" and returns the mode's setup.
+func netSetupFor(spec string) (NetSetup, string, string, error) {
+	mode, arg, _ := strings.Cut(spec, ":")
+	f := netModes[mode]
+	if f == nil {
+		var names []string
+		for n := range netModes {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, "", "", fmt.Errorf("--net %s: unknown mode (have: %s)", spec, strings.Join(names, ", "))
+	}
+	return f(), mode, arg, nil
+}
+
+// netNone is --net none: loopback only.
+type netNone struct{}
+
+func (netNone) InitNet(InitNetContext) ([]*os.File, error) { return nil, loopbackUp() }
+func (netNone) HostNet(HostNetContext, []*os.File) (func(), error) {
+	return func() {}, nil
+}
+
+// loopbackUp sets lo up in the current net namespace (the kernel gives it
+// 127.0.0.1 and ::1 once it is up).
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: %v", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %v", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: %v", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,429 @@
+// Package subenv is the launcher of subenvironments (the Hurd's subhurds):
+// `subenv run` starts the root fs server, creates new user, mount, pid, uts,
+// ipc and net namespaces, mounts the fs bridge as the new root and runs a
+// program there.
+//
+// Two processes do the work, on either side of the namespace boundary:
+//
+//   - the launcher (Run), on the host: runtime dir, fs server, the FUSE
+//     connection's server side (fsbridge.Serve) and the host side of the
+//     network; it cleans up when the init ends.
+//   - the init (InitMain, `subenv init`, a re-exec of the same binary): pid 1
+//     inside. It mounts FUSE at a staging dir and passes the /dev/fuse fd out
+//     over a socketpair, builds /proc, /dev and /sys, pivots into the FUSE
+//     root, runs the program, reaps orphans and forwards signals.
+//
+// The FUSE fd is served from the host, not from inside, because the kernel
+// refuses FUSE passthrough to a server in a user namespace.
+package subenv
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"herd/subenv/fsbridge"
+)
+
+// Config is one `subenv run`.
+type Config struct {
+	Prog     []string // program and arguments, looked up on PATH inside
+	FS       []string // external root fs server command; nil = the built-in herd-fs
+	FSSocket string   // connect to an already running fs server instead
+	Root     string   // host directory served as / (default "/")
+	RW       bool     // write through to Root instead of copy-on-write
+	Keep     string   // keep the upper layer under this name
+	Net      string   // --net mode ("none")
+	Verbose  bool     // -v: say which servers started where
+	Hostname string   // default "subenv"
+	// Grace is how long the program may go on after the fs server died
+	// before the whole pid namespace is killed (default 5s).
+	Grace time.Duration
+}
+
+// ExitError is a launcher failure: a one-line message (without the
+// "subenv: " prefix) and the exit status to use.
+type ExitError struct {
+	Code int
+	Msg  string
+}
+
+func (e *ExitError) Error() string { return e.Msg }
+
+func fail(code int, format string, args ...any) error {
+	return &ExitError{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Run runs cfg.Prog in a new subenvironment and returns its exit status.
+// An error means the subenvironment could not start or broke (a server
+// died); its message is one line. Everything Run started is stopped and its
+// runtime dir removed before it returns, error or not.
+func Run(cfg Config) (status int, err error) {
+	start := time.Now()
+	tr := newTracer("subenv", start)
+	if len(cfg.Prog) == 0 {
+		return 0, fail(2, "no program given")
+	}
+	if cfg.Net == "" {
+		cfg.Net = "none"
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "subenv"
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 5 * time.Second
+	}
+	netSetup, netMode, netArg, err := netSetupFor(cfg.Net)
+	if err != nil {
+		return 0, fail(2, "%v", err)
+	}
+	root := "/"
+	if cfg.Root != "" {
+		abs, err := filepath.Abs(cfg.Root)
+		if err != nil {
+			return 0, fail(1, "--root %s: %v", cfg.Root, err)
+		}
+		fi, err := os.Stat(abs)
+		if err != nil {
+			return 0, fail(1, "--root %s: %v", cfg.Root, errnoOf(err))
+		}
+		if !fi.IsDir() {
+			return 0, fail(1, "--root %s: not a directory", cfg.Root)
+		}
+		root = abs
+	}
+	verbose := func(format string, args ...any) {
+		if cfg.Verbose {
+			fmt.Fprintf(os.Stderr, "subenv: "+format+"\n", args...)
+		}
+	}
+
+	rt, err := newRuntimeDir()
+	if err != nil {
+		return 0, fail(1, "%v", err)
+	}
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		rt.remove()
+		tr.step("cleaned up")
+	}()
+	staging := rt.join("root")
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return 0, fail(1, "runtime dir: %v", err)
+	}
+	upper := ""
+	if !cfg.RW {
+		if cfg.Keep != "" {
+			if upper, err = keepDir(cfg.Keep); err != nil {
+				return 0, fail(1, "%v", err)
+			}
+		} else {
+			upper = rt.join("upper")
+			if err := os.Mkdir(upper, 0o700); err != nil {
+				return 0, fail(1, "runtime dir: %v", err)
+			}
+		}
+	}
+	tr.step("runtime dir %s", rt.Path)
+
+	// The init starts first: its exec and namespace set-up run while this
+	// process starts the fs server.
+	in, err := startInit(cfg, staging, start)
+	if err != nil {
+		return 0, fail(1, "%v", err)
+	}
+	cleanups = append(cleanups, in.kill)
+	tr.step("init started (pid %d)", in.cmd.Process.Pid)
+
+	p := fsParams{Root: root, Upper: upper, RuntimeDir: rt.Path, Socket: rt.join("fs.sock"), Command: cfg.FS, Existing: cfg.FSSocket}
+	var srv *fsServer
+	switch {
+	case p.Existing != "":
+		srv, err = connectExistingFS(p)
+	case p.Command != nil:
+		srv, err = startExternalFS(p)
+	default:
+		srv, err = startBuiltinFS(p)
+	}
+	if err != nil {
+		return 0, fail(1, "%v", err)
+	}
+	cleanups = append(cleanups, srv.stop)
+	tr.step("fs server up: %s", srv.desc)
+	verbose("fs server %s serving %s on %s (upper: %s)", srv.desc, root, srv.socket, orNone(upper))
+
+	// The init's first message is the FUSE fd, or why it failed.
+	m, err := in.next()
+	if err != nil {
+		return 0, err
+	}
+	if m.kind != msgFuse || len(m.files) != 1 {
+		return 0, fail(1, "init: unexpected message %q", m.kind)
+	}
+	fuseFile := m.files[0]
+	gone := make(chan string, 1)
+	identity := os.Geteuid() == 0
+	bridge, err := fsbridge.Serve(fuseFile, srv.client, fsbridge.Options{
+		IDMap:       fsbridge.IDMap{HostUid: uint32(os.Geteuid()), HostGid: uint32(os.Getegid()), Identity: identity},
+		Passthrough: identity,
+		Notifier:    srv.notes,
+		ServerGone: func(err error) {
+			// Called from the bridge: find out why off its goroutine.
+			go func() { gone <- srv.deathCause(err) }()
+		},
+	})
+	fuseFile.Close()
+	if err != nil {
+		return 0, fail(1, "%v", err)
+	}
+	cleanups = append(cleanups, func() { bridge.Unmount() })
+	tr.step("bridge serving")
+	verbose("root mounted in pid namespace of init %d", in.cmd.Process.Pid)
+
+	m, err = in.next()
+	if err != nil {
+		return 0, err
+	}
+	if m.kind != msgNet {
+		return 0, fail(1, "init: unexpected message %q", m.kind)
+	}
+	stopNet, err := netSetup.HostNet(HostNetContext{
+		Mode: netMode, Arg: netArg, RuntimeDir: rt.Path, InitPid: in.cmd.Process.Pid,
+		Verbose: verbose, Trace: tr.step,
+	}, m.files)
+	for _, f := range m.files {
+		f.Close()
+	}
+	if err != nil {
+		return 0, fail(1, "net %s: %v", cfg.Net, err)
+	}
+	cleanups = append(cleanups, stopNet)
+	if err := sendMsg(in.ctl, msgReady, nil); err != nil {
+		// The init is gone; its message (if any) says why.
+		if _, e := in.next(); e != nil {
+			return 0, e
+		}
+		return 0, fail(1, "init: %v", err)
+	}
+	tr.step("ready sent")
+
+	// Forward the signals a user or a supervisor sends to subenv; the init
+	// passes them on to the program.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	defer signal.Stop(sigs)
+
+	var died string
+	var grace <-chan time.Time
+	for {
+		select {
+		case s := <-sigs:
+			in.cmd.Process.Signal(s)
+		case died = <-gone:
+			// The program now gets EIO from the bridge; give it a moment to
+			// notice and end by itself, then end the whole namespace.
+			gone = nil
+			grace = time.After(cfg.Grace)
+		case <-grace:
+			grace = nil
+			in.cmd.Process.Kill()
+		case <-in.exited:
+			if m, err := in.next(); err == nil && m.kind == msgError {
+				return 0, in.errorOf(m)
+			}
+			status = in.status()
+			tr.step("init ended: status %d", status)
+			in.restoreTTY()
+			if died == "" {
+				select {
+				case died = <-gone:
+				default:
+				}
+			}
+			if died != "" {
+				code := status
+				if code == 0 {
+					code = 1
+				}
+				return status, fail(code, "fs server died: %s", died)
+			}
+			return status, nil
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none (write through)"
+	}
+	return s
+}
+
+// initProc is the running init as the launcher sees it.
+type initProc struct {
+	cmd     *exec.Cmd
+	ctl     *os.File
+	msgs    chan ctlMsg
+	readErr error
+	exited  chan struct{}
+	waitErr error
+	tty     int // fd whose foreground process group we hand to the program, -1 none
+	pgrp    int
+	once    sync.Once
+}
+
+// startInit re-executes this binary as `subenv init` in new namespaces.
+// The uid and gid maps are written by this process (Go's exec does it
+// between clone and exec): host root maps the whole range, anyone else maps
+// themself to root, with setgroups denied as the kernel requires.
+func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
+	mine, theirs, err := socketpair()
+	if err != nil {
+		return nil, err
+	}
+	in := &initProc{ctl: mine, msgs: make(chan ctlMsg, 4), exited: make(chan struct{}), tty: -1}
+	cwd, _ := os.Getwd()
+	ic := initConfig{
+		Start: start.UnixNano(), Staging: staging, Identity: os.Geteuid() == 0,
+		Prog: cfg.Prog, Cwd: cwd, Hostname: cfg.Hostname, Net: cfg.Net, TTY: -1,
+	}
+	if fd, pg, ok := foregroundTTY(); ok {
+		ic.TTY, in.tty, in.pgrp = fd, fd, pg
+	}
+	js, _ := json.Marshal(ic)
+	cmd := exec.Command("/proc/self/exe", "init", string(js))
+	cmd.Args[0] = "subenv"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.ExtraFiles = []*os.File{theirs}
+	uid, gid := os.Geteuid(), os.Getegid()
+	sys := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if uid == 0 {
+		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1<<32 - 1}}
+		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1<<32 - 1}}
+		sys.GidMappingsEnableSetgroups = true
+	} else {
+		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+	}
+	cmd.SysProcAttr = sys
+	if err := cmd.Start(); err != nil {
+		mine.Close()
+		theirs.Close()
+		return nil, fmt.Errorf("cannot create the namespaces: %v", unwrapExec(err))
+	}
+	theirs.Close()
+	in.cmd = cmd
+	go func() {
+		for {
+			m, err := recvMsg(mine)
+			if err != nil {
+				in.readErr = err
+				close(in.msgs)
+				return
+			}
+			in.msgs <- m
+		}
+	}()
+	go func() { in.waitErr = cmd.Wait(); close(in.exited) }()
+	return in, nil
+}
+
+// next returns the init's next message. If the init reported an error, or
+// ended without a word, that is the error.
+func (in *initProc) next() (ctlMsg, error) {
+	m, ok := <-in.msgs
+	if !ok {
+		<-in.exited
+		return ctlMsg{}, fail(1, "init ended at start (%s)", exitStatus(in.waitErr))
+	}
+	if m.kind == msgError {
+		<-in.exited
+		return m, in.errorOf(m)
+	}
+	return m, nil
+}
+
+func (in *initProc) errorOf(m ctlMsg) error {
+	if len(m.data) < 1 {
+		return fail(1, "init failed")
+	}
+	return fail(int(m.data[0]), "%s", m.data[1:])
+}
+
+// status is the init's exit status, which is the program's.
+func (in *initProc) status() int {
+	var ee *exec.ExitError
+	if errors.As(in.waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	if in.waitErr != nil {
+		return 1
+	}
+	return 0
+}
+
+// kill ends the init, and with it everything in its pid namespace, and
+// waits for it.
+func (in *initProc) kill() {
+	in.once.Do(func() {
+		select {
+		case <-in.exited:
+		default:
+			in.cmd.Process.Kill()
+			<-in.exited
+		}
+		in.ctl.Close()
+		in.restoreTTY()
+	})
+}
+
+// foregroundTTY finds the controlling terminal among fds 0-2 and reports
+// whether our process group is its foreground one. Only then does the
+// program get the foreground (a background `subenv run &` must not take the
+// terminal from the shell).
+func foregroundTTY() (fd, pgrp int, ok bool) {
+	for fd := 0; fd <= 2; fd++ {
+		fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+		if err != nil {
+			continue
+		}
+		pg := unix.Getpgrp()
+		return fd, pg, fg == pg
+	}
+	return -1, 0, false
+}
+
+// restoreTTY gives the terminal's foreground back to our process group,
+// which the program took (we are in the background then, so SIGTTOU must be
+// ignored meanwhile).
+func (in *initProc) restoreTTY() {
+	if in.tty < 0 {
+		return
+	}
+	fg, err := unix.IoctlGetInt(in.tty, unix.TIOCGPGRP)
+	if err != nil || fg == in.pgrp {
+		return
+	}
+	signal.Ignore(unix.SIGTTOU)
+	unix.IoctlSetPointerInt(in.tty, unix.TIOCSPGRP, in.pgrp)
+	signal.Reset(unix.SIGTTOU)
+}

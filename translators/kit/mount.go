@@ -1,0 +1,102 @@
+package kit
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"herd/proto"
+	"herd/subenv/fsbridge"
+)
+
+// Mounted is a translator mounted by FUSE on the host (--mount).
+type Mounted struct {
+	dir    string
+	b      *fsbridge.Bridge
+	direct bool // mounted by mount(2) here, served with fsbridge.Serve
+}
+
+// Mount mounts fs on dir by FUSE. The mount point must be of the root's
+// type: a directory for a tree, a file for a one-file translator (the
+// kernel takes the root's type from the mount point). source names the
+// mount in /proc/self/mountinfo ("herd:hello --contents=hi") and name is
+// its type (fuse.NAME).
+//
+// Mount calls mount(2) itself when it may (root, or root of a user
+// namespace owning the mount namespace: `unshare -Urm`), which also mounts
+// on files; otherwise it leaves the mount to fsbridge.Mount (fusermount3).
+func Mount(dir string, fs proto.FileSystem, name, source string, debug bool) (*Mounted, error) {
+	if err := checkMountPoint(dir, fs); err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: dir, Err: err}
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/fuse: %w", err)
+	}
+	dev := os.NewFile(uintptr(fd), "/dev/fuse")
+	defer dev.Close() // Serve keeps its own copy
+	opts := []string{
+		fmt.Sprintf("fd=%d", fd),
+		fmt.Sprintf("rootmode=%o", st.Mode&syscall.S_IFMT),
+		fmt.Sprintf("user_id=%d", os.Geteuid()),
+		fmt.Sprintf("group_id=%d", os.Getegid()),
+		"max_read=1048576",
+		"default_permissions",
+	}
+	if os.Geteuid() == 0 {
+		opts = append(opts, "allow_other")
+	}
+	err = unix.Mount(source, dir, "fuse."+name, unix.MS_NOSUID|unix.MS_NODEV, strings.Join(opts, ","))
+	if errors.Is(err, unix.EPERM) && st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		// Not privileged here: fusermount3 may do it.
+		b, err := fsbridge.Mount(dir, fs, fsbridge.Options{Debug: debug})
+		if err != nil {
+			return nil, fmt.Errorf("%w (without root, mount inside a user namespace: unshare -Urm)", err)
+		}
+		return &Mounted{dir: dir, b: b}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mount on %s: %w", dir, err)
+	}
+	b, err := fsbridge.Serve(dev, fs, fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: debug})
+	if err != nil {
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return nil, err
+	}
+	return &Mounted{dir: dir, b: b, direct: true}, nil
+}
+
+// Wait returns when the mount is gone (umount by someone, or Unmount).
+func (m *Mounted) Wait() { m.b.Wait() }
+
+// Unmount unmounts and waits for the bridge to stop; a mount still in use
+// is detached (it goes when its last file closes).
+func (m *Mounted) Unmount() error {
+	if !m.direct {
+		return m.b.Unmount()
+	}
+	m.b.Unmount() // answer EIO from now on
+	err := unix.Unmount(m.dir, 0)
+	if errors.Is(err, unix.EBUSY) {
+		err = unix.Unmount(m.dir, unix.MNT_DETACH)
+		if err == nil {
+			return nil // the bridge ends when the last user closes
+		}
+	}
+	if errors.Is(err, unix.EINVAL) {
+		err = nil // not mounted any more
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", m.dir, err)
+	}
+	m.b.Wait()
+	return nil
+}

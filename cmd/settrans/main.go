@@ -1,0 +1,10 @@
+// Command settrans: see `settrans --help` and package herd/translators/control.
+package main
+
+import (
+	"os"
+
+	"herd/translators/control"
+)
+
+func main() { os.Exit(control.Settrans(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -1,0 +1,235 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"herd/proto"
+)
+
+// Active is a host active translator as found on a node.
+type Active struct {
+	Mount Mount
+	// State is nil when the mount is a translator's but its state file is
+	// not ours to read (another user's, or a holder that died).
+	State *State
+}
+
+// Argv is the translator's command line: from the state file, else from
+// the mount's source.
+func (a *Active) Argv() []string {
+	if a.State != nil {
+		return a.State.Argv
+	}
+	return strings.Fields(strings.TrimPrefix(a.Mount.Source, TranslatorSourcePrefix))
+}
+
+// UnderPath is a path that reaches the host file under the mount (the
+// holder's descriptor of it), or "" when unknown.
+func (a *Active) UnderPath() string {
+	if a.State == nil || a.State.UnderlyingFD <= 0 || !Alive(a.State.HolderPid) {
+		return ""
+	}
+	return fmt.Sprintf("/proc/%d/fd/%d", a.State.HolderPid, a.State.UnderlyingFD)
+}
+
+// FindActive returns the host active translator mounted on node (a
+// canonical path), or nil.
+func FindActive(node string) (*Active, error) {
+	mounts, err := ReadMounts()
+	if err != nil {
+		return nil, err
+	}
+	m, ok := MountAt(mounts, node)
+	if !ok || !m.IsTranslator() {
+		return nil, nil
+	}
+	a := &Active{Mount: m}
+	if dir, err := RuntimeDir(); err == nil {
+		if st, err := ReadState(PathsFor(dir, node).State); err == nil && st.Node == node && Alive(st.HolderPid) {
+			a.State = st
+		}
+	}
+	return a, nil
+}
+
+// StartOptions configure StartActive.
+type StartOptions struct {
+	Argv    []string // as the user gave it; Argv[0] names the translator
+	Program string   // resolved Argv[0]
+	Create  bool     // create the node (file or directory, as the translator's root)
+	Timeout time.Duration
+	// Holder is the command that runs RunHolder with its config appended
+	// (default: this executable with --herd-holder=).
+	Holder []string
+}
+
+// StartActive starts a host active translator on node (canonical path) and
+// returns once its mount answers. On failure nothing is left: no process,
+// no mount, no runtime file, no node it created.
+func StartActive(node string, o StartOptions) error {
+	dir, err := RuntimeDir()
+	if err != nil {
+		return err
+	}
+	paths := PathsFor(dir, node)
+	cfg, err := json.Marshal(holderConfig{Node: node, Argv: o.Argv, Program: o.Program, Create: o.Create, Timeout: o.Timeout, Paths: paths})
+	if err != nil {
+		return err
+	}
+	holder := o.Holder
+	if holder == nil {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		holder = []string{self, "--" + HolderFlag + "="}
+	}
+	args := append([]string(nil), holder[1:]...)
+	args[len(args)-1] += string(cfg)
+
+	logf, err := os.OpenFile(paths.Log, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(holder[0], args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	_, statErr := os.Lstat(node)
+	existed := statErr == nil
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start the holder: %w", err)
+	}
+	w.Close()
+
+	answer := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		answer <- strings.TrimSpace(line)
+	}()
+	var timeout <-chan time.Time
+	if o.Timeout > 0 {
+		// The holder keeps the deadline itself; this is for a holder that
+		// is stuck beyond it.
+		t := time.NewTimer(o.Timeout + 10*time.Second)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case line := <-answer:
+		if line == "ok" {
+			cmd.Process.Release()
+			return nil
+		}
+		cmd.Wait()
+		if msg, ok := strings.CutPrefix(line, "error: "); ok {
+			return errors.New(msg)
+		}
+		cleanupAfter(node, paths, existed)
+		return fmt.Errorf("translator %s: the holder died at start; log: %s", o.Argv[0], tailLog(paths.Log))
+	case <-timeout:
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		cleanupAfter(node, paths, existed)
+		return fmt.Errorf("translator %s did not start within %v: %w", o.Argv[0], o.Timeout, syscall.ETIMEDOUT)
+	}
+}
+
+// cleanupAfter undoes what a holder that was killed left behind.
+func cleanupAfter(node string, p Paths, existed bool) {
+	if mounts, err := ReadMounts(); err == nil {
+		if m, ok := MountAt(mounts, node); ok && m.IsTranslator() {
+			fuseUnmount(node, true)
+		}
+	}
+	os.Remove(p.Socket)
+	os.Remove(p.State)
+	if !existed {
+		os.Remove(node)
+	}
+}
+
+// StopActive asks a host active translator to go away (the Hurd's
+// fsys_goaway: a busy translator may refuse unless forced), then has its
+// holder unmount and stop it, and returns once all of it is gone.
+func StopActive(a *Active, force bool, timeout time.Duration) error {
+	if a.State == nil {
+		// Not ours to ask (or its holder is gone): unmount what is left,
+		// which the kernel allows only to its owner.
+		if err := fuseUnmount(a.Mount.MountPoint, force); err != nil {
+			return err
+		}
+		return nil
+	}
+	st := a.State
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	var flags uint32
+	if force {
+		flags = proto.GoawayForce
+	}
+	if c, err := proto.Dial(st.Socket, proto.ClientOptions{Timeout: timeout}); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err = c.Goaway(ctx, flags)
+		cancel()
+		c.Close()
+		if err != nil && errors.Is(err, syscall.EBUSY) && !force {
+			return fmt.Errorf("translator %s is busy and refuses to go away (use -f to force): %w", ShowArgv(st.Argv), syscall.EBUSY)
+		}
+	}
+	syscall.Kill(st.HolderPid, syscall.SIGTERM)
+	deadline := time.Now().Add(timeout)
+	for {
+		mounted := false
+		if mounts, err := ReadMounts(); err == nil {
+			m, ok := MountAt(mounts, st.Node)
+			mounted = ok && m.IsTranslator()
+		}
+		if !mounted && !Alive(st.HolderPid) && !Alive(st.TranslatorPid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(-st.HolderPid, syscall.SIGKILL)
+			syscall.Kill(st.TranslatorPid, syscall.SIGKILL)
+			if mounted {
+				fuseUnmount(st.Node, true)
+			}
+			os.Remove(st.Socket)
+			os.Remove(PathsFor(dirOf(st.Socket), st.Node).State)
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func dirOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i > 0 {
+		return p[:i]
+	}
+	return "."
+}
+
+// DialActive connects to a host active translator's socket.
+func DialActive(a *Active, timeout time.Duration) (*proto.Client, error) {
+	if a.State == nil {
+		return nil, fmt.Errorf("the translator on %s is not one of ours (no state in our runtime dir)", a.Mount.MountPoint)
+	}
+	return proto.Dial(a.State.Socket, proto.ClientOptions{Timeout: timeout})
+}

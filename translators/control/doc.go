@@ -1,0 +1,25 @@
+// Package control implements settrans, showtrans and fsysopts: attaching
+// translators to nodes, showing them, and changing a running translator's
+// options, with the Hurd's flags and meaning where they apply on Linux.
+//
+// A node lives in one of two worlds, told apart by the mount that holds it
+// (/proc/self/mountinfo):
+//
+//   - Inside a subenvironment the node is on the fs bridge's FUSE mount
+//     (source "herd"). The fs server that owns the node keeps its
+//     translator records; settrans and friends reach it through extended
+//     attributes on the node (XattrPassive, XattrActive, XattrGoaway,
+//     XattrOptions), so nothing else is needed inside.
+//
+//   - On the host, a passive translator is the record stored on the host
+//     file (the xattr user.herd.translator, or the directory's side table
+//     where xattrs are refused), which takes effect wherever that tree is
+//     served by herd. An active translator is a process mounted on the node
+//     by FUSE in the caller's mount namespace: a detached holder process
+//     (settrans re-executed with a hidden flag) starts the translator with
+//     its listening socket as fd 3, dials it, mounts it with the fs bridge
+//     (source "herd:ARGV"), and unmounts and stops it when the translator
+//     dies, when the mount goes away, or on settrans -g. A state file beside
+//     the translator's socket in the runtime directory says which
+//     translator serves which node.
+package control

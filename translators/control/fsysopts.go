@@ -1,0 +1,110 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+const fsysoptsDoc = `Usage: fsysopts [OPTION...] NODE [OPTIONS...]
+Show (no OPTIONS) or change the options of the translator running on NODE,
+as the Hurd's fsysopts: e.g. "fsysopts ~/hello --contents='new text'",
+"fsysopts ~/u --readonly". On the host NODE is a mount made by settrans -a;
+inside a subenvironment the fs server relays to the translator.
+
+Options:
+`
+
+// Fsysopts is the fsysopts program.
+func Fsysopts(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("fsysopts", pflag.ContinueOnError)
+	fs.SetInterspersed(false)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, fsysoptsDoc); fs.PrintDefaults() }
+	fs.BoolP("dereference", "L", false, "if NODE is a symbolic link, follow it (always done)")
+	fs.BoolP("recursive", "R", false, "pass the options to child translators too (accepted)")
+	timeout := fs.DurationP("timeout", "t", 30*time.Second, "how long to wait for the translator")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "fsysopts: missing NODE (see fsysopts --help)")
+		return 2
+	}
+	node, opts := rest[0], rest[1:]
+	var err error
+	if len(opts) == 0 {
+		var cur []string
+		if cur, err = GetOptions(node, *timeout); err == nil {
+			fmt.Fprintln(stdout, strings.Join(cur, " "))
+		}
+	} else {
+		err = SetOptions(node, opts, *timeout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fsysopts: %s: %v\n", node, err)
+		return 1
+	}
+	return 0
+}
+
+// GetOptions returns the options of the translator running on NODE.
+func GetOptions(nodeArg string, timeout time.Duration) ([]string, error) {
+	node, inside, err := locate(nodeArg)
+	if err != nil {
+		return nil, err
+	}
+	if inside {
+		return insideGet(node, XattrOptions)
+	}
+	act, err := FindActive(node)
+	if err != nil {
+		return nil, err
+	}
+	if act == nil {
+		return nil, errors.New("no active translator here")
+	}
+	c, err := DialActive(act, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.GetOptions(ctx)
+}
+
+// SetOptions changes the options of the translator running on NODE.
+func SetOptions(nodeArg string, opts []string, timeout time.Duration) error {
+	node, inside, err := locate(nodeArg)
+	if err != nil {
+		return err
+	}
+	if inside {
+		return insideSetOptions(node, opts)
+	}
+	act, err := FindActive(node)
+	if err != nil {
+		return err
+	}
+	if act == nil {
+		return errors.New("no active translator here")
+	}
+	c, err := DialActive(act, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.SetOptions(ctx, opts)
+}

@@ -1,0 +1,392 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"herd/proto"
+	"herd/subenv/fsbridge"
+)
+
+// HolderFlag is the hidden settrans flag that runs the holder of a host
+// active translator; its value is the holder's configuration (JSON).
+const HolderFlag = "herd-holder"
+
+// mountSubtype is the FUSE subtype (fstype "fuse.herd-translator") of host
+// translator mounts.
+const mountSubtype = "herd-translator"
+
+// holderConfig is what settrans hands the holder.
+type holderConfig struct {
+	Node    string        `json:"node"`
+	Argv    []string      `json:"argv"`
+	Program string        `json:"program"`
+	Create  bool          `json:"create"`
+	Timeout time.Duration `json:"timeout"` // start-up; 0 = none
+	Paths   Paths         `json:"paths"`
+}
+
+// holder runs a host active translator: it starts the program with its
+// listening socket, mounts it on the node, and takes it all down again.
+type holder struct {
+	cfg      holderConfig
+	under    *os.File // the node under the mount
+	created  bool     // the holder created the node (-c), and removes it on failure
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	waitErr  error
+	client   *proto.Client
+	mounted  bool
+	bridge   *fsbridge.Bridge
+	gone     chan struct{} // the translator's connection was lost
+	goneOnce bool
+}
+
+// RunHolder is the holder's main: settrans re-executes itself with
+// --herd-holder=CONFIG, fd 3 the pipe on which it reports "ok" once the
+// mount answers, or "error: ..." (having undone everything).
+func RunHolder(config string) int {
+	ready := os.NewFile(3, "ready")
+	var cfg holderConfig
+	if err := json.Unmarshal([]byte(config), &cfg); err != nil {
+		fmt.Fprintf(ready, "error: holder config: %v\n", err)
+		return 2
+	}
+	h := &holder{cfg: cfg, exited: make(chan struct{}), gone: make(chan struct{})}
+	logf("holder %d: starting %s on %s", os.Getpid(), ShowArgv(cfg.Argv), cfg.Node)
+	// Signals that ask us to stop are caught from the start, so a stop
+	// during start-up still cleans up.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if err := h.start(sigs); err != nil {
+		logf("holder: start failed: %v", err)
+		h.stop(true)
+		fmt.Fprintf(ready, "error: %v\n", err)
+		ready.Close()
+		return 1
+	}
+	fmt.Fprintln(ready, "ok")
+	ready.Close()
+	h.wait(sigs)
+	h.stop(false)
+	logf("holder %d: done", os.Getpid())
+	return 0
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
+}
+
+func (h *holder) start(sigs <-chan os.Signal) error {
+	cfg := h.cfg
+	deadline := time.Now().Add(24 * 365 * time.Hour)
+	if cfg.Timeout > 0 {
+		deadline = time.Now().Add(cfg.Timeout)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	name := cfg.Argv[0]
+
+	// The node under the mount: handed to the translator (as tarfs reads
+	// its archive), and kept so the host file stays reachable while covered.
+	exists := true
+	if f, err := openUnder(cfg.Node); err == nil {
+		h.under = f
+	} else if errors.Is(err, os.ErrNotExist) && cfg.Create {
+		exists = false
+	} else {
+		return err
+	}
+
+	// The translator's listening socket.
+	if fi, err := os.Lstat(cfg.Paths.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(cfg.Paths.Socket)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Paths.Socket, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Paths.Socket, err)
+	}
+	l.SetUnlinkOnClose(false)
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+
+	// The translator.
+	cmd := &exec.Cmd{Path: cfg.Program, Args: cfg.Argv, Stdout: os.Stderr, Stderr: os.Stderr}
+	cmd.ExtraFiles = []*os.File{lf}
+	env := []string{"LISTEN_FDS=1"}
+	if h.under != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, h.under)
+		env = append(env, "HERD_UNDERLYING=4")
+	}
+	cmd.Env = append(cleanEnv(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", cfg.Program, err)
+	}
+	h.cmd = cmd
+	logf("holder: translator pid %d", cmd.Process.Pid)
+	go func() {
+		h.waitErr = cmd.Wait()
+		close(h.exited)
+	}()
+
+	// Its start-up handshake.
+	for {
+		c, err := proto.Dial(cfg.Paths.Socket, proto.ClientOptions{})
+		if err == nil {
+			h.client = c
+			break
+		}
+		select {
+		case <-h.exited:
+			return fmt.Errorf("translator %s exited at start (%v); its messages: %s", name, h.waitErr, tailLog(cfg.Paths.Log))
+		case <-ctx.Done():
+			return fmt.Errorf("translator %s did not answer within %v: %w", name, cfg.Timeout, syscall.ETIMEDOUT)
+		case s := <-sigs:
+			return fmt.Errorf("stopped by %v during start-up", s)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	root, err := h.client.Root(ctx)
+	if err != nil {
+		return fmt.Errorf("translator %s: its root: %w", name, err)
+	}
+	rootType := root.Attr.Mode & syscall.S_IFMT
+	isDir := rootType == syscall.S_IFDIR
+
+	if exists {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(h.under.Fd()), &st); err != nil {
+			return err
+		}
+		if st.Mode&syscall.S_IFMT != rootType {
+			return fmt.Errorf("%s is %s but translator %s serves %s; a mount needs the same type (settrans -c on a missing node makes the right one)",
+				cfg.Node, typeName(st.Mode), name, typeName(root.Attr.Mode))
+		}
+	} else {
+		if isDir {
+			err = os.Mkdir(cfg.Node, 0o755)
+		} else {
+			var f *os.File
+			f, err = os.OpenFile(cfg.Node, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if err == nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("create %s: %w", cfg.Node, err)
+		}
+		h.created = true
+		if h.under, err = openUnder(cfg.Node); err != nil {
+			return err
+		}
+	}
+
+	// The mount, served by the bridge.
+	fd, err := fuseMount(cfg.Node, TranslatorSourcePrefix+ShowArgv(cfg.Argv), mountSubtype, isDir)
+	if err != nil {
+		return err
+	}
+	h.mounted = true
+	b, err := fsbridge.Serve(fd, h.client, fsbridge.Options{
+		IDMap:      fsbridge.IDMap{Identity: true},
+		ServerGone: func(error) { h.signalGone() },
+	})
+	fd.Close()
+	if err != nil {
+		return err
+	}
+	h.bridge = b
+
+	// The mount answers: its root is no longer the node under it.
+	answered := make(chan error, 1)
+	go func() {
+		var st, ust unix.Stat_t
+		err := unix.Stat(cfg.Node, &st)
+		if err == nil {
+			err = unix.Fstat(int(h.under.Fd()), &ust)
+		}
+		if err == nil && st.Dev == ust.Dev && st.Ino == ust.Ino {
+			err = errors.New("the mount does not show")
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			return fmt.Errorf("mount on %s does not answer: %w", cfg.Node, err)
+		}
+	case <-h.exited:
+		return fmt.Errorf("translator %s exited (%v); its messages: %s", name, h.waitErr, tailLog(cfg.Paths.Log))
+	case <-ctx.Done():
+		return fmt.Errorf("mount on %s did not answer within %v: %w", cfg.Node, cfg.Timeout, syscall.ETIMEDOUT)
+	}
+
+	return WriteState(cfg.Paths.State, &State{
+		Node: cfg.Node, Argv: cfg.Argv, Program: cfg.Program,
+		Socket: cfg.Paths.Socket, Log: cfg.Paths.Log,
+		HolderPid: os.Getpid(), TranslatorPid: cmd.Process.Pid,
+		UnderlyingFD: int(h.under.Fd()),
+	})
+}
+
+func (h *holder) signalGone() {
+	select {
+	case <-h.gone:
+	default:
+		close(h.gone)
+	}
+}
+
+// wait returns when the translator exits, its connection is lost, the mount
+// goes away, or we are asked to stop.
+func (h *holder) wait(sigs <-chan os.Signal) {
+	unmounted := make(chan struct{})
+	go func() { h.bridge.Wait(); close(unmounted) }()
+	select {
+	case <-h.exited:
+		logf("holder: translator exited: %v", h.waitErr)
+	case <-h.gone:
+		logf("holder: connection to the translator lost")
+	case <-unmounted:
+		logf("holder: unmounted")
+		h.mounted = false
+	case s := <-sigs:
+		logf("holder: %v", s)
+	}
+}
+
+// stop unmounts, stops the translator and removes the runtime files; after
+// a failed start it also removes a node it created.
+func (h *holder) stop(failed bool) {
+	if h.mounted {
+		if err := fuseUnmount(h.cfg.Node, true); err != nil {
+			logf("holder: %v", err)
+		}
+		if h.bridge != nil {
+			h.bridge.Unmount()
+		}
+	}
+	if h.cmd != nil {
+		select {
+		case <-h.exited:
+		default:
+			if h.client != nil {
+				// The Hurd's goaway: let it flush (tarfs writes its archive).
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				h.client.Goaway(ctx, 0)
+				cancel()
+			}
+			if !waitFor(h.exited, 5*time.Second) {
+				h.cmd.Process.Signal(syscall.SIGTERM)
+				if !waitFor(h.exited, 5*time.Second) {
+					h.cmd.Process.Kill()
+					<-h.exited
+				}
+			}
+		}
+	}
+	if h.client != nil {
+		h.client.Close()
+	}
+	os.Remove(h.cfg.Paths.Socket)
+	os.Remove(h.cfg.Paths.State)
+	if h.under != nil {
+		h.under.Close()
+	}
+	if failed && h.created {
+		os.Remove(h.cfg.Node)
+	}
+}
+
+func waitFor(c <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// openUnder opens a node to read it, or only to name it when it cannot be
+// read.
+func openUnder(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err == nil {
+		return f, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	fd, err2 := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err2 != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// cleanEnv is our environment without what socket activation and the
+// holder set for themselves.
+func cleanEnv() []string {
+	var out []string
+	for _, e := range os.Environ() {
+		k, _, _ := strings.Cut(e, "=")
+		switch k {
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERD_UNDERLYING":
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func typeName(mode uint32) string {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		return "a directory"
+	case syscall.S_IFREG:
+		return "a regular file"
+	case syscall.S_IFLNK:
+		return "a symlink"
+	default:
+		return "a special file"
+	}
+}
+
+// tailLog returns the last lines of a log, on one line, for an error.
+func tailLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return "(none)"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var keep []string
+	for _, l := range lines {
+		if strings.Contains(l, "holder") {
+			continue
+		}
+		keep = append(keep, strings.TrimSpace(l))
+	}
+	if len(keep) > 3 {
+		keep = keep[len(keep)-3:]
+	}
+	if len(keep) == 0 {
+		return "(none)"
+	}
+	return strings.Join(keep, " / ")
+}

@@ -1,0 +1,447 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"herd/translators/search"
+)
+
+// DefaultTimeout bounds a translator's start-up, as the Hurd's settrans.
+const DefaultTimeout = 60 * time.Second
+
+const settransDoc = `Usage: settrans [OPTION...] NODE [TRANSLATOR ARG...]
+Set the passive/active translator on NODE. By default the passive translator
+is set. TRANSLATOR is found as the Hurd's /hurd/NAME: first in the directory of
+installed herd translators ($HERD_TRANSLATORS, else settrans's own directory),
+then in $PATH; a name with a slash is a path.
+
+Inside a subenvironment the fs server that owns NODE keeps the records and
+runs the translators. On the host, -a runs TRANSLATOR and mounts it on NODE by
+FUSE in the caller's mount namespace (fusermount3 when not root); -p stores the
+record on the host file (xattr user.herd.translator), to take effect wherever
+that tree is served by herd. A mount needs NODE and the translator's root to be
+of the same type (file or directory); -c creates the right one.
+
+  settrans NODE            clear NODE's passive translator
+  settrans -a NODE         make NODE's active translator go away
+  settrans -g NODE         clear the passive one and stop the active one
+
+Options:
+`
+
+// settransOpts are settrans's flags.
+type settransOpts struct {
+	active, start, passive, create, excl, orphan bool
+	goaway, keep, force, recursive, nosync        bool
+	timeout                                       float64
+	pidFile, chrootDir                            string
+	chroot                                        []string
+	holder                                        string
+}
+
+// Settrans is the settrans program: it returns the exit status.
+func Settrans(args []string, stdout, stderr io.Writer) int {
+	var o settransOpts
+	// -C takes the arguments up to "--" as the command (the Hurd's way).
+	args, o.chroot, o.chrootDir = splitChroot(args)
+	fs := pflag.NewFlagSet("settrans", pflag.ContinueOnError)
+	fs.SetInterspersed(false)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, settransDoc); fs.PrintDefaults() }
+	fs.BoolVarP(&o.active, "active", "a", false, "start TRANSLATOR and set it as NODE's active translator")
+	fs.BoolVarP(&o.start, "start", "s", false, "start the translator NODE's passive record names, as its active translator")
+	fs.BoolVarP(&o.passive, "passive", "p", false, "change NODE's passive translator record (default)")
+	fs.BoolVarP(&o.create, "create", "c", false, "create NODE if it does not exist")
+	fs.BoolVarP(&o.excl, "exclusive", "x", false, "only set the translator if there is not one already")
+	fs.BoolVarP(&o.orphan, "orphan", "o", false, "detach an old active translator from NODE without asking it to go away (it serves its current users until they finish)")
+	fs.BoolVarP(&o.goaway, "goaway", "g", false, "when setting the passive translator, ask the active one to go away")
+	fs.BoolVarP(&o.keep, "keep-active", "k", false, "when setting the passive translator, leave the active one running")
+	fs.BoolVarP(&o.force, "force", "f", false, "make an active translator go away even when busy; with -a, replace one that is there")
+	fs.BoolVarP(&o.recursive, "recursive", "R", false, "shut down the translator's children too (accepted; a translator's children always stop with it)")
+	fs.BoolVarP(&o.nosync, "nosync", "S", false, "do not sync the translator before stopping it (accepted; herd translators decide)")
+	fs.Float64VarP(&o.timeout, "timeout", "t", DefaultTimeout.Seconds(), "timeout for translator start-up, in seconds; 0 means none")
+	fs.StringVarP(&o.pidFile, "pid-file", "F", "", "when starting an active translator, write its pid to this file")
+	fs.BoolP("chroot", "C", false, "instead of setting NODE's translator, run the arguments up to `--` as a command chroot'd to the translated node")
+	fs.String("chroot-chdir", "/", "change to DIR (absolute) before running the -C command")
+	fs.StringVar(&o.holder, HolderFlag, "", "")
+	fs.MarkHidden(HolderFlag)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.Changed(HolderFlag) {
+		return RunHolder(o.holder)
+	}
+	if fs.Changed("chroot") && o.chroot == nil {
+		fmt.Fprintln(stderr, "settrans: --chroot command must be terminated with `--'")
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "settrans: missing NODE (see settrans --help)")
+		return 2
+	}
+	if o.timeout < 0 || math.IsNaN(o.timeout) || o.timeout > 1e6 {
+		fmt.Fprintf(stderr, "settrans: bad timeout %v\n", o.timeout)
+		return 2
+	}
+	if o.start && len(rest) > 1 {
+		fmt.Fprintln(stderr, "settrans: both --start and TRANSLATOR given")
+		return 2
+	}
+	err := settrans(o, rest[0], rest[1:], stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "settrans: %s: %v\n", rest[0], err)
+		return 1
+	}
+	return 0
+}
+
+// splitChroot takes -C/--chroot CMD... -- out of the arguments.
+func splitChroot(args []string) (rest, cmd []string, chdir string) {
+	chdir = "/"
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || !strings.HasPrefix(a, "-") {
+			break // NODE reached: flags end
+		}
+		if a == "--chroot-chdir" && i+1 < len(args) {
+			chdir = args[i+1]
+			i++
+			continue
+		}
+		if v, ok := strings.CutPrefix(a, "--chroot-chdir="); ok {
+			chdir = v
+			continue
+		}
+		if a == "-C" || a == "--chroot" {
+			for j := i + 1; j < len(args); j++ {
+				if args[j] == "--" {
+					cmd = append([]string(nil), args[i+1:j]...)
+					if cmd == nil {
+						cmd = []string{}
+					}
+					return append(append([]string(nil), args[:i]...), args[j+1:]...), cmd, chdir
+				}
+			}
+			return args, nil, chdir // unterminated: pflag reports nothing, caught below
+		}
+	}
+	return args, nil, chdir
+}
+
+func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.Writer) error {
+	timeout := time.Duration(o.timeout * float64(time.Second))
+	if o.chroot != nil && len(o.chroot) == 0 {
+		return errors.New("--chroot must be followed by a command and `--'")
+	}
+	node, err := Canonical(nodeArg)
+	if err != nil {
+		return err
+	}
+	var program string
+	if len(argv) > 0 {
+		if program, err = search.Resolve(argv[0]); err != nil {
+			return err
+		}
+	}
+	active := o.active || o.start
+	passive := o.passive || (!active && o.chroot == nil)
+
+	mounts, err := ReadMounts()
+	if err != nil {
+		return err
+	}
+	m, _ := MountOf(mounts, node)
+	if m.IsSubenv() {
+		if o.chroot != nil {
+			return errors.New("--chroot is for the host; inside a subenvironment, run the command in one of its own")
+		}
+		return settransInside(o, node, argv, active, passive)
+	}
+
+	act, err := FindActive(node)
+	if err != nil {
+		return err
+	}
+	// The host file: under the active translator's mount, if there is one.
+	host := node
+	if act != nil {
+		if host = act.UnderPath(); host == "" {
+			host = node
+		}
+	}
+	exists := true
+	var st syscall.Stat_t
+	if err := syscall.Stat(host, &st); errors.Is(err, syscall.ENOENT) {
+		exists = false
+		if !o.create {
+			return errors.New("no such file or directory (-c creates it)")
+		}
+	} else if err != nil {
+		return err
+	} else if err := checkOwner(&st); err != nil {
+		return err
+	}
+
+	if o.start {
+		rec, err := GetPassive(host)
+		if err != nil {
+			return err
+		}
+		if len(rec) == 0 {
+			return errors.New("no passive translator record found")
+		}
+		argv = rec
+		if program, err = search.Resolve(argv[0]); err != nil {
+			return err
+		}
+		passive = false
+	}
+
+	if o.chroot != nil {
+		return chrootRun(o, node, argv, program, timeout, stdout, stderr)
+	}
+
+	if passive && !active {
+		if act != nil {
+			switch {
+			case o.goaway:
+				if err := StopActive(act, o.force, timeout); err != nil {
+					return err
+				}
+				host = node
+			case !o.keep:
+				return fmt.Errorf("has an active translator (%s); use -g to stop it or -k to keep it running: %w", ShowArgv(act.Argv()), syscall.EBUSY)
+			}
+			if host == "" {
+				return errors.New("cannot reach the file under the active translator")
+			}
+		}
+		return setPassive(o, host, exists, argv)
+	}
+
+	// Active (and, with -p too, passive).
+	if act != nil {
+		switch {
+		case o.excl:
+			return fmt.Errorf("already has an active translator (%s): %w", ShowArgv(act.Argv()), syscall.EBUSY)
+		case len(argv) == 0:
+			return StopActive(act, o.force, timeout)
+		case o.orphan:
+			if err := fuseUnmount(node, true); err != nil {
+				return err
+			}
+		case o.force:
+			if err := StopActive(act, true, timeout); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("already has an active translator (%s); use settrans -g first, or -f to replace it: %w", ShowArgv(act.Argv()), syscall.EBUSY)
+		}
+		host = node
+	}
+	if len(argv) == 0 {
+		if passive {
+			return setPassive(o, host, exists, nil)
+		}
+		return nil // no active translator, none to start
+	}
+	var oldRec []string
+	if passive {
+		if exists {
+			if oldRec, err = GetPassive(host); err != nil {
+				return err
+			}
+		}
+		if o.excl && len(oldRec) > 0 {
+			return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(oldRec), syscall.EBUSY)
+		}
+	}
+	if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create && !exists, Timeout: timeout}); err != nil {
+		return err
+	}
+	if o.pidFile != "" {
+		if a, _ := FindActive(node); a != nil && a.State != nil {
+			os.WriteFile(o.pidFile, []byte(fmt.Sprintf("%d\n", a.State.TranslatorPid)), 0o644)
+		}
+	}
+	if passive {
+		a, _ := FindActive(node)
+		if a == nil || a.UnderPath() == "" {
+			return errors.New("started, but cannot reach the file under it to set the passive record")
+		}
+		if err := SetPassive(a.UnderPath(), argv); err != nil {
+			StopActive(a, true, timeout)
+			return err
+		}
+	}
+	return nil
+}
+
+func setPassive(o settransOpts, host string, exists bool, argv []string) error {
+	if exists && o.excl && len(argv) > 0 {
+		old, err := GetPassive(host)
+		if err != nil {
+			return err
+		}
+		if len(old) > 0 {
+			return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(old), syscall.EBUSY)
+		}
+	}
+	if !exists {
+		if len(argv) == 0 {
+			return nil
+		}
+		f, err := os.OpenFile(host, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := SetPassive(host, argv); err != nil {
+			os.Remove(host)
+			return err
+		}
+		return nil
+	}
+	return SetPassive(host, argv)
+}
+
+// checkOwner refuses a node the caller does not own, as the Hurd does.
+func checkOwner(st *syscall.Stat_t) error {
+	euid := uint32(os.Geteuid())
+	if euid != 0 && st.Uid != euid {
+		return fmt.Errorf("not the owner (owned by uid %d): %w", st.Uid, syscall.EPERM)
+	}
+	return nil
+}
+
+func settransInside(o settransOpts, node string, argv []string, active, passive bool) error {
+	var st syscall.Stat_t
+	exists := true
+	if err := syscall.Stat(node, &st); errors.Is(err, syscall.ENOENT) {
+		exists = false
+		if !o.create {
+			return errors.New("no such file or directory (-c creates it)")
+		}
+	} else if err != nil {
+		return err
+	} else if err := checkOwner(&st); err != nil {
+		return err
+	}
+	if !exists {
+		f, err := os.OpenFile(node, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	cur, err := insideGet(node, XattrActive)
+	if err != nil && !xattrRefused(err) {
+		return err
+	}
+	if o.start {
+		rec, err := insideGet(node, XattrPassive)
+		if err != nil {
+			return err
+		}
+		if len(rec) == 0 {
+			return errors.New("no passive translator record found")
+		}
+		argv = rec
+	}
+	if passive && !active {
+		if len(cur) > 0 {
+			switch {
+			case o.goaway:
+				if err := insideGoaway(node, o.force); err != nil {
+					return err
+				}
+			case !o.keep:
+				return fmt.Errorf("has an active translator (%s); use -g to stop it or -k to keep it running: %w", ShowArgv(cur), syscall.EBUSY)
+			}
+		}
+		if o.excl && len(argv) > 0 {
+			if old, _ := insideGet(node, XattrPassive); len(old) > 0 {
+				return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(old), syscall.EBUSY)
+			}
+		}
+		return insideSetPassive(node, argv)
+	}
+	if len(cur) > 0 {
+		switch {
+		case o.excl:
+			return fmt.Errorf("already has an active translator (%s): %w", ShowArgv(cur), syscall.EBUSY)
+		case len(argv) == 0 || o.force || o.orphan:
+			if err := insideGoaway(node, o.force || o.orphan); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("already has an active translator (%s); use settrans -g first, or -f to replace it: %w", ShowArgv(cur), syscall.EBUSY)
+		}
+	}
+	if passive {
+		if err := insideSetPassive(node, argv); err != nil {
+			return err
+		}
+	}
+	if len(argv) == 0 {
+		return nil
+	}
+	return insideStart(node, argv)
+}
+
+// chrootRun is the Hurd's settrans --chroot: start the translator, run the
+// command with the translated node as its root, and make the translator go
+// away when the command ends. On Linux the translator is mounted on NODE
+// for the command's time, and the command runs in a user namespace of its
+// own (mapping only the caller), where chroot needs no privilege.
+func chrootRun(o settransOpts, node string, argv []string, program string, timeout time.Duration, stdout, stderr io.Writer) error {
+	if len(argv) > 0 {
+		if act, _ := FindActive(node); act != nil {
+			return fmt.Errorf("already has an active translator (%s): %w", ShowArgv(act.Argv()), syscall.EBUSY)
+		}
+		if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create, Timeout: timeout}); err != nil {
+			return err
+		}
+		defer func() {
+			if act, _ := FindActive(node); act != nil {
+				StopActive(act, o.force, timeout)
+			}
+		}()
+	}
+	if !strings.HasPrefix(o.chrootDir, "/") {
+		return errors.New("--chroot-chdir must be absolute")
+	}
+	cmd := exec.Command(o.chroot[0], o.chroot[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	cmd.Dir = o.chrootDir
+	attr := &syscall.SysProcAttr{Chroot: node}
+	if os.Geteuid() != 0 {
+		attr.Cloneflags = syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd.SysProcAttr = attr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("command %s: %v", o.chroot[0], ee)
+		}
+		return fmt.Errorf("cannot run %s chroot'd to the node: %w", o.chroot[0], err)
+	}
+	return nil
+}

@@ -521,10 +521,21 @@ func xpath(dirfd int, name string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 }
 
+// xattrPath calls act on the file p names without following a final symlink,
+// except for a bare /proc/self/fd/N, which must be followed to reach the
+// descriptor's file.
+func isFDPath(p string) bool { return !strings.Contains(strings.TrimPrefix(p, "/proc/self/fd/"), "/") }
+
 func listXattrsPath(p string) ([]string, error) {
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Llistxattr(p, buf)
+		var n int
+		var err error
+		if isFDPath(p) {
+			n, err = unix.Listxattr(p, buf)
+		} else {
+			n, err = unix.Llistxattr(p, buf)
+		}
 		if err == unix.ERANGE {
 			buf = make([]byte, len(buf)*4)
 			continue
@@ -539,7 +550,13 @@ func listXattrsPath(p string) ([]string, error) {
 func getXattrPath(p, name string) ([]byte, error) {
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Lgetxattr(p, name, buf)
+		var n int
+		var err error
+		if isFDPath(p) {
+			n, err = unix.Getxattr(p, name, buf)
+		} else {
+			n, err = unix.Lgetxattr(p, name, buf)
+		}
 		if err == unix.ERANGE && len(buf) < 1<<20 {
 			buf = make([]byte, len(buf)*16)
 			continue
@@ -558,7 +575,7 @@ func copyXattrsPath(from, to string) {
 	}
 	for _, n := range names {
 		if v, err := getXattrPath(from, n); err == nil {
-			unix.Lsetxattr(to, n, v, 0)
+			setXattrPath(to, n, v, 0)
 		}
 	}
 }
@@ -648,3 +665,17 @@ func clearUpperDir(root int, comps []string) error {
 }
 
 var _ = path.Join
+
+func setXattrPath(p, name string, v []byte, flags int) error {
+	if isFDPath(p) {
+		return unix.Setxattr(p, name, v, flags)
+	}
+	return unix.Lsetxattr(p, name, v, flags)
+}
+
+func removeXattrPath(p, name string) error {
+	if isFDPath(p) {
+		return unix.Removexattr(p, name)
+	}
+	return unix.Lremovexattr(p, name)
+}

@@ -1056,7 +1056,7 @@ func (s *Server) SetXattr(ctx context.Context, id proto.NodeID, attr string, val
 	if attr == xattrTranslator {
 		return s.setTransRecord(ctx, n, dirfd, name, value, flags)
 	}
-	return errno(unix.Lsetxattr(xpath(dirfd, name), attr, value, int(flags)))
+	return errno(setXattrPath(xpath(dirfd, name), attr, value, int(flags)))
 }
 
 // RemoveXattr implements proto.FileSystem.
@@ -1081,7 +1081,7 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 	if attr == xattrTranslator {
 		return s.removeTransRecord(ctx, n, dirfd, name)
 	}
-	return errno(unix.Lremovexattr(xpath(dirfd, name), attr))
+	return errno(removeXattrPath(xpath(dirfd, name), attr))
 }
 
 // StatFS implements proto.FileSystem: the writable layer's numbers.

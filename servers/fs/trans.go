@@ -116,7 +116,7 @@ func (s *Server) setTransRecord(ctx context.Context, n *node, dirfd int, name st
 	if len(splitNul(value)) == 0 {
 		return syscall.EINVAL
 	}
-	err := unix.Lsetxattr(xpath(dirfd, name), xattrTranslator, value, int(flags))
+	err := setXattrPath(xpath(dirfd, name), xattrTranslator, value, int(flags))
 	if err == unix.ENOTSUP || err == unix.EPERM {
 		if name == "" {
 			return errno(err)
@@ -135,7 +135,7 @@ func (s *Server) removeTransRecord(ctx context.Context, n *node, dirfd int, name
 	if err := s.mayTranslate(ctx, dirfd, name); err != nil {
 		return errno(err)
 	}
-	err := unix.Lremovexattr(xpath(dirfd, name), xattrTranslator)
+	err := removeXattrPath(xpath(dirfd, name), xattrTranslator)
 	if m := readSideTable(dirfd); m != nil {
 		if _, ok := m[name]; ok {
 			delete(m, name)

@@ -1,0 +1,124 @@
+package net
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	stdnet "net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"herd/subenv/netattach"
+	"herd/subenv/netattach/nstest"
+)
+
+// blob is a deterministic pseudo-random stream of n bytes.
+type blob struct{ n, off int64 }
+
+func (b *blob) Read(p []byte) (int, error) {
+	if b.off >= b.n {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.n-b.off {
+		p = p[:b.n-b.off]
+	}
+	for i := range p {
+		x := uint64(b.off + int64(i))
+		x ^= x >> 7
+		x *= 0x9E3779B97F4A7C15
+		p[i] = byte(x >> 56)
+	}
+	b.off += int64(len(p))
+	return len(p), nil
+}
+
+func blobSum(n int64) string {
+	h := sha256.New()
+	io.Copy(h, &blob{n: n})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hostHTTP starts an HTTP server on the host's 127.0.0.1 serving /page and
+// /blob/N (N pseudo-random bytes).
+func hostHTTP(t *testing.T) (port int) {
+	t.Helper()
+	ln, err := stdnet.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/page", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from the host, %s\n", r.RemoteAddr)
+	})
+	mux.HandleFunc("/blob/{n}", func(w http.ResponseWriter, r *http.Request) {
+		var n int64
+		fmt.Sscan(r.PathValue("n"), &n)
+		w.Header().Set("Content-Length", fmt.Sprint(n))
+		io.Copy(w, &blob{n: n})
+	})
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().(*stdnet.TCPAddr).Port
+}
+
+func need(t *testing.T, prog string) string {
+	t.Helper()
+	p, err := exec.LookPath(prog)
+	if err != nil {
+		t.Fatalf("%s is required (Debian package %s): %v", prog, prog, err)
+	}
+	return p
+}
+
+// natNS starts a namespace with a nat-mode TUN attached to a new in-process
+// server.
+func natNS(t *testing.T, opts Options, mtu int) (*Server, *nstest.NS) {
+	t.Helper()
+	cfg := netattach.NATConfig("eth0", mtu)
+	ns, err := nstest.Start(nstest.Options{TUN: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.MTU = mtu
+	srv, err := New(opts)
+	if err != nil {
+		ns.Close()
+		t.Fatal(err)
+	}
+	if _, err := srv.AddMemberFile(ns.TUN); err != nil {
+		t.Fatal(err)
+	}
+	ns.TUN = nil
+	t.Cleanup(func() {
+		ns.Close()
+		srv.Close()
+	})
+	return srv, ns
+}
+
+func TestNATFetch(t *testing.T) {
+	curl := need(t, "curl")
+	port := hostHTTP(t)
+	_, ns := natNS(t, Options{NAT: true}, DefaultMTU)
+	out, code, err := ns.Run(time.Minute, curl, "-sS", fmt.Sprintf("http://10.0.2.2:%d/page", port))
+	if err != nil || code != 0 {
+		t.Fatalf("curl: %v (exit %d): %s", err, code, out)
+	}
+	if !strings.HasPrefix(out, "hello from the host") {
+		t.Fatalf("page: %q", out)
+	}
+	const size = 200 << 20
+	want := blobSum(size)
+	out, code, err = ns.Run(5*time.Minute, "sh", "-c", fmt.Sprintf("%s -sS http://10.0.2.2:%d/blob/%d | sha256sum", curl, port, size))
+	if err != nil || code != 0 {
+		t.Fatalf("curl blob: %v (exit %d): %s", err, code, out)
+	}
+	if got := strings.Fields(out)[0]; got != want {
+		t.Fatalf("checksum of 200 MB: got %s want %s", got, want)
+	}
+}

@@ -1,0 +1,303 @@
+// Package nstest gives tests a network namespace of their own: a child
+// process (the test binary re-executed) in new user, network and pid
+// namespaces, which creates a TUN with netattach.CreateTUNWith, passes its
+// descriptor out with SCM_RIGHTS, as the launcher's init does, and then
+// runs commands inside on request. Everything it started dies with it (it
+// is pid 1 of its pid namespace).
+//
+// A test binary that uses it calls nstest.Main() first in TestMain.
+package nstest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"herd/subenv/netattach"
+)
+
+const roleEnv = "HERD_NSTEST_ROLE"
+
+// Main runs the holder when this process was started as one, and returns
+// otherwise.
+func Main() {
+	if os.Getenv(roleEnv) == "holder" {
+		os.Exit(holderMain())
+	}
+}
+
+// Options say what namespace to make.
+type Options struct {
+	// TUN: the TUN to create inside; nil for none (lo only).
+	TUN *netattach.TUNConfig
+	// Uid, Gid: when the caller is root and Uid is not 0, the holder is
+	// that user on the host (root in its own user namespace), as an
+	// unprivileged user's subenvironment is.
+	Uid, Gid int
+	// Stderr receives the holder's diagnostics (nil: os.Stderr).
+	Stderr *os.File
+}
+
+// NS is a running namespace holder.
+type NS struct {
+	cmd  *exec.Cmd
+	conn *net.UnixConn
+	TUN  *os.File // the TUN's descriptor, received from inside (nil without TUN)
+	Pid  int
+
+	mu  sync.Mutex
+	enc *json.Encoder
+	dec *json.Decoder
+}
+
+type request struct {
+	Op      string   `json:"op"` // run, start, kill
+	Argv    []string `json:"argv,omitempty"`
+	Timeout float64  `json:"timeout,omitempty"`
+	ID      int      `json:"id,omitempty"`
+}
+
+type reply struct {
+	Out  string `json:"out"`
+	Code int    `json:"code"`
+	ID   int    `json:"id"`
+	Err  string `json:"err,omitempty"`
+}
+
+// Start starts a holder.
+func Start(opts Options) (*NS, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ours := os.NewFile(uintptr(fds[0]), "nstest-ctl")
+	theirs := os.NewFile(uintptr(fds[1]), "nstest-ctl")
+	defer theirs.Close()
+
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), roleEnv+"=holder")
+	if opts.TUN != nil {
+		cmd.Env = append(cmd.Env, "HERD_NSTEST_TUN="+opts.TUN.String())
+	}
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	if opts.Stderr != nil {
+		cmd.Stdout, cmd.Stderr = opts.Stderr, opts.Stderr
+	}
+	uid, gid := os.Getuid(), os.Getgid()
+	if os.Getuid() == 0 && opts.Uid != 0 {
+		uid, gid = opts.Uid, opts.Gid
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
+		GidMappingsEnableSetgroups: false,
+		Pdeathsig:                  syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("nstest: start holder: %v", err)
+	}
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	ns := &NS{cmd: cmd, conn: c.(*net.UnixConn), Pid: cmd.Process.Pid}
+	// The first message is one byte, with the TUN descriptor attached.
+	ns.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := ns.conn.ReadMsgUnix(b, oob)
+	ns.conn.SetReadDeadline(time.Time{})
+	if err != nil || n != 1 {
+		ns.Close()
+		return nil, fmt.Errorf("nstest: holder did not start: %v", err)
+	}
+	if b[0] == 'E' {
+		ns.Close()
+		return nil, errors.New("nstest: holder failed to set up the namespace (see its stderr)")
+	}
+	if b[0] == 'T' {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 {
+			ns.Close()
+			return nil, fmt.Errorf("nstest: no TUN descriptor: %v", err)
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 1 {
+			ns.Close()
+			return nil, fmt.Errorf("nstest: no TUN descriptor: %v", err)
+		}
+		unix.CloseOnExec(fds[0])
+		ns.TUN = os.NewFile(uintptr(fds[0]), "tun")
+	}
+	ns.enc = json.NewEncoder(ns.conn)
+	ns.dec = json.NewDecoder(ns.conn)
+	return ns, nil
+}
+
+func (ns *NS) call(req request) (reply, error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if err := ns.enc.Encode(req); err != nil {
+		return reply{}, err
+	}
+	var r reply
+	if err := ns.dec.Decode(&r); err != nil {
+		return reply{}, fmt.Errorf("nstest: holder gone: %v", err)
+	}
+	if r.Err != "" {
+		return r, errors.New(r.Err)
+	}
+	return r, nil
+}
+
+// Run runs argv inside and returns its combined output and exit status
+// (-1 when killed at the timeout).
+func (ns *NS) Run(timeout time.Duration, argv ...string) (string, int, error) {
+	r, err := ns.call(request{Op: "run", Argv: argv, Timeout: timeout.Seconds()})
+	return r.Out, r.Code, err
+}
+
+// StartBG starts argv inside in the background; it is killed by Kill or
+// when the holder ends.
+func (ns *NS) StartBG(argv ...string) (int, error) {
+	r, err := ns.call(request{Op: "start", Argv: argv})
+	return r.ID, err
+}
+
+// Kill kills a background command.
+func (ns *NS) Kill(id int) error {
+	_, err := ns.call(request{Op: "kill", ID: id})
+	return err
+}
+
+// Close ends the holder (and everything running inside) and closes the TUN
+// if the caller did not take it.
+func (ns *NS) Close() error {
+	ns.conn.Close()
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			ns.cmd.Process.Kill()
+		}
+	}()
+	ns.cmd.Wait()
+	close(done)
+	if ns.TUN != nil {
+		ns.TUN.Close()
+	}
+	return nil
+}
+
+func holderMain() int {
+	ctl := os.NewFile(3, "ctl")
+	c, err := net.FileConn(ctl)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nstest holder:", err)
+		return 2
+	}
+	ctl.Close()
+	uc := c.(*net.UnixConn)
+	if spec := os.Getenv("HERD_NSTEST_TUN"); spec != "" {
+		cfg, err := netattach.ParseTUNConfig(spec)
+		var tun *os.File
+		if err == nil {
+			tun, err = netattach.CreateTUNWith(cfg)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "nstest holder:", err)
+			uc.Write([]byte{'E'})
+			return 2
+		}
+		if _, _, err := uc.WriteMsgUnix([]byte{'T'}, unix.UnixRights(int(tun.Fd())), nil); err != nil {
+			fmt.Fprintln(os.Stderr, "nstest holder: send tun:", err)
+			return 2
+		}
+		tun.Close()
+	} else {
+		if err := netattach.LoopbackUp(); err != nil {
+			fmt.Fprintln(os.Stderr, "nstest holder:", err)
+			uc.Write([]byte{'E'})
+			return 2
+		}
+		uc.Write([]byte{'N'})
+	}
+	dec := json.NewDecoder(uc)
+	enc := json.NewEncoder(uc)
+	bg := map[int]*exec.Cmd{}
+	next := 1
+	for {
+		var req request
+		if err := dec.Decode(&req); err != nil {
+			for _, c := range bg {
+				c.Process.Kill()
+			}
+			return 0
+		}
+		var r reply
+		switch req.Op {
+		case "run":
+			ctx := context.Background()
+			var cancel context.CancelFunc = func() {}
+			if req.Timeout > 0 {
+				ctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
+			}
+			cmd := exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err := cmd.Run()
+			cancel()
+			r.Out = out.String()
+			var ee *exec.ExitError
+			switch {
+			case errors.As(err, &ee):
+				r.Code = ee.ExitCode()
+			case err != nil:
+				r.Err = err.Error()
+			}
+		case "start":
+			cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			if err := cmd.Start(); err != nil {
+				r.Err = err.Error()
+				break
+			}
+			bg[next] = cmd
+			r.ID = next
+			next++
+			go cmd.Wait()
+		case "kill":
+			if c := bg[req.ID]; c != nil {
+				c.Process.Kill()
+				delete(bg, req.ID)
+			}
+		default:
+			r.Err = "unknown op " + req.Op
+		}
+		if err := enc.Encode(r); err != nil {
+			return 0
+		}
+	}
+}

@@ -78,7 +78,7 @@ done | awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
 	mkdir -p "$kmods/$(dirname "$rel")"
 	cp "$ko" "$kmods/$rel"
 done
-cp "$ktree/lib/modules/$kver/modules.builtin" "$ktree/lib/modules/$kver/modules.order" "$kmods/"
+cp "$ktree/lib/modules/$kver"/modules.builtin* "$ktree/lib/modules/$kver/modules.order" "$kmods/"
 depmod -b "$stage" "$kver"
 mkdir -p "$stage/etc"
 echo "$modules" >"$stage/etc/herd-modules"
@@ -139,7 +139,7 @@ cp "$here/grub.cfg" "$isodir/boot/grub/grub.cfg"
 echo "herd live ($(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown), kernel $kver)" >"$isodir/HERD"
 echo "== grub-mkrescue"
 rm -f "$iso"
-grub-mkrescue -o "$iso" "$isodir" -- -volid HERD_LIVE >"$work/grub-mkrescue.log" 2>&1 \
+grub-mkrescue --locales= --fonts= --themes= --compress=xz -o "$iso" "$isodir" -- -volid HERD_LIVE >"$work/grub-mkrescue.log" 2>&1 \
 	|| { cat "$work/grub-mkrescue.log" >&2; die "grub-mkrescue failed (needs grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools)"; }
 
 size=$(stat -c %s "$iso")

@@ -475,12 +475,17 @@ func (c *Client) callOnNewStream(ctx context.Context, h header, buf []byte, dead
 	if h.op == opForget {
 		return nil, nil, nil
 	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	defer stop()
 	m, err := newFrameReader(st).read()
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, yamux.ErrTimeout) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(h.op))}
 		}
-		return nil, nil, &Error{syscall.EIO, err.Error()}
+		if ctx.Err() != nil {
+			return nil, nil, &Error{syscall.EINTR, fmt.Sprintf("proto: %s: interrupted", opName(h.op))}
+		}
+		return nil, nil, &Error{syscall.EIO, fmt.Sprintf("proto: %s: %v", opName(h.op), err)}
 	}
 	return c.finish(h.op, m)
 }

@@ -68,6 +68,12 @@ func (r *fdReader) Read(p []byte) (int, error) {
 	if oobn > 0 {
 		r.collect(r.oob[:oobn])
 	}
+	if n < 0 {
+		n = 0
+	}
+	if n == 0 && err == nil && len(p) > 0 {
+		err = io.EOF // recvmsg's 0 is the end of the stream
+	}
 	return n, err
 }
 

@@ -83,6 +83,14 @@ func removeStale(path string) error {
 // Pipe connects a client to fs in-process over a unix socketpair, lanes and
 // descriptor passing included. The returned function closes both ends.
 func Pipe(fs FileSystem, opts ServerOptions, copts ClientOptions) (*Client, func(), error) {
+	c, srv, err := pipe(fs, opts, copts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, func() { c.Close(); srv.Close() }, nil
+}
+
+func pipe(fs FileSystem, opts ServerOptions, copts ClientOptions) (*Client, *Server, error) {
 	srv := NewServer(fs, opts)
 	pair := func() (net.Conn, error) {
 		a, b, err := socketpair()
@@ -101,7 +109,7 @@ func Pipe(fs FileSystem, opts ServerOptions, copts ClientOptions) (*Client, func
 		srv.Close()
 		return nil, nil, err
 	}
-	return c, func() { c.Close(); srv.Close() }, nil
+	return c, srv, nil
 }
 
 func socketpair() (net.Conn, net.Conn, error) {

@@ -203,13 +203,11 @@ func (se *session) serveCalls(fr *frameReader, fw *frameWriter, c net.Conn) {
 	for {
 		m, err := fr.read()
 		if err != nil {
-			if errors.Is(err, io.EOF) && c != nil {
-				// A yamux stream closed by the client (per-call
-				// streams) ends only itself; a lane's EOF ends the
-				// session, which its connection's EOF does anyway.
-				if _, ok := c.(*yamux.Stream); ok {
-					return
-				}
+			// A yamux stream that breaks or that the client closes
+			// (per-call streams) ends only itself; garbage ends the
+			// session, and so does the loss of a lane.
+			if _, ok := c.(*yamux.Stream); ok && !errors.Is(err, errProtocol) {
+				return
 			}
 			se.end(err)
 			return
@@ -325,7 +323,8 @@ func (cs *callStream) reply(tag uint32, op uint16, rep *reply, err error) {
 		file.Close()
 	}
 	if werr != nil {
-		cs.se.end(werr)
+		// A broken stream: its reader notices and ends what must end.
+		cs.c.Close()
 	}
 }
 

@@ -75,7 +75,7 @@ type StartOptions struct {
 // StartActive starts a host active translator on node (canonical path) and
 // returns once its mount answers. On failure nothing is left: no process,
 // no mount, no runtime file, no node it created.
-func StartActive(node string, o StartOptions) error {
+func StartActive(node string, o StartOptions) (err error) {
 	dir, err := RuntimeDir()
 	if err != nil {
 		return err
@@ -131,6 +131,11 @@ func StartActive(node string, o StartOptions) error {
 		defer t.Stop()
 		timeout = t.C
 	}
+	defer func() {
+		if err != nil {
+			os.Remove(paths.Log)
+		}
+	}()
 	select {
 	case line := <-answer:
 		if line == "ok" {

@@ -1,6 +1,9 @@
 package control
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Extended attributes that carry translator records and control requests.
 const (
@@ -52,15 +55,39 @@ func quote(s string) string {
 	if s == "" {
 		return "''"
 	}
-	safe := true
+	safe, plain := true, true
 	for _, r := range s {
+		if r < ' ' || r == 0x7f {
+			plain = false
+		}
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%^", r)) {
 			safe = false
-			break
 		}
 	}
 	if safe {
 		return s
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	if plain {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	// Control characters: the shell's $'...' form keeps it on one line.
+	var b strings.Builder
+	b.WriteString("$'")
+	for _, c := range []byte(s) {
+		switch {
+		case c == '\n':
+			b.WriteString(`\n`)
+		case c == '\t':
+			b.WriteString(`\t`)
+		case c == '\\' || c == '\'':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' || c == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -45,7 +44,7 @@ func Fsysopts(args []string, stdout, stderr io.Writer) int {
 	if len(opts) == 0 {
 		var cur []string
 		if cur, err = GetOptions(node, *timeout); err == nil {
-			fmt.Fprintln(stdout, strings.Join(cur, " "))
+			fmt.Fprintln(stdout, ShowArgv(cur))
 		}
 	} else {
 		err = SetOptions(node, opts, *timeout)

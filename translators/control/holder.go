@@ -145,22 +145,37 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 		close(h.exited)
 	}()
 
-	// Its start-up handshake.
-	for {
-		c, err := proto.Dial(cfg.Paths.Socket, proto.ClientOptions{})
-		if err == nil {
-			h.client = c
-			break
+	// Its start-up handshake, within the start-up deadline (a dial waits
+	// for the handshake's answer, so it runs beside the watch).
+	dialed := make(chan *proto.Client, 1)
+	stopDial := make(chan struct{})
+	defer close(stopDial)
+	go func() {
+		for {
+			c, err := proto.Dial(cfg.Paths.Socket, proto.ClientOptions{})
+			if err == nil {
+				select {
+				case dialed <- c:
+				case <-stopDial:
+					c.Close()
+				}
+				return
+			}
+			select {
+			case <-stopDial:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
-		select {
-		case <-h.exited:
-			return fmt.Errorf("translator %s exited at start (%v); its messages: %s", name, h.waitErr, tailLog(cfg.Paths.Log))
-		case <-ctx.Done():
-			return fmt.Errorf("translator %s did not answer within %v: %w", name, cfg.Timeout, syscall.ETIMEDOUT)
-		case s := <-sigs:
-			return fmt.Errorf("stopped by %v during start-up", s)
-		case <-time.After(20 * time.Millisecond):
-		}
+	}()
+	select {
+	case h.client = <-dialed:
+	case <-h.exited:
+		return fmt.Errorf("translator %s exited at start (%v); its messages: %s", name, h.waitErr, tailLog(cfg.Paths.Log))
+	case <-ctx.Done():
+		return fmt.Errorf("translator %s did not answer within %v: %w", name, cfg.Timeout, syscall.ETIMEDOUT)
+	case s := <-sigs:
+		return fmt.Errorf("stopped by %v during start-up", s)
 	}
 	root, err := h.client.Root(ctx)
 	if err != nil {
@@ -306,6 +321,9 @@ func (h *holder) stop(failed bool) {
 	}
 	os.Remove(h.cfg.Paths.Socket)
 	os.Remove(h.cfg.Paths.State)
+	if !failed {
+		os.Remove(h.cfg.Paths.Log)
+	}
 	if h.under != nil {
 		h.under.Close()
 	}

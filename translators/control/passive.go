@@ -25,7 +25,7 @@ func GetPassive(path string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t[filepath.Base(path)], nil
+	return DecodeArgv([]byte(t[filepath.Base(path)])), nil
 }
 
 // SetPassive stores argv as the passive translator of the host file at
@@ -41,7 +41,7 @@ func SetPassive(path string, argv []string) error {
 	} else {
 		err = unix.Setxattr(path, XattrPassive, EncodeArgv(argv), 0)
 	}
-	if err == nil || xattrRefused(err) {
+	if err == nil || recordRefused(err) {
 		// Clear (or, when refused, set) the side table's record, so the
 		// two never disagree.
 		var rec []string
@@ -65,6 +65,12 @@ func xattrRefused(err error) bool {
 	return errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
+// recordRefused is xattrRefused for setting a record: user xattrs are
+// also refused (EPERM) on symlinks and special files.
+func recordRefused(err error) bool {
+	return xattrRefused(err) || errors.Is(err, unix.EPERM)
+}
+
 func getxattr(path, name string) ([]byte, error) {
 	buf := make([]byte, 4096)
 	for {
@@ -80,16 +86,17 @@ func getxattr(path, name string) ([]byte, error) {
 	}
 }
 
-// The side table maps a name in the directory to its passive record.
-func readSideTable(dir string) (map[string][]string, error) {
+// The side table maps a name in the directory to its passive record (JSON,
+// the record NUL-joined as in the xattr: servers/fs reads the same file).
+func readSideTable(dir string) (map[string]string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, SideTable))
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.EACCES) {
-		return map[string][]string{}, nil
+		return map[string]string{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	t := map[string][]string{}
+	t := map[string]string{}
 	if len(b) > 0 {
 		if err := json.Unmarshal(b, &t); err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SideTable), err)
@@ -110,7 +117,7 @@ func updateSideTable(dir, name string, argv []string) error {
 	if len(argv) == 0 {
 		delete(t, name)
 	} else {
-		t[name] = argv
+		t[name] = string(EncodeArgv(argv))
 	}
 	if len(t) == 0 {
 		return os.Remove(p)

@@ -42,11 +42,11 @@ Options:
 // settransOpts are settrans's flags.
 type settransOpts struct {
 	active, start, passive, create, excl, orphan bool
-	goaway, keep, force, recursive, nosync        bool
-	timeout                                       float64
-	pidFile, chrootDir                            string
-	chroot                                        []string
-	holder                                        string
+	goaway, keep, force, recursive, nosync       bool
+	timeout                                      float64
+	pidFile, chrootDir                           string
+	chroot                                       []string
+	holder                                       string
 }
 
 // Settrans is the settrans program: it returns the exit status.

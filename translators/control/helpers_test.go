@@ -1,0 +1,246 @@
+package control_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"herd/translators/control"
+)
+
+// testUserName is the unprivileged user of these tests (one per package,
+// so concurrent test binaries do not interfere).
+const testUserName = "herdctl"
+
+// env is one test's world: a directory for nodes, a runtime dir, and the
+// identity the programs run as.
+type env struct {
+	t       *testing.T
+	dir     string // nodes live here
+	runtime string // XDG_RUNTIME_DIR
+	cred    *syscall.Credential
+	uid     int
+}
+
+// identities lists the identities every host test runs as.
+var identities = []string{"root", "user"}
+
+func newEnv(t *testing.T, who string) *env {
+	t.Helper()
+	base, err := os.MkdirTemp("", "control-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(base, 0o755)
+	e := &env{t: t, dir: filepath.Join(base, "nodes"), runtime: filepath.Join(base, "run")}
+	for _, d := range []string{e.dir, e.runtime} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if who == "user" {
+		uid, gid := testUser(t)
+		e.cred = &syscall.Credential{Uid: uid, Gid: gid}
+		e.uid = int(uid)
+		for _, d := range []string{e.dir, e.runtime} {
+			if err := os.Chown(d, int(uid), int(gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		e.checkClean()
+		os.RemoveAll(base)
+	})
+	return e
+}
+
+// testUser makes sure the test user exists and /dev/fuse is usable by all,
+// as distributions ship it.
+func testUser(t *testing.T) (uint32, uint32) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the unprivileged tests need root to create their user")
+	}
+	u, err := user.Lookup(testUserName)
+	if err != nil {
+		if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", testUserName).CombinedOutput(); err != nil {
+			if _, err2 := user.Lookup(testUserName); err2 != nil {
+				t.Fatalf("useradd %s: %v: %s", testUserName, err, out)
+			}
+		}
+		if u, err = user.Lookup(testUserName); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uint32(uid), uint32(gid)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs a program (one of ours by name, or any other) as the env's
+// identity and returns what it printed and its status.
+func (e *env) run(prog string, args ...string) result {
+	e.t.Helper()
+	if !strings.Contains(prog, "/") {
+		if _, err := os.Stat(filepath.Join(binDir, prog)); err == nil {
+			prog = filepath.Join(binDir, prog)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Env = append(withoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "HERD_TRANSLATORS"), "XDG_RUNTIME_DIR="+e.runtime)
+	cmd.Dir = e.dir
+	if e.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	// A holder left running keeps the pipes open; do not wait for it.
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
+		e.t.Fatalf("%s %v: %v", prog, args, err)
+	}
+	if ctx.Err() != nil {
+		e.t.Fatalf("%s %v hung", prog, args)
+	}
+	return r
+}
+
+// ok runs a program and fails the test unless it succeeds.
+func (e *env) ok(prog string, args ...string) string {
+	e.t.Helper()
+	r := e.run(prog, args...)
+	if r.code != 0 {
+		e.t.Fatalf("%s %s: exit %d: %s%s", prog, strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// fails runs a program, expects it to fail with a one-line message
+// containing want, and returns the message.
+func (e *env) fails(want string, prog string, args ...string) string {
+	e.t.Helper()
+	r := e.run(prog, args...)
+	if r.code == 0 {
+		e.t.Fatalf("%s %s succeeded; want an error about %q", prog, strings.Join(args, " "), want)
+	}
+	msg := strings.TrimSpace(r.stderr)
+	if strings.Count(msg, "\n") > 0 || !strings.Contains(msg, want) {
+		e.t.Fatalf("%s %s: message %q; want one line containing %q", prog, strings.Join(args, " "), msg, want)
+	}
+	return msg
+}
+
+// file creates a node owned by the env's identity.
+func (e *env) file(name, contents string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, []byte(contents), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if e.cred != nil {
+		os.Chown(p, int(e.cred.Uid), int(e.cred.Gid))
+	}
+	return p
+}
+
+// mounted reports whether a translator is mounted on path.
+func mounted(t *testing.T, path string) bool {
+	t.Helper()
+	ms, err := control.ReadMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := control.MountAt(ms, path)
+	return ok && m.IsFUSE()
+}
+
+// state returns the state of the translator on node, or nil.
+func (e *env) state(node string) *control.State {
+	st, err := control.ReadState(control.PathsFor(filepath.Join(e.runtime, "herd", "trans"), node).State)
+	if err != nil {
+		return nil
+	}
+	return st
+}
+
+// waitGone waits until pid is gone.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for control.Alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkClean fails the test if anything is left mounted under the env's
+// directory, or running, or in its runtime dir.
+func (e *env) checkClean() {
+	t := e.t
+	ms, _ := control.ReadMounts()
+	for _, m := range ms {
+		if strings.HasPrefix(m.MountPoint, e.dir) {
+			t.Errorf("left mounted: %s (%s)", m.MountPoint, m.Source)
+			exec.Command("umount", "-l", m.MountPoint).Run()
+		}
+	}
+	trans := filepath.Join(e.runtime, "herd", "trans")
+	ents, _ := os.ReadDir(trans)
+	for _, de := range ents {
+		if strings.HasSuffix(de.Name(), ".json") {
+			if st, err := control.ReadState(filepath.Join(trans, de.Name())); err == nil {
+				for _, pid := range []int{st.HolderPid, st.TranslatorPid} {
+					if control.Alive(pid) {
+						t.Errorf("left running: pid %d (%s)", pid, control.ShowArgv(st.Argv))
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+		}
+		t.Errorf("left in the runtime dir: %s", de.Name())
+	}
+}
+
+func withoutEnv(env []string, names ...string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		keep := true
+		for _, n := range names {
+			if k == n {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
+}

@@ -1,0 +1,264 @@
+package control_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"herd/translators/control"
+)
+
+// TestActiveHello is the translator primer on the host: settrans -a hello,
+// read it, show it, change its options, and make it go away.
+func TestActiveHello(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := e.file("hello", "underneath\n")
+			e.ok("settrans", "-a", node, "hello", "--contents", "Hello, primer!\n")
+			if !mounted(t, node) {
+				t.Fatal("no mount on the node after settrans -a")
+			}
+			if got := e.ok("cat", node); got != "Hello, primer!\n" {
+				t.Fatalf("cat = %q", got)
+			}
+			if got := e.ok("showtrans", "-a", node); got != "hello --contents $'Hello, primer!\\n'\n" {
+				t.Fatalf("showtrans -a = %q", got)
+			}
+			if got := e.ok("fsysopts", node); !strings.Contains(got, "--contents") || !strings.Contains(got, "primer") {
+				t.Fatalf("fsysopts = %q", got)
+			}
+			e.ok("fsysopts", node, "--contents=changed\n")
+			if got := e.ok("cat", node); got != "changed\n" {
+				t.Fatalf("after fsysopts, cat = %q", got)
+			}
+			st := e.state(node)
+			if st == nil {
+				t.Fatal("no state file for the running translator")
+			}
+			e.ok("settrans", "-g", node)
+			if mounted(t, node) {
+				t.Fatal("still mounted after settrans -g")
+			}
+			waitGone(t, st.HolderPid)
+			waitGone(t, st.TranslatorPid)
+			if got := e.ok("cat", node); got != "underneath\n" {
+				t.Fatalf("after -g, cat = %q; want the file underneath", got)
+			}
+			if r := e.run("showtrans", "-a", node); r.code != 1 || r.stdout != "" {
+				t.Fatalf("showtrans -a after -g: %+v", r)
+			}
+		})
+	}
+}
+
+// TestPassiveHost stores, shows and clears a passive record on a host file.
+func TestPassiveHost(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := e.file("p", "data\n")
+			e.ok("settrans", "-p", node, "hello", "--contents", "x y")
+			buf := make([]byte, 256)
+			n, err := unix.Getxattr(node, control.XattrPassive, buf)
+			if err != nil {
+				t.Fatalf("xattr: %v", err)
+			}
+			if got := string(buf[:n]); got != "hello\x00--contents\x00x y" {
+				t.Fatalf("xattr = %q", got)
+			}
+			if got := e.ok("showtrans", node); got != "hello --contents 'x y'\n" {
+				t.Fatalf("showtrans = %q", got)
+			}
+			if got := e.ok("showtrans", "-p", node, node); got != node+": hello --contents 'x y'\n"+node+": hello --contents 'x y'\n" {
+				t.Fatalf("showtrans -p (two nodes) = %q", got)
+			}
+			// The default is passive.
+			e.ok("settrans", node, "hello")
+			if got := e.ok("showtrans", node); got != "hello\n" {
+				t.Fatalf("after replacing, showtrans = %q", got)
+			}
+			e.fails("already has a passive translator", "settrans", "-x", node, "hello")
+			// No translator: clear.
+			e.ok("settrans", node)
+			if _, err := unix.Getxattr(node, control.XattrPassive, buf); err != unix.ENODATA {
+				t.Fatalf("xattr after clearing: %v", err)
+			}
+			if r := e.run("showtrans", node); r.code != 1 || r.stdout != "" {
+				t.Fatalf("showtrans of an untranslated node: %+v", r)
+			}
+			if r := e.run("showtrans", "-t", node); r.code != 1 || r.stdout != "" {
+				t.Fatalf("showtrans -t: %+v", r)
+			}
+			if b, _ := os.ReadFile(node); string(b) != "data\n" {
+				t.Fatalf("node contents changed: %q", b)
+			}
+			// -c creates the node for the record.
+			created := filepath.Join(e.dir, "new")
+			e.ok("settrans", "-c", created, "hello")
+			if got := e.ok("showtrans", created); got != "hello\n" {
+				t.Fatalf("showtrans of created node = %q", got)
+			}
+		})
+	}
+}
+
+// TestPassiveWhileActive: setting the passive record under a running
+// translator needs -k (keep) or -g (stop it), as on the Hurd.
+func TestPassiveWhileActive(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := e.file("n", "under\n")
+			e.ok("settrans", "-a", node, "hello", "--contents", "active\n")
+			e.fails("has an active translator", "settrans", "-p", node, "hello", "--contents", "passive")
+			e.ok("settrans", "-pk", node, "hello", "--contents", "passive")
+			if got := e.ok("cat", node); got != "active\n" {
+				t.Fatalf("-k did not keep the active one: cat = %q", got)
+			}
+			if got := e.ok("showtrans", node); got != "hello --contents passive\n" {
+				t.Fatalf("showtrans = %q", got)
+			}
+			st := e.state(node)
+			e.ok("settrans", "-g", "-p", node, "hello", "--contents", "second")
+			if mounted(t, node) {
+				t.Fatal("-g left the active translator mounted")
+			}
+			waitGone(t, st.TranslatorPid)
+			if got := e.ok("showtrans", node); got != "hello --contents second\n" {
+				t.Fatalf("showtrans after -g -p = %q", got)
+			}
+			// -a and -p together: run it and record it.
+			e.ok("settrans", "-ap", node, "hello", "--contents", "both\n")
+			if got := e.ok("cat", node); got != "both\n" {
+				t.Fatalf("cat = %q", got)
+			}
+			if got := e.ok("showtrans", "-p", node); got != "hello --contents $'both\\n'\n" {
+				t.Fatalf("showtrans -p = %q", got)
+			}
+			// settrans -g NODE clears the passive record and stops the active one.
+			e.ok("settrans", "-g", node)
+			if mounted(t, node) {
+				t.Fatal("still mounted")
+			}
+			if r := e.run("showtrans", node); r.code != 1 {
+				t.Fatalf("passive record left after settrans -g: %+v", r)
+			}
+		})
+	}
+}
+
+// TestBadInput: clear one-line errors, the node unchanged, nothing left
+// running.
+func TestBadInput(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := e.file("f", "same\n")
+			unchanged := func() {
+				t.Helper()
+				if mounted(t, node) {
+					t.Fatal("node left mounted")
+				}
+				if b, err := os.ReadFile(node); err != nil || string(b) != "same\n" {
+					t.Fatalf("node changed: %q %v", b, err)
+				}
+				if n, _ := unix.Getxattr(node, control.XattrPassive, make([]byte, 64)); n > 0 {
+					t.Fatal("node got a passive record")
+				}
+			}
+			e.fails("translator no-such-translator not found (looked in", "settrans", "-a", node, "no-such-translator")
+			unchanged()
+			e.fails("translator no-such-translator not found", "settrans", "-p", node, "no-such-translator")
+			unchanged()
+			e.fails("exited at start", "settrans", "-a", node, "hello", "--no-such-flag")
+			unchanged()
+			// A translator that never answers its start-up handshake.
+			e.fails("did not answer within 1s", "settrans", "-a", "-t", "1", node, "/bin/sleep", "600")
+			unchanged()
+			// A directory translator on a file, a file translator on a directory.
+			d := filepath.Join(e.dir, "d")
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if e.cred != nil {
+				os.Chown(d, int(e.cred.Uid), int(e.cred.Gid))
+			}
+			e.fails("is a directory but translator hello serves a regular file", "settrans", "-a", d, "hello")
+			if mounted(t, d) {
+				t.Fatal("directory left mounted")
+			}
+			// A missing node without -c.
+			missing := filepath.Join(e.dir, "missing")
+			e.fails("no such file or directory", "settrans", "-a", missing, "hello")
+			e.fails("no such file or directory", "settrans", missing, "hello")
+			if _, err := os.Lstat(missing); !os.IsNotExist(err) {
+				t.Fatal("missing node was created")
+			}
+			e.fails("no such file or directory", "showtrans", missing)
+			e.fails("no active translator", "fsysopts", node)
+			// An active translator already there.
+			e.ok("settrans", "-a", node, "hello", "--contents", "first\n")
+			e.fails("already has an active translator", "settrans", "-a", node, "hello", "--contents", "second\n")
+			e.fails("already has an active translator", "settrans", "-ax", node, "hello")
+			if got := e.ok("cat", node); got != "first\n" {
+				t.Fatalf("cat = %q", got)
+			}
+			old := e.state(node)
+			e.ok("settrans", "-af", node, "hello", "--contents", "second\n")
+			if got := e.ok("cat", node); got != "second\n" {
+				t.Fatalf("after -f, cat = %q", got)
+			}
+			waitGone(t, old.TranslatorPid)
+			e.ok("settrans", "-a", node) // no translator: make it go away
+			unchanged()
+			// Usage errors.
+			e.fails("missing NODE", "settrans")
+			e.fails("missing NODE", "showtrans")
+			e.fails("missing NODE", "fsysopts")
+		})
+	}
+	// A node another user owns.
+	t.Run("not-owner", func(t *testing.T) {
+		e := newEnv(t, "user")
+		node := filepath.Join(e.dir, "roots")
+		if err := os.WriteFile(node, []byte("root's\n"), 0o666); err != nil {
+			t.Fatal(err)
+		}
+		e.fails("not the owner", "settrans", "-a", node, "hello")
+		e.fails("not the owner", "settrans", "-p", node, "hello")
+		if mounted(t, node) {
+			t.Fatal("mounted on another user's node")
+		}
+		if n, _ := unix.Getxattr(node, control.XattrPassive, make([]byte, 64)); n > 0 {
+			t.Fatal("record set on another user's node")
+		}
+	})
+}
+
+// TestCreateActive: -c makes a missing node of the translator's type, and
+// a failed start removes it again.
+func TestCreateActive(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := filepath.Join(e.dir, "made")
+			e.ok("settrans", "-ac", node, "hello", "--contents", "made\n")
+			if got := e.ok("cat", node); got != "made\n" {
+				t.Fatalf("cat = %q", got)
+			}
+			e.ok("settrans", "-ga", node)
+			if fi, err := os.Stat(node); err != nil || !fi.Mode().IsRegular() {
+				t.Fatalf("created node: %v %v", fi, err)
+			}
+			os.Remove(node)
+			e.fails("exited at start", "settrans", "-ac", node, "hello", "--bad")
+			if _, err := os.Lstat(node); !os.IsNotExist(err) {
+				t.Fatal("failed start left the node it created")
+			}
+		})
+	}
+}

@@ -401,3 +401,18 @@ func (s *Server) hiddenName(name string) bool {
 
 // callerOf returns the caller a context carries.
 func callerOf(ctx context.Context) (proto.Caller, bool) { return proto.CallerFrom(ctx) }
+
+// Path returns the slash-separated path of a node beneath the served root
+// ("" for the root itself), for servers that wrap this one and decide by
+// name (see examples/confguard).
+func (s *Server) Path(id proto.NodeID) (string, error) {
+	n, err := s.getNode(id)
+	if err != nil {
+		return "", err
+	}
+	comps, err := s.pathOf(n)
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(comps, "/"), nil
+}

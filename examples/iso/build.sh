@@ -120,7 +120,7 @@ chmod 0640 "$stage/etc/shadow"
 	echo
 	echo "  herd live: the GNU Hurd's translators and subhurds, on stock Linux"
 	echo
-	HERD_DEMO_DIR=$stage/usr/share/herd/demos sh "$stage/usr/bin/demo" | sed 's/^/  /'
+	HERD_DEMO_DIR=$stage/usr/share/herd/demos sh "$stage/usr/bin/demo" | sed "s|$stage||; s/^/  /"
 	echo
 	echo "  You are root; 'su demo' gives a plain user. 'poweroff -f' leaves."
 	echo

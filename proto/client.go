@@ -196,7 +196,7 @@ func (c *Client) handshake(deadline time.Time) (net.Conn, *helloReply, error) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, nil, &Error{syscall.ETIMEDOUT, "proto: handshake: server did not answer in time"}
 		}
-		return nil, nil, fmt.Errorf("proto: handshake: %w", err)
+		return nil, nil, fmt.Errorf("proto: handshake failed (not a herd server, or it closed the connection): %w", err)
 	}
 	if m.kind != kindHello {
 		return nil, nil, fmt.Errorf("proto: handshake: expected hello, got frame kind %d", m.kind)

@@ -3,6 +3,7 @@ package net
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -265,3 +266,6 @@ func ParsePolicy(args []string) (Policy, error) {
 type discard struct{}
 
 func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+func uidSelf() int { return os.Getuid() }
+func gidSelf() int { return os.Getgid() }

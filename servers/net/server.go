@@ -160,16 +160,21 @@ func (s *Server) Prefix() netip.Prefix {
 
 // Member is one TUN attached to the server.
 type Member struct {
-	s    *Server
-	nic  tcpip.NICID
-	Addr netip.Addr
-	link *tunLink
-	once sync.Once
+	s        *Server
+	nic      tcpip.NICID
+	Addr     netip.Addr
+	addr6    netip.Addr
+	link     *tunLink // nil until Attach
+	once     sync.Once
+	down     chan struct{}
+	downOnce sync.Once
 }
 
 // Done is closed when the member's TUN stops working (its namespace is
-// gone, or Leave was called).
-func (m *Member) Done() <-chan struct{} { return m.link.down }
+// gone) or Leave was called.
+func (m *Member) Done() <-chan struct{} { return m.down }
+
+func (m *Member) closeDown() { m.downOnce.Do(func() { close(m.down) }) }
 
 // Leave detaches the member and closes its TUN.
 func (m *Member) Leave() {
@@ -178,38 +183,64 @@ func (m *Member) Leave() {
 
 // AddMember attaches the TUN device whose descriptor is fd (the server
 // takes ownership of it). Outside a lan there is one member, 10.0.2.15;
-// in a lan each member gets the next free address, which the TUN must be
-// configured with (see subenv/netattach).
+// in a lan it gets the next free address, which the TUN must already carry
+// (use Reserve first, configure the TUN with the address, then Attach).
 func (s *Server) AddMember(fd int) (*Member, error) {
+	m, err := s.Reserve()
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := m.Attach(fd); err != nil {
+		m.Leave()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Reserve allocates a member's address (a lan's next free one) without a
+// link yet. The member holds the address until Leave.
+func (s *Server) Reserve() (*Member, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		unix.Close(fd)
 		return nil, errors.New("net: server closed")
 	}
 	var addr, addr6 netip.Addr
 	if s.opts.LAN {
 		addr = s.freeAddrLocked()
 		if !addr.IsValid() {
-			unix.Close(fd)
 			return nil, errors.New("net: lan is full")
 		}
 	} else {
 		if len(s.members) > 0 {
-			unix.Close(fd)
 			return nil, errors.New("net: a non-lan server has one member")
 		}
 		addr, addr6 = GuestAddr, GuestAddr6
 	}
-	link, err := newTunLink(s, fd, uint32(s.opts.MTU), addr, addr6)
+	m := &Member{s: s, Addr: addr, addr6: addr6, down: make(chan struct{})}
+	s.members[addr] = m
+	return m, nil
+}
+
+// Attach gives a reserved member its TUN (fd, which the server takes).
+func (m *Member) Attach(fd int) error {
+	s := m.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.members[m.Addr] != m || m.link != nil {
+		unix.Close(fd)
+		return errors.New("net: member gone or already attached")
+	}
+	link, err := newTunLink(s, fd, uint32(s.opts.MTU), m.Addr, m.addr6)
 	if err != nil {
-		return nil, fmt.Errorf("net: tun: %v", err)
+		return fmt.Errorf("net: tun: %v", err)
 	}
 	nic := s.nextNIC
 	s.nextNIC++
 	if terr := s.stack.CreateNICWithOptions(nic, link, stack.NICOptions{Name: fmt.Sprintf("m%d", nic)}); terr != nil {
 		link.shutdown()
-		return nil, fmt.Errorf("net: create NIC: %v", terr)
+		return fmt.Errorf("net: create NIC: %v", terr)
 	}
 	if s.opts.NAT {
 		s.stack.SetPromiscuousMode(nic, true)
@@ -223,7 +254,7 @@ func (s *Server) AddMember(fd int) (*Member, error) {
 			AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(a.As4()), PrefixLen: plen},
 		}, stack.AddressProperties{})
 	}
-	if addr6.IsValid() {
+	if m.addr6.IsValid() {
 		for _, a := range []netip.Addr{GatewayAddr6, DNSAddr6} {
 			s.stack.AddProtocolAddress(nic, tcpip.ProtocolAddress{
 				Protocol:          ipv6.ProtocolNumber,
@@ -231,10 +262,13 @@ func (s *Server) AddMember(fd int) (*Member, error) {
 			}, stack.AddressProperties{})
 		}
 	}
-	m := &Member{s: s, nic: nic, Addr: addr, link: link}
-	s.members[addr] = m
+	m.nic, m.link = nic, link
+	go func() {
+		<-link.down
+		m.closeDown()
+	}()
 	s.rebuildLocked()
-	return m, nil
+	return nil
 }
 
 func (s *Server) freeAddrLocked() netip.Addr {
@@ -255,10 +289,14 @@ func (s *Server) removeMember(m *Member) {
 		delete(s.members, m.Addr)
 		s.rebuildLocked()
 	}
+	link := m.link
 	s.mu.Unlock()
 	// RemoveNIC detaches the link, which closes the TUN and waits for
 	// its reader.
-	s.stack.RemoveNIC(m.nic)
+	if link != nil {
+		s.stack.RemoveNIC(m.nic)
+	}
+	m.closeDown()
 }
 
 // rebuildLocked recomputes the routes (one per member) and the switch's
@@ -267,6 +305,9 @@ func (s *Server) rebuildLocked() {
 	var routes []tcpip.Route
 	peers := map[netip.Addr]*tunLink{}
 	for a, m := range s.members {
+		if m.link == nil {
+			continue
+		}
 		routes = append(routes, tcpip.Route{
 			Destination: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom4(a.As4()), PrefixLen: 32}.Subnet(),
 			NIC:         m.nic,

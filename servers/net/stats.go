@@ -53,6 +53,9 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	st.Members = len(s.members)
 	for _, m := range s.members {
+		if m.link == nil {
+			continue
+		}
 		st.RxPackets += m.link.rxPackets.Load()
 		st.TxPackets += m.link.txPackets.Load()
 	}

@@ -17,6 +17,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,8 +33,11 @@ const roleEnv = "HERD_NSTEST_ROLE"
 // Main runs the holder when this process was started as one, and returns
 // otherwise.
 func Main() {
-	if os.Getenv(roleEnv) == "holder" {
+	switch os.Getenv(roleEnv) {
+	case "holder":
 		os.Exit(holderMain())
+	case "dial":
+		os.Exit(dialMain(os.Args[1:]))
 	}
 }
 
@@ -63,6 +68,7 @@ type NS struct {
 type request struct {
 	Op      string   `json:"op"` // run, start, kill
 	Argv    []string `json:"argv,omitempty"`
+	Env     []string `json:"env,omitempty"`
 	Timeout float64  `json:"timeout,omitempty"`
 	ID      int      `json:"id,omitempty"`
 }
@@ -178,6 +184,56 @@ func (ns *NS) Run(timeout time.Duration, argv ...string) (string, int, error) {
 	return r.Out, r.Code, err
 }
 
+// Dial connects from inside to network!addr (tcp or udp) n times, each
+// time writing "ping\n" and reading the answer up to a newline (when echo is
+// set) before closing. It returns "ok" or the first error, as its errno
+// name when there is one (ECONNREFUSED, ENETUNREACH, ...).
+func (ns *NS) Dial(timeout time.Duration, network, addr string, n int, echo bool) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	r, err := ns.call(request{Op: "run", Argv: []string{self, network, addr, fmt.Sprint(n), fmt.Sprint(echo)},
+		Env: []string{roleEnv + "=dial"}, Timeout: timeout.Seconds()})
+	return strings.TrimSpace(r.Out), err
+}
+
+func dialMain(args []string) int {
+	if len(args) != 4 {
+		fmt.Println("usage: network addr n echo")
+		return 2
+	}
+	n, _ := strconv.Atoi(args[2])
+	echo := args[3] == "true"
+	buf := make([]byte, 64)
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout(args[0], args[1], 30*time.Second)
+		if err != nil {
+			var errno syscall.Errno
+			if errors.As(err, &errno) {
+				fmt.Println(unix.ErrnoName(errno))
+			} else {
+				fmt.Println(err)
+			}
+			return 1
+		}
+		if echo {
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.Write([]byte("ping\n")); err != nil {
+				fmt.Println("write:", err)
+				return 1
+			}
+			if _, err := c.Read(buf); err != nil {
+				fmt.Println("read:", err)
+				return 1
+			}
+		}
+		c.Close()
+	}
+	fmt.Println("ok")
+	return 0
+}
+
 // StartBG starts argv inside in the background; it is killed by Kill or
 // when the holder ends.
 func (ns *NS) StartBG(argv ...string) (int, error) {
@@ -265,6 +321,9 @@ func holderMain() int {
 				ctx, cancel = context.WithTimeout(ctx, time.Duration(req.Timeout*float64(time.Second)))
 			}
 			cmd := exec.CommandContext(ctx, req.Argv[0], req.Argv[1:]...)
+			if req.Env != nil {
+				cmd.Env = append(os.Environ(), req.Env...)
+			}
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()

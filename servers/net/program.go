@@ -1,0 +1,212 @@
+package net
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	stdnet "net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"herd/proto"
+)
+
+const usage = `herd-net: a subenvironment's network, as a user-space TCP/IP stack.
+
+Usage:
+  herd-net [--mode nat|none] [--allow CIDR[:PORT]]... [--deny ...]... [--publish HOSTPORT:PORT[/udp]]...
+           [--socket PATH] [--tun-fd N]
+  herd-net --lan NAME [--nat] --socket PATH [--join PATH]
+
+The subenvironment's TUN (raw IP packets) is the descriptor --tun-fd (default
+$HERD_TUN_FD, as subenv passes it: 4). The control socket is fd 3 when
+LISTEN_FDS=1, else --socket; it speaks proto (fs, io, fsys, net): fsysopts
+changes --allow/--deny/--publish at run time, /connections and /stats tell
+what is going on. When the descriptor $HERD_NET_READY_FD is set, "ok" is
+written to it once the server is up.
+
+Addresses (nat): the subenvironment is 10.0.2.15/24 (fd00::100/64), the
+gateway 10.0.2.2 (fd00::2) is the host's loopback (10.0.2.2:P = 127.0.0.1:P),
+10.0.2.3 (fd00::3) forwards DNS to the host's resolver.
+
+With --lan NAME the server is a lan keeper: members join on the --join socket
+(default: --socket with .join for .sock), get 10.0.3.15, .16, ... and reach
+each other; with --nat they also reach the host as in nat mode. The keeper
+exits when its last member leaves.
+
+Flags:
+`
+
+// Main is the herd-net program: parse args, attach the TUN, serve the
+// control socket, and run until the TUN dies or a signal comes. base
+// supplies what a wrapping program sets (Dial, Logf); flags fill the rest.
+// It returns the exit status.
+func Main(args []string, base Options) int {
+	fs := pflag.NewFlagSet("herd-net", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, usage)
+		fs.PrintDefaults()
+	}
+	mode := fs.String("mode", "nat", "nat (connections go out through the host) or none (the stack only)")
+	mtu := fs.Int("mtu", DefaultMTU, "link MTU")
+	socket := fs.String("socket", "", "control socket path (when not given as fd 3 with LISTEN_FDS=1)")
+	tunFD := fs.Int("tun-fd", envInt("HERD_TUN_FD", -1), "descriptor of the TUN (raw IP, IFF_NO_PI)")
+	lan := fs.String("lan", "", "be the keeper of lan NAME")
+	lanNAT := fs.Bool("nat", false, "with --lan: NAT the members to the host")
+	join := fs.String("join", "", "with --lan: the join socket (default: --socket with .join)")
+	resolver := fs.String("resolver", "", "host DNS server HOST:PORT (default: first nameserver in /etc/resolv.conf)")
+	verbose := fs.BoolP("verbose", "v", false, "log refused connections and failures to stderr")
+	var pf PolicyFlags
+	pf.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "herd-net:", err)
+		return 2
+	}
+	policy, err := pf.Policy()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "herd-net:", err)
+		return 2
+	}
+	opts := base
+	opts.Policy = policy
+	opts.MTU = *mtu
+	opts.Resolver = *resolver
+	if *verbose && opts.Logf == nil {
+		opts.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	}
+	extra := []string{}
+	switch {
+	case *lan != "":
+		opts.LAN, opts.NAT = true, *lanNAT
+		extra = append(extra, "--lan="+*lan)
+		if *lanNAT {
+			extra = append(extra, "--nat")
+		}
+	case *mode == "nat":
+		opts.NAT = true
+	case *mode == "none":
+	default:
+		fmt.Fprintf(os.Stderr, "herd-net: unknown --mode %q (nat or none)\n", *mode)
+		return 2
+	}
+	if *lan == "" {
+		extra = append(extra, "--mode="+*mode)
+	}
+	extra = append(extra, "--mtu="+strconv.Itoa(*mtu))
+
+	ready := envInt("HERD_NET_READY_FD", -1)
+	os.Unsetenv("HERD_NET_READY_FD")
+	os.Unsetenv("HERD_TUN_FD")
+	fail := func(format string, a ...any) int {
+		msg := fmt.Sprintf(format, a...)
+		fmt.Fprintln(os.Stderr, "herd-net:", msg)
+		if ready >= 0 {
+			unix.Write(ready, []byte("error "+msg+"\n"))
+			unix.Close(ready)
+		}
+		return 1
+	}
+
+	srv, err := New(opts)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer srv.Close()
+
+	// The end: the single member's TUN died (its namespace is gone), the
+	// last lan member left, or a signal.
+	stop := make(chan string, 4)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() { s := <-sigs; stop <- s.String() }()
+
+	l, err := proto.Listen(*socket)
+	if err != nil {
+		return fail("%v", err)
+	}
+	ctl := &Control{S: srv, Extra: extra}
+	ps := proto.NewServer(ctl, proto.ServerOptions{Name: "herd-net", Interfaces: Interfaces, Logf: opts.Logf})
+	go ps.Serve(l)
+	defer ps.Close()
+
+	if *lan != "" {
+		jp := *join
+		if jp == "" {
+			if *socket == "" {
+				return fail("--lan needs --join or --socket")
+			}
+			jp = strings.TrimSuffix(*socket, ".sock") + ".join"
+		}
+		os.Remove(jp)
+		jl, err := stdnet.ListenUnix("unix", &stdnet.UnixAddr{Name: jp, Net: "unix"})
+		if err != nil {
+			return fail("join socket: %v", err)
+		}
+		os.Chmod(jp, 0o600)
+		defer os.Remove(jp)
+		lock := jp + ".lock"
+		go srv.ServeJoin(jl, func() {
+			// Under the join lock, so a member that is about to join
+			// either finds us still here or starts a new keeper.
+			if unlock, err := flock(lock); err == nil {
+				if srv.Members() == 0 {
+					jl.Close()
+					os.Remove(jp)
+					stop <- "last member left"
+					return // keep the lock until exit
+				}
+				unlock()
+			}
+		})
+		defer jl.Close()
+	} else {
+		if *tunFD < 0 {
+			return fail("no TUN: give --tun-fd (or HERD_TUN_FD)")
+		}
+		m, err := srv.AddMember(*tunFD)
+		if err != nil {
+			return fail("%v", err)
+		}
+		go func() { <-m.Done(); stop <- "the subenvironment's link is gone" }()
+	}
+	if ready >= 0 {
+		unix.Write(ready, []byte("ok\n"))
+		unix.Close(ready)
+	}
+	why := <-stop
+	if opts.Logf != nil {
+		opts.Logf("herd-net: exiting: %s", why)
+	}
+	return 0
+}
+
+// flock takes an exclusive lock on path (created if missing).
+func flock(path string) (func(), error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }, nil
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+var _ io.Writer = discard{}

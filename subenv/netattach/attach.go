@@ -1,0 +1,528 @@
+package netattach
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kind is what a --net mode asks for.
+type Kind int
+
+const (
+	KindNAT  Kind = iota // nat (default): our net server, connections go out through the host
+	KindNone             // none: no TUN, loopback only
+	KindHost             // host: no network namespace at all
+	KindLAN              // lan:NAME[,nat]: a private lan shared by subenvironments
+	KindProg             // a program path: a net server of the user's choice
+)
+
+// Mode is a parsed --net value.
+type Mode struct {
+	Kind Kind
+	LAN  string // lan name (KindLAN)
+	NAT  bool   // KindLAN: NAT the lan to the host too
+	Prog string // KindProg: the program
+	Args []string
+}
+
+// ParseMode parses a --net value: nat, none, host, lan:NAME[,nat], or a
+// program path (anything containing a slash).
+func ParseMode(s string) (Mode, error) {
+	switch {
+	case s == "" || s == "nat":
+		return Mode{Kind: KindNAT}, nil
+	case s == "none":
+		return Mode{Kind: KindNone}, nil
+	case s == "host":
+		return Mode{Kind: KindHost}, nil
+	case strings.HasPrefix(s, "lan:"):
+		name, opt, _ := strings.Cut(s[4:], ",")
+		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+			return Mode{}, fmt.Errorf("netattach: --net %q: lan name must be non-empty, without /", s)
+		}
+		m := Mode{Kind: KindLAN, LAN: name}
+		switch opt {
+		case "":
+		case "nat":
+			m.NAT = true
+		default:
+			return Mode{}, fmt.Errorf("netattach: --net %q: unknown lan option %q (only nat)", s, opt)
+		}
+		return m, nil
+	case strings.Contains(s, "/"):
+		return Mode{Kind: KindProg, Prog: s}, nil
+	}
+	return Mode{}, fmt.Errorf("netattach: unknown --net mode %q (nat, none, host, lan:NAME[,nat], or a program path)", s)
+}
+
+// NewNetNS reports whether the launcher must create a network namespace.
+func (m Mode) NewNetNS() bool { return m.Kind != KindHost }
+
+// Options tune the host side.
+type Options struct {
+	// Binary is herd-net's path; "" means next to the running executable,
+	// else $PATH.
+	Binary string
+	// Args are extra flags for the net server (--allow, --deny, --publish,
+	// --verbose), given to the server of nat mode and of a new lan keeper.
+	Args []string
+	// MTU of the TUN (0: DefaultMTU).
+	MTU int
+	// Name of the interface inside (default eth0).
+	IfName string
+	// Stderr of the net server (nil: the launcher's stderr).
+	Stderr io.Writer
+	// Timeout for the server's start-up (0: 30s).
+	Timeout time.Duration
+}
+
+// DefaultMTU: 65520 moves bulk data several times faster than 1500 (the
+// cost is per packet); see bench/net.sh.
+const DefaultMTU = 65520
+
+// ResolvConf is the resolv.conf the launcher binds over /etc/resolv.conf
+// inside a subenvironment of nat or lan mode: the server's DNS forwarder.
+const ResolvConf = "# herd: the net server's DNS forwarder, which asks the host's resolver\nnameserver 10.0.2.3\n"
+
+// LANResolvConf is ResolvConf for lan mode.
+const LANResolvConf = "# herd: the lan keeper's DNS forwarder\nnameserver 10.0.3.3\n"
+
+// Plan is a network being prepared: what the init must configure inside,
+// and how the host side attaches once it has the TUN.
+type Plan struct {
+	mode       Mode
+	opts       Options
+	runtimeDir string
+	tun        *TUNConfig
+	lanConn    *net.UnixConn // lan: the member's connection to the keeper
+}
+
+// Prepare is called on the host before the subenvironment's namespaces
+// exist. For lan mode it joins (or starts) the lan's keeper and reserves
+// an address, which TUN() then carries.
+func Prepare(mode Mode, runtimeDir string, opts Options) (*Plan, error) {
+	if opts.MTU == 0 {
+		opts.MTU = DefaultMTU
+	}
+	if opts.IfName == "" {
+		opts.IfName = "eth0"
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	p := &Plan{mode: mode, opts: opts, runtimeDir: runtimeDir}
+	switch mode.Kind {
+	case KindNAT, KindProg:
+		c := NATConfig(opts.IfName, opts.MTU)
+		p.tun = &c
+	case KindLAN:
+		if err := p.joinLAN(); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// TUN is the TUN configuration the init must create (CreateTUNWith), or
+// nil when the mode has none (none: call LoopbackUp; host: nothing).
+func (p *Plan) TUN() *TUNConfig { return p.tun }
+
+// ResolvConf is the content for /etc/resolv.conf inside, "" to leave the
+// host's.
+func (p *Plan) ResolvConf() string {
+	switch p.mode.Kind {
+	case KindNAT:
+		return ResolvConf
+	case KindLAN:
+		if p.mode.NAT {
+			return LANResolvConf
+		}
+	}
+	return ""
+}
+
+// Abort releases what Prepare took (a lan reservation) when the launcher
+// gives up before Start.
+func (p *Plan) Abort() {
+	if p.lanConn != nil {
+		p.lanConn.Close()
+	}
+}
+
+// Net is a running network attachment.
+type Net struct {
+	// Socket is the net server's control socket (for fsysopts), "" if none.
+	Socket string
+	cmd    *exec.Cmd
+	conn   *net.UnixConn
+	done   chan struct{}
+	err    error
+	once   sync.Once
+}
+
+// Done is closed when the net server is gone (it exited, or the lan keeper
+// dropped us): the subenvironment's network is dead.
+func (n *Net) Done() <-chan struct{} { return n.done }
+
+// Err says why, after Done.
+func (n *Net) Err() error {
+	select {
+	case <-n.done:
+		return n.err
+	default:
+		return nil
+	}
+}
+
+// Pid is the net server's process id (0 for lan members and modes
+// without a server).
+func (n *Net) Pid() int {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// Close stops the net server (or leaves the lan) and waits.
+func (n *Net) Close() error {
+	if n.conn != nil {
+		n.conn.Close()
+		<-n.done
+		return nil
+	}
+	if n.cmd != nil {
+		n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.done:
+		case <-time.After(5 * time.Second):
+			n.cmd.Process.Kill()
+			<-n.done
+		}
+		os.Remove(n.Socket)
+	}
+	return nil
+}
+
+// Start attaches tun (the descriptor the init passed out; Start takes it,
+// and closes the launcher's copy) to a net server: for nat and a program,
+// one started now with the TUN as fd 4 and its control socket as fd 3,
+// answering on runtimeDir/net.sock; for lan, the keeper Prepare joined.
+// tun is nil for none and host, and Start returns a Net with nothing to
+// stop.
+func (p *Plan) Start(tun *os.File) (*Net, error) {
+	switch p.mode.Kind {
+	case KindNone, KindHost:
+		if tun != nil {
+			tun.Close()
+		}
+		n := &Net{done: make(chan struct{})}
+		return n, nil
+	case KindLAN:
+		return p.attachLAN(tun)
+	}
+	if tun == nil {
+		return nil, errors.New("netattach: no TUN to attach")
+	}
+	defer tun.Close()
+	bin, args := p.opts.Binary, p.opts.Args
+	if p.mode.Kind == KindProg {
+		bin, args = p.mode.Prog, p.mode.Args
+	} else if bin == "" {
+		bin = FindBinary("herd-net")
+	}
+	sock := filepath.Join(p.runtimeDir, "net.sock")
+	os.Remove(sock)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("netattach: control socket: %v", err)
+	}
+	os.Chmod(sock, 0o600)
+	l.SetUnlinkOnClose(false)
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer rr.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{lf, tun, rw} // fds 3, 4, 5
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "HERD_TUN_FD=4", "HERD_NET_READY_FD=5")
+	cmd.Stdout = p.opts.Stderr
+	cmd.Stderr = p.opts.Stderr
+	if cmd.Stderr == nil {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	// The server dies with the launcher; it also exits by itself when the
+	// subenvironment's TUN goes away.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		rw.Close()
+		os.Remove(sock)
+		return nil, fmt.Errorf("netattach: start net server %s: %v", bin, err)
+	}
+	rw.Close()
+	n := &Net{Socket: sock, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		if err == nil {
+			err = errors.New("net server exited")
+		}
+		n.err = fmt.Errorf("netattach: net server %s: %v", bin, err)
+		close(n.done)
+	}()
+	line, err := readLine(rr, p.opts.Timeout)
+	if err != nil || line != "ok" {
+		n.Close()
+		why := strings.TrimPrefix(line, "error ")
+		if why == "" {
+			why = fmt.Sprint(err)
+			if errors.Is(err, io.EOF) {
+				why = "exited at start (see its stderr above)"
+			}
+		}
+		return nil, fmt.Errorf("netattach: net server %s: %s", bin, why)
+	}
+	return n, nil
+}
+
+// Start is Prepare and Plan.Start for the modes whose TUN configuration
+// is fixed (nat, a program, none, host): tun was made by CreateTUN.
+func Start(mode string, tun *os.File, runtimeDir string, opts Options) (*Net, error) {
+	m, err := ParseMode(mode)
+	if err != nil {
+		return nil, err
+	}
+	if m.Kind == KindLAN {
+		return nil, errors.New("netattach: lan mode needs Prepare before the namespace exists (the address comes from the keeper)")
+	}
+	p, err := Prepare(m, runtimeDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	return p.Start(tun)
+}
+
+// readLine reads one line from a pipe, within d.
+func readLine(f *os.File, d time.Duration) (string, error) {
+	f.SetReadDeadline(time.Now().Add(d))
+	line, err := bufio.NewReader(f).ReadString('\n')
+	if err != nil && line == "" {
+		return "", err
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// FindBinary finds a herd program: next to the running executable, else
+// in $PATH, else the bare name.
+func FindBinary(name string) string {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return name
+}
+
+// LANDir is where lan keepers' sockets live: $XDG_RUNTIME_DIR/herd/lan,
+// or /tmp/herd-UID/lan.
+func LANDir() string {
+	base := os.Getenv("XDG_RUNTIME_DIR")
+	if base != "" {
+		return filepath.Join(base, "herd", "lan")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("herd-%d", os.Getuid()), "lan")
+}
+
+func (p *Plan) joinLAN() error {
+	dir := LANDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("netattach: lan dir: %v", err)
+	}
+	sock := filepath.Join(dir, p.mode.LAN+".sock")
+	join := filepath.Join(dir, p.mode.LAN+".join")
+	unlock, err := flock(join + ".lock")
+	if err != nil {
+		return fmt.Errorf("netattach: lan %s: lock: %v", p.mode.LAN, err)
+	}
+	defer unlock()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: join, Net: "unix"})
+	if err != nil {
+		if err := p.startKeeper(sock, join); err != nil {
+			return err
+		}
+		c, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: join, Net: "unix"})
+		if err != nil {
+			return fmt.Errorf("netattach: lan %s: keeper started but its join socket refuses: %v", p.mode.LAN, err)
+		}
+	}
+	nat := "0"
+	if p.mode.NAT {
+		nat = "1"
+	}
+	c.SetDeadline(time.Now().Add(p.opts.Timeout))
+	if _, err := fmt.Fprintf(c, "RESERVE nat=%s\n", nat); err != nil {
+		c.Close()
+		return fmt.Errorf("netattach: lan %s: %v", p.mode.LAN, err)
+	}
+	line, err := readConnLine(c)
+	if err != nil || !strings.HasPrefix(line, "ADDR ") {
+		c.Close()
+		if err == nil {
+			err = errors.New(strings.TrimPrefix(line, "ERR "))
+		}
+		return fmt.Errorf("netattach: lan %s: %v", p.mode.LAN, err)
+	}
+	f := strings.Fields(line)
+	if len(f) < 3 {
+		c.Close()
+		return fmt.Errorf("netattach: lan %s: bad keeper reply %q", p.mode.LAN, line)
+	}
+	addr, err1 := netip.ParsePrefix(f[1])
+	gw, err2 := netip.ParseAddr(f[2])
+	if err1 != nil || err2 != nil {
+		c.Close()
+		return fmt.Errorf("netattach: lan %s: bad keeper reply %q", p.mode.LAN, line)
+	}
+	c.SetDeadline(time.Time{})
+	cfg := TUNConfig{Name: p.opts.IfName, MTU: p.opts.MTU, Addr: addr}
+	if p.mode.NAT {
+		cfg.Gateway = gw
+	}
+	p.tun = &cfg
+	p.lanConn = c
+	return nil
+}
+
+// readConnLine reads up to a newline, byte by byte (a descriptor may follow).
+func readConnLine(c *net.UnixConn) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) < 512 {
+		if _, err := c.Read(one); err != nil {
+			return string(b), err
+		}
+		if one[0] == '\n' {
+			return string(b), nil
+		}
+		b = append(b, one[0])
+	}
+	return string(b), errors.New("line too long")
+}
+
+func (p *Plan) startKeeper(sock, join string) error {
+	bin := p.opts.Binary
+	if bin == "" {
+		bin = FindBinary("herd-net")
+	}
+	args := append([]string{"--lan", p.mode.LAN, "--socket", sock, "--join", join, "--mtu", fmt.Sprint(p.opts.MTU)}, p.opts.Args...)
+	if p.mode.NAT {
+		args = append(args, "--nat")
+	}
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer rr.Close()
+	logf, err := os.OpenFile(filepath.Join(filepath.Dir(sock), p.mode.LAN+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		rw.Close()
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{nil, nil, rw} // fd 5 (3 and 4 closed)
+	cmd.Env = append(os.Environ(), "HERD_NET_READY_FD=5")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The keeper outlives the subenvironment that started it: its own
+	// session, no parent-death signal. It exits with its last member.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		rw.Close()
+		return fmt.Errorf("netattach: lan %s: start keeper %s: %v", p.mode.LAN, bin, err)
+	}
+	rw.Close()
+	go cmd.Wait()
+	line, err := readLine(rr, p.opts.Timeout)
+	if err != nil || line != "ok" {
+		cmd.Process.Kill()
+		return fmt.Errorf("netattach: lan %s: keeper %s did not start: %s %v (log: %s)", p.mode.LAN, bin, line, err, logf.Name())
+	}
+	return nil
+}
+
+func (p *Plan) attachLAN(tun *os.File) (*Net, error) {
+	c := p.lanConn
+	if c == nil || tun == nil {
+		return nil, errors.New("netattach: lan: nothing to attach (Prepare first, then the TUN)")
+	}
+	defer tun.Close()
+	raw, err := tun.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	var werr error
+	raw.Control(func(fd uintptr) {
+		_, _, werr = c.WriteMsgUnix([]byte("ATTACH\n"), unix.UnixRights(int(fd)), nil)
+	})
+	if werr != nil {
+		c.Close()
+		return nil, fmt.Errorf("netattach: lan %s: send TUN: %v", p.mode.LAN, werr)
+	}
+	c.SetReadDeadline(time.Now().Add(p.opts.Timeout))
+	line, err := readConnLine(c)
+	c.SetReadDeadline(time.Time{})
+	if err != nil || line != "OK" {
+		c.Close()
+		if err == nil {
+			err = errors.New(strings.TrimPrefix(line, "ERR "))
+		}
+		return nil, fmt.Errorf("netattach: lan %s: attach: %v", p.mode.LAN, err)
+	}
+	n := &Net{Socket: filepath.Join(LANDir(), p.mode.LAN+".sock"), conn: c, done: make(chan struct{})}
+	go func() {
+		b := make([]byte, 1)
+		for {
+			if _, err := c.Read(b); err != nil {
+				break
+			}
+		}
+		n.err = fmt.Errorf("netattach: lan %s: the keeper is gone", p.mode.LAN)
+		close(n.done)
+	}()
+	return n, nil
+}
+
+func flock(path string) (func(), error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }, nil
+}

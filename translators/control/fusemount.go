@@ -51,7 +51,7 @@ func mountDirect(dir, source, subtype string, isDir bool) (*os.File, error) {
 	if isDir {
 		rootmode = unix.S_IFDIR
 	}
-	data := fmt.Sprintf("fd=%d,rootmode=%o,user_id=%d,group_id=%d,default_permissions,allow_other",
+	data := fmt.Sprintf("fd=%d,rootmode=%o,user_id=%d,group_id=%d,max_read=1048576,default_permissions,allow_other",
 		fd, rootmode, os.Geteuid(), os.Getegid())
 	if err := unix.Mount(source, dir, "fuse."+subtype, unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
 		unix.Close(fd)

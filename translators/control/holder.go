@@ -50,6 +50,7 @@ type holder struct {
 	mounted  bool
 	bridge   *fsbridge.Bridge
 	gone     chan struct{} // the translator's connection was lost
+	notifier *fsbridge.Notifier
 	goneOnce bool
 }
 
@@ -63,7 +64,7 @@ func RunHolder(config string) int {
 		fmt.Fprintf(ready, "error: holder config: %v\n", err)
 		return 2
 	}
-	h := &holder{cfg: cfg, exited: make(chan struct{}), gone: make(chan struct{})}
+	h := &holder{cfg: cfg, exited: make(chan struct{}), gone: make(chan struct{}), notifier: fsbridge.NewNotifier()}
 	logf("holder %d: starting %s on %s", os.Getpid(), ShowArgv(cfg.Argv), cfg.Node)
 	// Signals that ask us to stop are caught from the start, so a stop
 	// during start-up still cleans up.
@@ -152,7 +153,7 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 	defer close(stopDial)
 	go func() {
 		for {
-			c, err := proto.Dial(cfg.Paths.Socket, proto.ClientOptions{})
+			c, err := proto.Dial(cfg.Paths.Socket, proto.ClientOptions{Notifier: h.notifier})
 			if err == nil {
 				select {
 				case dialed <- c:
@@ -218,9 +219,10 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 		return err
 	}
 	h.mounted = true
-	b, err := fsbridge.Serve(fd, h.client, fsbridge.Options{
+	b, err := fsbridge.Serve(fd, rootFS(ctx, h.client, root), fsbridge.Options{
 		IDMap:      fsbridge.IDMap{Identity: true},
 		ServerGone: func(error) { h.signalGone() },
+		Notifier:   h.notifier,
 	})
 	fd.Close()
 	if err != nil {
@@ -407,4 +409,37 @@ func tailLog(path string) string {
 		return "(none)"
 	}
 	return strings.Join(keep, " / ")
+}
+
+// rootClient is the translator's client as the bridge sees it: without
+// READDIRPLUS when the translator answers it with ENOSYS (the kit's trees
+// mostly do), since the bridge would otherwise fail every listing.
+type rootClient struct {
+	proto.FileSystem
+	c *proto.Client
+}
+
+func (r rootClient) Done() <-chan struct{} { return r.c.Done() }
+func (r rootClient) Err() error            { return r.c.Err() }
+func (r rootClient) ServerName() string    { return r.c.ServerName() }
+
+type rootClientPlus struct{ rootClient }
+
+func (r rootClientPlus) ReadDirPlus(ctx context.Context, dir proto.NodeID) ([]proto.DirEntryPlus, error) {
+	return r.c.ReadDirPlus(ctx, dir)
+}
+
+func rootFS(ctx context.Context, c *proto.Client, root proto.Entry) proto.FileSystem {
+	r := rootClient{FileSystem: c, c: c}
+	if root.Attr.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return r
+	}
+	ents, err := c.ReadDirPlus(ctx, root.Node)
+	for _, e := range ents {
+		c.Forget(ctx, e.Entry.Node, 1)
+	}
+	if errors.Is(err, syscall.ENOSYS) {
+		return r
+	}
+	return rootClientPlus{r}
 }

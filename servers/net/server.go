@@ -242,10 +242,11 @@ func (m *Member) Attach(fd int) error {
 		link.shutdown()
 		return fmt.Errorf("net: create NIC: %v", terr)
 	}
-	if s.opts.NAT {
-		s.stack.SetPromiscuousMode(nic, true)
-		s.stack.SetSpoofing(nic, true)
-	}
+	// Promiscuous always: the forwarders then see every connection
+	// attempt and answer each one (NAT it, or refuse it with a RST, so
+	// programs get ECONNREFUSED at once instead of a timeout).
+	s.stack.SetPromiscuousMode(nic, true)
+	s.stack.SetSpoofing(nic, true)
 	gw, dns := s.Gateway()
 	plen := s.Prefix().Bits()
 	for _, a := range []netip.Addr{gw, dns} {

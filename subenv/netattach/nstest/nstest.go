@@ -11,9 +11,11 @@ package nstest
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -38,6 +40,10 @@ func Main() {
 		os.Exit(holderMain())
 	case "dial":
 		os.Exit(dialMain(os.Args[1:]))
+	case "echo":
+		os.Exit(echoMain(os.Args[1:]))
+	case "sendraw":
+		os.Exit(sendrawMain(os.Args[1:]))
 	}
 }
 
@@ -71,6 +77,7 @@ type request struct {
 	Env     []string `json:"env,omitempty"`
 	Timeout float64  `json:"timeout,omitempty"`
 	ID      int      `json:"id,omitempty"`
+	Wait    bool     `json:"wait,omitempty"` // start: wait for a line on stdout
 }
 
 type reply struct {
@@ -234,6 +241,98 @@ func dialMain(args []string) int {
 	return 0
 }
 
+// Echo starts an echo server inside on network!addr (tcp or udp) in the
+// background, and returns when it listens.
+func (ns *NS) Echo(network, addr string) (int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	r, err := ns.call(request{Op: "start", Argv: []string{self, network, addr}, Env: []string{roleEnv + "=echo"}, Wait: true})
+	return r.ID, err
+}
+
+func echoMain(args []string) int {
+	if args[0] == "udp" {
+		pc, err := net.ListenPacket("udp", args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		os.Stdout.Write([]byte("ready\n"))
+		b := make([]byte, 65536)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return 1
+			}
+			pc.WriteTo(b[:n], from)
+		}
+	}
+	l, err := net.Listen("tcp", args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Stdout.Write([]byte("ready\n"))
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	}
+}
+
+// SendRaw sends each frame as is out of interface ifname (AF_PACKET), so
+// the net server receives exactly those bytes.
+func (ns *NS) SendRaw(ifname string, frames ...[]byte) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	argv := []string{self, ifname}
+	for _, f := range frames {
+		argv = append(argv, hex.EncodeToString(f))
+	}
+	r, err := ns.call(request{Op: "run", Argv: argv, Env: []string{roleEnv + "=sendraw"}, Timeout: 30})
+	if err == nil && r.Code != 0 {
+		err = fmt.Errorf("sendraw: %s", r.Out)
+	}
+	return err
+}
+
+func sendrawMain(args []string) int {
+	ifc, err := net.InterfaceByName(args[0])
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		fmt.Println("packet socket:", err)
+		return 1
+	}
+	for _, h := range args[1:] {
+		b, _ := hex.DecodeString(h)
+		proto := uint16(unix.ETH_P_IP)
+		if len(b) > 0 && b[0]>>4 == 6 {
+			proto = unix.ETH_P_IPV6
+		}
+		sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Protocol: htons(proto)}
+		if err := unix.Sendto(fd, b, 0, sa); err != nil {
+			fmt.Println("sendto:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
 // StartBG starts argv inside in the background; it is killed by Kill or
 // when the holder ends.
 func (ns *NS) StartBG(argv ...string) (int, error) {
@@ -338,10 +437,32 @@ func holderMain() int {
 			}
 		case "start":
 			cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
+			if req.Env != nil {
+				cmd.Env = append(os.Environ(), req.Env...)
+			}
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Start(); err != nil {
+			var pr, pw *os.File
+			if req.Wait {
+				pr, pw, _ = os.Pipe()
+				cmd.Stdout = pw
+			}
+			err := cmd.Start()
+			if pw != nil {
+				pw.Close()
+			}
+			if err != nil {
+				if pr != nil {
+					pr.Close()
+				}
 				r.Err = err.Error()
 				break
+			}
+			if pr != nil {
+				line := make([]byte, 6)
+				if _, err := io.ReadFull(pr, line); err != nil {
+					r.Err = "command exited before it was ready"
+				}
+				pr.Close()
 			}
 			bg[next] = cmd
 			r.ID = next

@@ -240,8 +240,10 @@ func Run(cfg Config) (status int, err error) {
 			grace = nil
 			in.cmd.Process.Kill()
 		case <-in.exited:
-			if m, err := in.next(); err == nil && m.kind == msgError {
-				return 0, in.errorOf(m)
+			// The init's last word, if it failed before the program ran.
+			if m, err := in.next(); m.kind == msgError {
+				in.restoreTTY()
+				return 0, err
 			}
 			status = in.status()
 			tr.step("init ended: status %d", status)

@@ -642,7 +642,7 @@ func (s *Server) copyUpTree(comps []string, lowerHidden bool) error {
 
 // clearUpperDir removes whiteouts and the opaque marker from an upper
 // directory that is empty in the merged view, so rmdir/rename can replace it.
-func clearUpperDir(root int, comps []string) error {
+func clearUpperDir(root int, comps []string, cow bool) error {
 	ents, err := readDirFD(root, comps)
 	if err != nil {
 		return err
@@ -653,7 +653,7 @@ func clearUpperDir(root int, comps []string) error {
 	}
 	defer unix.Close(fd)
 	for _, e := range ents {
-		if strings.HasPrefix(e.name, whPrefix) || e.name == transTable {
+		if (cow && strings.HasPrefix(e.name, whPrefix)) || e.name == transTable {
 			if err := unix.Unlinkat(fd, e.name, 0); err != nil && err != unix.ENOENT {
 				return err
 			}

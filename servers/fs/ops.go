@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -102,7 +103,12 @@ func (s *Server) Goaway(ctx context.Context, flags uint32) error {
 			return syscall.EBUSY
 		}
 	}
-	go s.Close()
+	go func() {
+		// Let the reply to this call reach the client before the program
+		// watching Done exits.
+		time.Sleep(200 * time.Millisecond)
+		s.Close()
+	}()
 	return nil
 }
 
@@ -116,29 +122,34 @@ func (s *Server) Lookup(ctx context.Context, parent proto.NodeID, name string) (
 	if s.hiddenName(name) {
 		return proto.Entry{}, syscall.ENOENT
 	}
+	c, e, err := s.lookup(parent, name)
+	if err != nil {
+		return e, err
+	}
+	return s.translate(ctx, c, e)
+}
+
+// lookup finds name in parent and counts a lookup, translators aside.
+func (s *Server) lookup(parent proto.NodeID, name string) (*node, proto.Entry, error) {
 	s.treeMu.RLock()
+	defer s.treeMu.RUnlock()
 	p, err := s.getNode(parent)
 	if err != nil {
-		s.treeMu.RUnlock()
-		return proto.Entry{}, err
+		return nil, proto.Entry{}, err
 	}
 	v, err := s.openView(p)
 	if err != nil {
-		s.treeMu.RUnlock()
-		return proto.Entry{}, errno(err)
+		return nil, proto.Entry{}, errno(err)
 	}
 	st, _, hidden, err := s.lookupIn(v, name)
 	v.close()
 	if err != nil {
-		s.treeMu.RUnlock()
-		return proto.Entry{}, errno(err)
+		return nil, proto.Entry{}, errno(err)
 	}
 	s.mu.Lock()
 	c := s.childLocked(p, name, hidden)
 	s.mu.Unlock()
-	s.treeMu.RUnlock()
-	e := proto.Entry{Node: c.id, Attr: toAttr(&st)}
-	return s.translate(ctx, c, e)
+	return c, proto.Entry{Node: c.id, Attr: toAttr(&st)}, nil
 }
 
 // Forget implements proto.FileSystem.
@@ -388,8 +399,8 @@ func (s *Server) ReadDir(ctx context.Context, id proto.NodeID) ([]proto.DirEntry
 }
 
 // ReadDirPlus implements proto.DirPlusReader: each entry counts a lookup.
-// A translated entry is looked up like any other, so it is answered with
-// its redirect.
+// A translated entry carries its redirect, but a listing does not start a
+// passive translator: the client's lookup of the name does.
 func (s *Server) ReadDirPlus(ctx context.Context, id proto.NodeID) ([]proto.DirEntryPlus, error) {
 	ents, err := s.ReadDir(ctx, id)
 	if err != nil {
@@ -397,10 +408,11 @@ func (s *Server) ReadDirPlus(ctx context.Context, id proto.NodeID) ([]proto.DirE
 	}
 	out := make([]proto.DirEntryPlus, 0, len(ents))
 	for _, e := range ents {
-		en, err := s.Lookup(ctx, id, e.Name)
+		c, en, err := s.lookup(id, e.Name)
 		if err != nil {
 			continue // vanished meanwhile
 		}
+		en.Redirect = s.plannedRedirect(c)
 		out = append(out, proto.DirEntryPlus{DirEntry: e, Entry: en})
 	}
 	return out, nil
@@ -658,12 +670,13 @@ func (s *Server) remove(ctx context.Context, parent proto.NodeID, name string, d
 	s.mu.Lock()
 	c := p.children[name]
 	s.mu.Unlock()
-	if c != nil {
-		s.stopTranslator(c, true)
+	if c != nil && s.running(c) != nil {
+		// Its node is going away: so does its translator (not holding the tree meanwhile).
+		go s.stopTranslator(c, true)
 	}
 	if inUpper {
 		if dir {
-			if err := clearUpperDir(s.upper, childComps); err != nil {
+			if err := clearUpperDir(s.upper, childComps, s.cow); err != nil {
 				return errno(err)
 			}
 		} else {
@@ -826,7 +839,7 @@ func (s *Server) rename(op *node, oldName string, np *node, newName string, flag
 				return err
 			}
 			if dExists && dUp && dstDir {
-				if err := clearUpperDir(s.upper, newComps); err != nil {
+				if err := clearUpperDir(s.upper, newComps, s.cow); err != nil {
 					return err
 				}
 			}
@@ -850,8 +863,8 @@ func (s *Server) rename(op *node, oldName string, np *node, newName string, flag
 			unix.Unlinkat(nfd, whPrefix+newName, 0)
 		}
 	}
-	if dExists && !exchange && dstNode != nil {
-		s.stopTranslator(dstNode, true)
+	if dExists && !exchange && dstNode != nil && s.running(dstNode) != nil {
+		go s.stopTranslator(dstNode, true)
 	}
 	if !srcDir && !exchange {
 		s.dropTransRecord(nfd, newName)

@@ -156,7 +156,6 @@ func (s *Server) removeTransRecord(ctx context.Context, n *node, dirfd int, name
 	return errno(err)
 }
 
-
 // socketFor is where node n's translator listens. It is fixed per node, so
 // a listing can name it before the translator runs.
 func (s *Server) socketFor(n *node) string {

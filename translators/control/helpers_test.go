@@ -244,3 +244,22 @@ func withoutEnv(env []string, names ...string) []string {
 	}
 	return out
 }
+
+func controlAlive(pid int) bool { return control.Alive(pid) }
+
+// eventually runs a program until it prints want (a cache that is
+// invalidated asynchronously), failing the test after a minute.
+func (e *env) eventually(prog string, args []string, want string) {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := e.ok(prog, args...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s %v = %q; want %q", prog, args, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

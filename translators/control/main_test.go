@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
-	if _, err := testbin.Build("settrans", "showtrans", "fsysopts", "hello"); err != nil {
+	if _, err := testbin.Build("settrans", "showtrans", "fsysopts", "hello", "hostmux", "usermux"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -262,6 +262,15 @@ func (s *Server) invalNode(n *node) {
 	}
 }
 
+func (s *Server) invalRange(n *node, off, length int64) {
+	s.mu.Lock()
+	nt := s.notifier
+	s.mu.Unlock()
+	if nt != nil {
+		nt.InvalNode(n.id, off, length)
+	}
+}
+
 func (s *Server) invalEntry(parent *node, name string) {
 	s.mu.Lock()
 	nt := s.notifier

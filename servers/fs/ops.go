@@ -289,19 +289,19 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 	}
 	if in.Valid&proto.SetAttrHandle != 0 {
 		if h := s.getHandle(in.Handle); h != nil && h.upper {
+			defer s.invalNode(n)
 			return s.setAttrFD(h.fd, in)
 		}
 	}
 	s.treeMu.Lock()
 	defer s.treeMu.Unlock()
-	dirfd, name, copied, err := s.upperAt(n)
+	dirfd, name, _, err := s.upperAt(n)
 	if err != nil {
 		return proto.Attr{}, errno(err)
 	}
 	defer unix.Close(dirfd)
-	if copied {
-		defer s.invalNode(n)
-	}
+	// Tell other clients (and, after a copy-up, about the new backing file).
+	defer s.invalNode(n)
 	if uid, gid, ok := ownerArgs(in); ok {
 		if err := unix.Fchownat(dirfd, name, uid, gid, atFlags(name)); err != nil {
 			return proto.Attr{}, errno(err)
@@ -500,6 +500,7 @@ func (s *Server) finishCreate(ctx context.Context, p *node, v *view, name string
 	s.mu.Lock()
 	c := s.childLocked(p, name, wh || v.lfd < 0)
 	s.mu.Unlock()
+	s.invalEntry(p, name) // other clients may cache the name as absent
 	return proto.Entry{Node: c.id, Attr: toAttr(&st)}, c, nil
 }
 
@@ -710,6 +711,7 @@ func (s *Server) remove(ctx context.Context, parent proto.NodeID, name string, d
 		s.detachLocked(c)
 	}
 	s.mu.Unlock()
+	s.invalEntry(p, name)
 	return nil
 }
 
@@ -750,6 +752,8 @@ func (s *Server) Rename(ctx context.Context, oldParent proto.NodeID, oldName str
 	if err := s.rename(op, oldName, np, newName, flags, exchange); err != nil {
 		return errno(err)
 	}
+	s.invalEntry(op, oldName)
+	s.invalEntry(np, newName)
 	return nil
 }
 
@@ -968,6 +972,8 @@ func (s *Server) Link(ctx context.Context, id proto.NodeID, newParent proto.Node
 	s.mu.Lock()
 	c := s.childLocked(np, newName, wh || v.lfd < 0)
 	s.mu.Unlock()
+	s.invalEntry(np, newName)
+	s.invalNode(n) // its link count changed
 	return proto.Entry{Node: c.id, Attr: toAttr(&st)}, nil
 }
 
@@ -1221,6 +1227,7 @@ func (s *Server) Write(ctx context.Context, hid proto.HandleID, off int64, data 
 		}
 		total += n
 	}
+	s.invalRange(h.node, off, int64(total))
 	return total, nil
 }
 
@@ -1242,7 +1249,11 @@ func (s *Server) Fallocate(ctx context.Context, hid proto.HandleID, mode uint32,
 	if h == nil {
 		return syscall.EBADF
 	}
-	return errno(unix.Fallocate(h.fd, mode, off, length))
+	if err := unix.Fallocate(h.fd, mode, off, length); err != nil {
+		return errno(err)
+	}
+	s.invalRange(h.node, off, length)
+	return nil
 }
 
 // Lseek implements proto.FileSystem (SEEK_DATA, SEEK_HOLE).

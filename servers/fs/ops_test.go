@@ -487,3 +487,28 @@ func TestReadOnly(t *testing.T) {
 		t.Fatalf("after --writable: %q", b)
 	}
 }
+
+// TestNotifications: changes reach other clients' caches through the notifier.
+func TestNotifications(t *testing.T) {
+	bothModes(t, func(t *testing.T, e *env) {
+		n := &recNotifier{}
+		e.s.SetNotifier(n)
+		e.writeFile("d/new", "x")
+		if n.count("new") == 0 {
+			t.Fatal("no InvalEntry for a create")
+		}
+		must(t, e.s.Rename(bg, e.node("d"), "new", e.node("d"), "renamed", 0))
+		if n.count("new") < 2 || n.count("renamed") == 0 {
+			t.Fatalf("rename notified %v", n.entries)
+		}
+		must(t, e.s.Unlink(bg, e.node("d"), "renamed"))
+		if n.count("renamed") < 2 {
+			t.Fatalf("unlink notified %v", n.entries)
+		}
+		_, err := e.s.Mkdir(bg, e.node(""), "m", 0o755)
+		must(t, err)
+		if n.count("m") == 0 {
+			t.Fatal("no InvalEntry for mkdir")
+		}
+	})
+}

@@ -351,18 +351,18 @@ func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *o
 	if caller, ok := CallerFrom(ctx); ok {
 		r.hasCaller, r.caller = true, caller
 	}
-	e := newEnc(64 + sizeHint)
+	e := newEnc(64)
 	encodeRequest(e, r)
 	h := header{op: r.op, kind: kindRequest, status: msOf(time.Until(deadline).Milliseconds())}
 	if r.hasCaller {
 		h.flags |= flagCaller
 	}
 	if c.calls == nil {
-		return c.callOnNewStream(ctx, h, e.b, deadline)
+		return c.callOnNewStream(ctx, h, e, deadline)
 	}
 	if r.op == opForget {
 		h.flags |= flagNoReply
-		c.send(h, e.b, deadline)
+		c.send(h, e, deadline)
 		return nil, nil, nil
 	}
 
@@ -376,7 +376,7 @@ func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *o
 	c.pending[h.tag] = ch
 	c.mu.Unlock()
 
-	if err := c.send(h, e.b, deadline); err != nil {
+	if err := c.send(h, e, deadline); err != nil {
 		c.forget(h.tag)
 		return nil, nil, err
 	}
@@ -406,8 +406,8 @@ func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *o
 
 // send writes a request. A write that times out before any byte went out
 // leaves the stream intact; a partial one breaks it.
-func (c *Client) send(h header, buf []byte, deadline time.Time) error {
-	written, err := c.calls.write(h, buf, nil, deadline)
+func (c *Client) send(h header, e *enc, deadline time.Time) error {
+	written, err := c.calls.write(h, e, nil, deadline)
 	if err == nil {
 		return nil
 	}
@@ -429,8 +429,7 @@ func (c *Client) forget(tag uint32) {
 func (c *Client) abandon(h header) {
 	c.forget(h.tag)
 	go func() {
-		e := newEnc(0)
-		c.calls.write(header{tag: h.tag, op: h.op, kind: kindCancel}, e.b, nil, time.Now().Add(c.timeout))
+		c.calls.write(header{tag: h.tag, op: h.op, kind: kindCancel}, newEnc(0), nil, time.Now().Add(c.timeout))
 	}()
 }
 
@@ -456,7 +455,7 @@ func (c *Client) finish(op uint16, m *message) (*reply, *os.File, error) {
 
 // callOnNewStream is the per-call-stream mode: kept only so the benchmarks
 // can measure it against tagged frames on a long-lived stream.
-func (c *Client) callOnNewStream(ctx context.Context, h header, buf []byte, deadline time.Time) (*reply, *os.File, error) {
+func (c *Client) callOnNewStream(ctx context.Context, h header, e *enc, deadline time.Time) (*reply, *os.File, error) {
 	st, err := c.ysess.OpenStream()
 	if err != nil {
 		c.fail(err)
@@ -469,7 +468,7 @@ func (c *Client) callOnNewStream(ctx context.Context, h header, buf []byte, dead
 		h.flags |= flagNoReply
 	}
 	fw := newFrameWriter(st, false)
-	if _, err := fw.write(h, buf, nil, time.Time{}); err != nil {
+	if _, err := fw.write(h, e, nil, time.Time{}); err != nil {
 		return nil, nil, &Error{syscall.EIO, err.Error()}
 	}
 	if h.op == opForget {

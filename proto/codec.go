@@ -182,7 +182,7 @@ func encodeRequest(e *enc, r *request) {
 	case opWrite:
 		e.u64(uint64(r.handle))
 		e.i64(r.off)
-		e.bytes(r.data)
+		e.bytesTail(r.data)
 	case opFsync:
 		e.u64(uint64(r.handle))
 		e.bool(r.sync)
@@ -403,7 +403,7 @@ func encodeReply(e *enc, op uint16, r *reply) {
 	case opReadlink:
 		e.str(r.str)
 	case opGetXattr, opRead:
-		e.bytes(r.data)
+		e.bytesTail(r.data)
 	case opStatFS:
 		s := &r.statfs
 		e.u64(s.Blocks)

@@ -130,21 +130,24 @@ func newFrameWriter(w net.Conn, fds bool) *frameWriter {
 	return fw
 }
 
-// write sends a message. buf is an enc buffer: headerSize bytes of room
-// followed by the body. file, if not nil, is sent with the first frame
-// (the caller keeps ownership). A zero deadline means none. written reports
-// whether any byte reached the stream: after a partial write the stream is
-// unusable.
-func (fw *frameWriter) write(h header, buf []byte, file *os.File, deadline time.Time) (written bool, err error) {
-	body := buf[headerSize:]
-	if len(body) > MaxMessage {
-		return false, fmt.Errorf("message of %d bytes exceeds %d", len(body), MaxMessage)
+// write sends the message e holds. file, if not nil, is sent with the first
+// frame (the caller keeps ownership). A zero deadline means none. written
+// reports whether any byte reached the stream: after a partial write the
+// stream is unusable.
+func (fw *frameWriter) write(h header, e *enc, file *os.File, deadline time.Time) (written bool, err error) {
+	buf, tail := e.b, e.tail
+	total := len(buf) - headerSize + len(tail)
+	if total > MaxMessage {
+		return false, fmt.Errorf("message of %d bytes exceeds %d", total, MaxMessage)
 	}
 	if file != nil {
 		if fw.uc == nil {
 			return false, errors.New("transport cannot carry descriptors")
 		}
 		h.flags |= flagFD
+		if len(tail) > 0 { // one sendmsg carries the descriptor: no tail
+			buf, tail = append(buf, tail...), nil
+		}
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
@@ -152,34 +155,62 @@ func (fw *frameWriter) write(h header, buf []byte, file *os.File, deadline time.
 		fw.w.SetWriteDeadline(deadline)
 		defer fw.w.SetWriteDeadline(time.Time{})
 	}
-	first := len(body)
-	if first > MaxFrame {
-		first = MaxFrame
-		h.flags |= flagMore
-	}
-	h.size = uint32(first)
-	h.put(buf)
-	n, err := fw.writeFirst(buf[:headerSize+first], file)
-	if err != nil {
+	if total <= MaxFrame {
+		h.size = uint32(total)
+		h.put(buf)
+		var n int64
+		switch {
+		case file != nil:
+			var m int
+			m, err = fw.writeFirst(buf, file)
+			n = int64(m)
+		case len(tail) == 0:
+			var m int
+			m, err = fw.w.Write(buf)
+			n = int64(m)
+		default:
+			bufs := net.Buffers{buf, tail}
+			n, err = bufs.WriteTo(fw.w)
+		}
 		return n > 0, err
 	}
-	rest := body[first:]
-	h.flags &^= flagFD
+	// More than one frame: cut the body (buf's, then tail) in MaxFrame
+	// pieces, each behind its own header.
+	segs := [][]byte{buf[headerSize:], tail}
 	var hb [headerSize]byte
-	for len(rest) > 0 {
-		chunk := rest
-		if len(chunk) > MaxFrame {
-			chunk = chunk[:MaxFrame]
-		} else {
-			h.flags &^= flagMore
+	for remaining := total; remaining > 0; {
+		n := min(remaining, MaxFrame)
+		remaining -= n
+		h.size = uint32(n)
+		h.flags &^= flagMore
+		if remaining > 0 {
+			h.flags |= flagMore
 		}
-		h.size = uint32(len(chunk))
 		h.put(hb[:])
-		bufs := net.Buffers{hb[:], chunk}
-		if _, err := bufs.WriteTo(fw.w); err != nil {
-			return true, err
+		bufs := net.Buffers{hb[:]}
+		for need := n; need > 0; {
+			for len(segs[0]) == 0 {
+				segs = segs[1:]
+			}
+			k := min(need, len(segs[0]))
+			bufs = append(bufs, segs[0][:k])
+			segs[0] = segs[0][k:]
+			need -= k
 		}
-		rest = rest[len(chunk):]
+		if h.flags&flagFD != 0 {
+			var one []byte
+			for _, b := range bufs {
+				one = append(one, b...)
+			}
+			m, err := fw.writeFirst(one, file)
+			if err != nil {
+				return written || m > 0, err
+			}
+			h.flags &^= flagFD
+		} else if m, err := bufs.WriteTo(fw.w); err != nil {
+			return written || m > 0, err
+		}
+		written = true
 	}
 	return true, nil
 }

@@ -45,7 +45,7 @@ func helperServe() {
 		os.Exit(1)
 	}
 	after := os.Getenv("LISTEN_FDS") + os.Getenv("LISTEN_PID")
-	fs := &testFS{last: map[string][]any{}, callers: map[string]Caller{}, forgotten: map[NodeID]uint64{},
+	fs := &testFS{dir: os.Getenv("HERD_PROTO_DIR"), last: map[string][]any{}, callers: map[string]Caller{}, forgotten: map[NodeID]uint64{},
 		released: map[HandleID]int{}, hang: make(chan struct{}), entered: make(chan string, 1000)}
 	fs.fast = make([]byte, 1<<20)
 	srv := NewServer(fs, ServerOptions{Name: "helper"})
@@ -84,7 +84,11 @@ type helper struct {
 func startHelperServer(t testing.TB, sock string, l *net.UnixListener, env ...string) *helper {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "HERD_PROTO_HELPER=serve", "HERD_PROTO_SOCK="+sock)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("hello through a descriptor\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), "HERD_PROTO_HELPER=serve", "HERD_PROTO_SOCK="+sock, "HERD_PROTO_DIR="+dir)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if l != nil {

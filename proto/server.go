@@ -21,9 +21,9 @@ import (
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
-	Name       string   // for logs and the handshake
-	Interfaces []string // default: fs, io, fsys
-	AllowUids  []uint32 // peers allowed besides the server's own euid and root (SO_PEERCRED)
+	Name       string                           // for logs and the handshake
+	Interfaces []string                         // default: fs, io, fsys
+	AllowUids  []uint32                         // peers allowed besides the server's own euid and root (SO_PEERCRED)
 	Logf       func(format string, args ...any) // nil = quiet
 }
 
@@ -161,21 +161,22 @@ func (s *Server) trackConn(c net.Conn, on bool) bool {
 // ServeConn serves one connection: a session (yamux) or a call lane of a
 // session; it returns when that ends.
 func (s *Server) ServeConn(c net.Conn) {
+	// Tracked until it ends, so Close reaches connections still in their
+	// handshake too.
 	if !s.trackConn(c, true) {
 		c.Close()
 		return
 	}
+	defer s.trackConn(c, false)
 	refusal := s.checkPeer(c)
 	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	br := bufio.NewReaderSize(c, 64<<10)
 	magic, err := br.Peek(len(laneMagic))
 	if err != nil {
-		s.trackConn(c, false)
 		c.Close()
 		return
 	}
 	if string(magic) == laneMagic {
-		s.trackConn(c, false)
 		if refusal != "" {
 			s.logf("proto: %s: lane refused: %s", s.opts.Name, refusal)
 			c.Close()
@@ -234,12 +235,10 @@ func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (s *Server) serveSession(c net.Conn, br *bufio.Reader, refusal string) {
 	ys, err := yamux.Server(&bufferedConn{Conn: c, r: br}, yamuxConfig())
 	if err != nil {
-		s.trackConn(c, false)
 		c.Close()
 		return
 	}
 	defer ys.Close()
-	defer s.trackConn(c, false)
 	hs, err := acceptWithTimeout(ys, handshakeTimeout)
 	if err != nil {
 		s.logf("proto: %s: no handshake: %v", s.opts.Name, err)

@@ -315,10 +315,10 @@ func (cs *callStream) reply(tag uint32, op uint16, rep *reply, err error) {
 			file.Close()
 			file = nil
 		}
-		e = newEnc(64 + len(rep.data))
+		e = newEnc(64)
 		encodeReply(e, op, rep)
 	}
-	_, werr := cs.fw.write(h, e.b, file, time.Now().Add(writeTimeout))
+	_, werr := cs.fw.write(h, e, file, time.Now().Add(writeTimeout))
 	if file != nil {
 		file.Close()
 	}
@@ -362,7 +362,7 @@ func (se *session) writeNotifications() {
 		for _, n := range notes {
 			e := newEnc(32 + len(n.name))
 			encodeNotify(e, n)
-			if _, err := fw.write(header{op: n.typ, kind: kindNotify}, e.b, nil, time.Now().Add(writeTimeout)); err != nil {
+			if _, err := fw.write(header{op: n.typ, kind: kindNotify}, e, nil, time.Now().Add(writeTimeout)); err != nil {
 				se.end(err)
 				return
 			}

@@ -95,7 +95,12 @@ func parseHeader(b []byte) (header, error) {
 
 // enc appends little-endian values to a buffer that starts with room for a
 // frame header, so the finished buffer goes to the socket in one write.
-type enc struct{ b []byte }
+// A large byte string at the very end of a body (Write's data, Read's
+// reply) is not copied: it stays in tail and goes out with writev.
+type enc struct {
+	b    []byte
+	tail []byte
+}
 
 func newEnc(sizeHint int) *enc {
 	b := make([]byte, headerSize, headerSize+sizeHint)
@@ -127,8 +132,24 @@ func (e *enc) strs(l []string) {
 }
 func (e *enc) ts(t Timespec) { e.i64(t.Sec); e.u32(t.Nsec) }
 
-// body returns the encoded body (without the header room).
-func (e *enc) body() []byte { return e.b[headerSize:] }
+// bytesTail encodes p like bytes, without copying it; it must be the last
+// value of the body.
+func (e *enc) bytesTail(p []byte) {
+	e.u32(uint32(len(p)))
+	if len(p) < 4096 {
+		e.b = append(e.b, p...)
+		return
+	}
+	e.tail = p
+}
+
+// body returns the encoded body (without the header room), tail included.
+func (e *enc) body() []byte {
+	if len(e.tail) == 0 {
+		return e.b[headerSize:]
+	}
+	return append(e.b[headerSize:len(e.b):len(e.b)], e.tail...)
+}
 
 var errShort = errors.New("truncated body")
 

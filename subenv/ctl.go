@@ -50,7 +50,10 @@ func recvMsg(f *os.File) (ctlMsg, error) {
 	oob := make([]byte, unix.CmsgSpace(8*4))
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
-		if err == unix.EINTR {
+		// ECONNRESET: the peer closed with our message unread in its
+		// queue. The kernel reports that before the messages still
+		// queued for us (the init's last word), and only once.
+		if err == unix.EINTR || err == unix.ECONNRESET {
 			continue
 		}
 		if err != nil {

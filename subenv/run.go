@@ -115,14 +115,16 @@ func Run(cfg Config) (status int, err error) {
 	defer func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
+			tr.step("cleanup %d", i)
 		}
 		rt.remove()
 		tr.step("cleaned up")
 	}()
-	staging := rt.join("root")
-	if err := os.Mkdir(staging, 0o700); err != nil {
-		return 0, fail(1, "runtime dir: %v", err)
-	}
+	// The init mounts the FUSE root over the runtime dir itself, in its
+	// own mount namespace: no directory of its own to make and remove
+	// (directories cost milliseconds on some disks), and the sockets are
+	// out of the subenvironment's sight.
+	staging := rt.Path
 	upper := ""
 	if !cfg.RW {
 		if cfg.Keep != "" {
@@ -138,28 +140,40 @@ func Run(cfg Config) (status int, err error) {
 	}
 	tr.step("runtime dir %s", rt.Path)
 
-	// The init starts first: its exec and namespace set-up run while this
-	// process starts the fs server.
+	// The fs server starts while the init is exec'd and builds its
+	// namespaces; they meet when the init hands over the FUSE fd.
+	p := fsParams{Root: root, Upper: upper, RuntimeDir: rt.Path, Socket: rt.join("fs.sock"), Command: cfg.FS, Existing: cfg.FSSocket}
+	type started struct {
+		srv *fsServer
+		err error
+	}
+	srvCh := make(chan started, 1)
+	go func() {
+		var s started
+		switch {
+		case p.Existing != "":
+			s.srv, s.err = connectExistingFS(p)
+		case p.Command != nil:
+			s.srv, s.err = startExternalFS(p)
+		default:
+			s.srv, s.err = startBuiltinFS(p)
+		}
+		srvCh <- s
+	}()
 	in, err := startInit(cfg, staging, start)
 	if err != nil {
+		if s := <-srvCh; s.srv != nil {
+			s.srv.stop()
+		}
 		return 0, fail(1, "%v", err)
 	}
 	cleanups = append(cleanups, in.kill)
 	tr.step("init started (pid %d)", in.cmd.Process.Pid)
-
-	p := fsParams{Root: root, Upper: upper, RuntimeDir: rt.Path, Socket: rt.join("fs.sock"), Command: cfg.FS, Existing: cfg.FSSocket}
-	var srv *fsServer
-	switch {
-	case p.Existing != "":
-		srv, err = connectExistingFS(p)
-	case p.Command != nil:
-		srv, err = startExternalFS(p)
-	default:
-		srv, err = startBuiltinFS(p)
+	st := <-srvCh
+	if st.err != nil {
+		return 0, fail(1, "%v", st.err)
 	}
-	if err != nil {
-		return 0, fail(1, "%v", err)
-	}
+	srv := st.srv
 	cleanups = append(cleanups, srv.stop)
 	tr.step("fs server up: %s", srv.desc)
 	verbose("fs server %s serving %s on %s (upper: %s)", srv.desc, root, srv.socket, orNone(upper))

@@ -64,6 +64,7 @@ func startBuiltinFS(p fsParams) (*fsServer, error) {
 		fsrv.Close()
 		return nil, fmt.Errorf("fs server socket: %v", err)
 	}
+	os.Chmod(p.Socket, 0o600)
 	srv := proto.NewServer(fsrv, proto.ServerOptions{Name: "herd-fs"})
 	go srv.Serve(l)
 	s := &fsServer{desc: "herd-fs (built in)", socket: p.Socket, fs: fsrv, srv: srv, notes: fsbridge.NewNotifier()}

@@ -477,3 +477,32 @@ func openPTY(t *testing.T, e *env) (ptm, pts *os.File) {
 	t.Cleanup(func() { m.Close(); s.Close() })
 	return m, s
 }
+
+// examples/confguard, a custom server written as a user would, run with
+// --fs: writes to *.conf are refused inside, everything else works.
+func TestConfguard(t *testing.T) {
+	e := newEnv(t, false)
+	dir, err := testbin.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "confguard")
+	if _, err := os.Stat(bin); err != nil {
+		build := exec.Command("go", "build", "-o", bin, "herd/examples/confguard")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building examples/confguard: %v\n%s", err, out)
+		}
+	}
+	r := e.run("", "run", "--fs", bin, "--", "sh", "-c",
+		`if echo a > /tmp/x.conf; then echo written; else echo refused; fi; echo b > /tmp/y.txt && cat /tmp/y.txt; test -e /tmp/x.conf || echo "no x.conf"`)
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
+	}
+	if r.stdout != "refused\nb\nno x.conf\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "confguard: refused create of tmp/x.conf") || !strings.Contains(r.stderr, "Permission denied") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+}

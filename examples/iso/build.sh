@@ -84,8 +84,8 @@ mkdir -p "$stage/etc"
 echo "$modules" >"$stage/etc/herd-modules"
 
 # --- userland -----------------------------------------------------------------
-mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,proc,sys,dev,run,tmp,root,home/demo,mnt,srv,var/log}
-chmod 1777 "$stage/tmp"
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,proc,sys,dev,run,tmp,root,home/demo,mnt,srv,var/log,var/tmp}
+chmod 1777 "$stage/tmp" "$stage/var/tmp"
 chmod 0700 "$stage/root"
 cp $busybox "$stage/bin/busybox"
 for applet in $($busybox --list-full); do

@@ -16,13 +16,30 @@ _cleanup=""
 _passed=0
 _failed=
 
-# say TEXT: narration.
+# say TEXT: narration; consecutive lines make one paragraph.
+_said=0
 say() {
-	printf '\n# %s\n' "$*"
+	[ $_said = 1 ] || echo
+	_said=1
+	printf '# %s\n' "$*"
+}
+
+# _cmd ARGS...: print a command as you would type it, quoting where needed.
+_cmd() {
+	_said=0
+	printf '$'
+	for a in "$@"; do
+		case $a in
+		"" | *[!A-Za-z0-9_./=:,+@%^-]*) printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")" ;;
+		*) printf ' %s' "$a" ;;
+		esac
+	done
+	echo
 }
 
 # show TEXT: a remark on what the last command printed.
 show() {
+	_said=0
 	printf '  (%s)\n' "$*"
 }
 
@@ -35,8 +52,17 @@ fail() {
 
 # run CMD ARGS...: show the command, run it, end the demo if it fails.
 run() {
-	printf '$ %s\n' "$*"
+	_cmd "$@"
 	"$@" || fail "command failed (exit status $?): $*"
+}
+
+# run_input CMD ARGS... <<EOF: show the command and the lines it is fed on
+# stdin (as if typed into it), run it, end the demo if it fails.
+run_input() {
+	_input=$(cat)
+	_cmd "$@"
+	printf '%s\n' "$_input" | sed 's/^/  > /'
+	printf '%s\n' "$_input" | "$@" || fail "command failed (exit status $?): $*"
 }
 
 # run_quiet CMD ARGS...: run without showing the command (setup steps).
@@ -48,7 +74,7 @@ run_quiet() {
 check_output() {
 	want=$1
 	shift
-	printf '$ %s\n' "$*"
+	_cmd "$@"
 	got=$("$@" 2>&1) || fail "command failed: $*
 $got"
 	printf '%s\n' "$got"
@@ -62,7 +88,7 @@ but the demo expected
 check_contains() {
 	want=$1
 	shift
-	printf '$ %s\n' "$*"
+	_cmd "$@"
 	got=$("$@" 2>&1) || fail "command failed: $*
 $got"
 	printf '%s\n' "$got"
@@ -71,7 +97,7 @@ $got"
 
 # check_fails CMD ARGS...: show the command; it must fail (its error is shown).
 check_fails() {
-	printf '$ %s\n' "$*"
+	_cmd "$@"
 	if "$@"; then
 		fail "'$*' succeeded, but the demo expected it to fail"
 	fi
@@ -110,8 +136,10 @@ mounted() {
 }
 
 # demo_tmpdir: make a scratch directory, removed at exit, and set $work to it.
+# It is under /var/tmp, not /tmp: a subenvironment starts with an empty /tmp
+# of its own, and the demos show the same files inside and out.
 demo_tmpdir() {
-	work=$(mktemp -d "${TMPDIR:-/tmp}/herd-demo-$DEMO.XXXXXX") || fail "mktemp failed"
+	work=$(mktemp -d "${HERD_DEMO_TMP:-/var/tmp}/herd-demo-$DEMO.XXXXXX") || fail "mktemp failed"
 	chmod 0755 "$work"
 	at_exit "rm -rf '$work'"
 }

@@ -31,7 +31,7 @@ var (
 	DNSAddr6     = netip.MustParseAddr("fd00::3")
 
 	// LANSubnet is the private subnet of a lan; its members get
-	// LANSubnet's .15, .16, ... in the order they join. The gateway (.1)
+	// LANSubnet's .15, .16, ... in the order they join. The gateway (.2)
 	// and DNS forwarder (.3) work as in nat mode.
 	LANSubnet  = netip.MustParsePrefix("10.0.3.0/24")
 	LANGateway = netip.MustParseAddr("10.0.3.2")

@@ -225,3 +225,16 @@ func hashData(h io.Writer, f *os.File, size int64) {
 		off = hole
 	}
 }
+
+func (e *env) nodeB(b *testing.B, p string) proto.NodeID {
+	en, err := e.s.Root(bg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range strings.Split(p, "/") {
+		if en, err = e.s.Lookup(bg, en.Node, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return en.Node
+}

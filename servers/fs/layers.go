@@ -400,7 +400,7 @@ func (s *Server) copyEntry(lpfd, upfd int, name, newName string) error {
 			unix.Unlinkat(upfd, tmp, 0)
 			return err
 		}
-		copyXattrsFD(src, dst)
+		copyXattrsAt(src, "", dst, "")
 		unix.Close(dst)
 		if err := s.copyMeta(lpfd, upfd, name, tmp, &st); err != nil {
 			unix.Unlinkat(upfd, tmp, 0)
@@ -441,7 +441,7 @@ func (s *Server) copyMeta(lpfd, upfd int, name, newName string, st *unix.Stat_t)
 		unix.Fchownat(upfd, newName, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		copyXattrsPath(xpath(lpfd, name), xpath(upfd, newName))
+		copyXattrsAt(lpfd, name, upfd, newName)
 	}
 	if err := unix.Fchmodat(upfd, newName, st.Mode&0o7777, 0); err != nil {
 		return err
@@ -578,10 +578,6 @@ func copyXattrsPath(from, to string) {
 			setXattrPath(to, n, v, 0)
 		}
 	}
-}
-
-func copyXattrsFD(src, dst int) {
-	copyXattrsPath(xpath(src, ""), xpath(dst, ""))
 }
 
 func splitNul(b []byte) []string {

@@ -122,34 +122,43 @@ func (s *Server) Lookup(ctx context.Context, parent proto.NodeID, name string) (
 	if s.hiddenName(name) {
 		return proto.Entry{}, syscall.ENOENT
 	}
-	c, e, err := s.lookup(parent, name)
+	c, e, rec, err := s.lookup(parent, name)
 	if err != nil {
 		return e, err
 	}
-	return s.translate(ctx, c, e)
+	return s.translate(ctx, c, e, rec)
 }
 
-// lookup finds name in parent and counts a lookup, translators aside.
-func (s *Server) lookup(parent proto.NodeID, name string) (*node, proto.Entry, error) {
+// lookup finds name in parent and counts a lookup. It also returns the
+// node's passive translator record, if any (when translators are enabled).
+func (s *Server) lookup(parent proto.NodeID, name string) (*node, proto.Entry, *record, error) {
 	s.treeMu.RLock()
 	defer s.treeMu.RUnlock()
 	p, err := s.getNode(parent)
 	if err != nil {
-		return nil, proto.Entry{}, err
+		return nil, proto.Entry{}, nil, err
 	}
 	v, err := s.openView(p)
 	if err != nil {
-		return nil, proto.Entry{}, errno(err)
+		return nil, proto.Entry{}, nil, errno(err)
 	}
-	st, _, hidden, err := s.lookupIn(v, name)
-	v.close()
+	defer v.close()
+	st, inUpper, hidden, err := s.lookupIn(v, name)
 	if err != nil {
-		return nil, proto.Entry{}, errno(err)
+		return nil, proto.Entry{}, nil, errno(err)
+	}
+	var rec *record
+	if s.opts.RuntimeDir != "" {
+		fd := v.lfd
+		if inUpper {
+			fd = v.ufd
+		}
+		rec = s.recordAt(fd, name, &st)
 	}
 	s.mu.Lock()
 	c := s.childLocked(p, name, hidden)
 	s.mu.Unlock()
-	return c, proto.Entry{Node: c.id, Attr: toAttr(&st)}, nil
+	return c, proto.Entry{Node: c.id, Attr: toAttr(&st)}, rec, nil
 }
 
 // Forget implements proto.FileSystem.
@@ -408,11 +417,11 @@ func (s *Server) ReadDirPlus(ctx context.Context, id proto.NodeID) ([]proto.DirE
 	}
 	out := make([]proto.DirEntryPlus, 0, len(ents))
 	for _, e := range ents {
-		c, en, err := s.lookup(id, e.Name)
+		c, en, rec, err := s.lookup(id, e.Name)
 		if err != nil {
 			continue // vanished meanwhile
 		}
-		en.Redirect = s.plannedRedirect(c)
+		en.Redirect = s.plannedRedirect(c, rec)
 		out = append(out, proto.DirEntryPlus{DirEntry: e, Entry: en})
 	}
 	return out, nil
@@ -1023,7 +1032,7 @@ func (s *Server) GetXattr(ctx context.Context, id proto.NodeID, attr string) ([]
 			return v, nil
 		}
 	}
-	v, err := getXattrPath(xpath(dirfd, name), attr)
+	v, err := getXattrAt(dirfd, name, attr)
 	return v, errno(err)
 }
 
@@ -1040,7 +1049,7 @@ func (s *Server) ListXattr(ctx context.Context, id proto.NodeID) ([]string, erro
 		return nil, errno(err)
 	}
 	defer unix.Close(dirfd)
-	l, err := listXattrsPath(xpath(dirfd, name))
+	l, err := listXattrsAt(dirfd, name)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -1075,7 +1084,7 @@ func (s *Server) SetXattr(ctx context.Context, id proto.NodeID, attr string, val
 	if attr == xattrTranslator {
 		return s.setTransRecord(ctx, n, dirfd, name, value, flags)
 	}
-	return errno(setXattrPath(xpath(dirfd, name), attr, value, int(flags)))
+	return errno(setXattrAt(dirfd, name, attr, value, int(flags)))
 }
 
 // RemoveXattr implements proto.FileSystem.
@@ -1100,7 +1109,7 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 	if attr == xattrTranslator {
 		return s.removeTransRecord(ctx, n, dirfd, name)
 	}
-	return errno(removeXattrPath(xpath(dirfd, name), attr))
+	return errno(removeXattrAt(dirfd, name, attr))
 }
 
 // StatFS implements proto.FileSystem: the writable layer's numbers.

@@ -512,3 +512,12 @@ func TestNotifications(t *testing.T) {
 		}
 	})
 }
+
+// TestXattrsProcFallback: the same through /proc/self/fd, as on kernels
+// before the *xattrat calls.
+func TestXattrsProcFallback(t *testing.T) {
+	noXattrAt.Store(true)
+	defer noXattrAt.Store(false)
+	TestXattrs(t)
+	TestCopyUpKeepsMetadata(t)
+}

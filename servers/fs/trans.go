@@ -127,7 +127,7 @@ func (s *Server) setTransRecord(ctx context.Context, n *node, dirfd int, name st
 	if len(splitNul(value)) == 0 {
 		return syscall.EINVAL
 	}
-	err := setXattrPath(xpath(dirfd, name), xattrTranslator, value, int(flags))
+	err := setXattrAt(dirfd, name, xattrTranslator, value, int(flags))
 	if err == unix.ENOTSUP || err == unix.EPERM {
 		if name == "" {
 			return errno(err)
@@ -146,7 +146,7 @@ func (s *Server) removeTransRecord(ctx context.Context, n *node, dirfd int, name
 	if err := s.mayTranslate(ctx, dirfd, name); err != nil {
 		return errno(err)
 	}
-	err := removeXattrPath(xpath(dirfd, name), xattrTranslator)
+	err := removeXattrAt(dirfd, name, xattrTranslator)
 	if m := readSideTable(dirfd); m != nil {
 		if _, ok := m[name]; ok {
 			delete(m, name)
@@ -162,28 +162,33 @@ func (s *Server) socketFor(n *node) string {
 	return filepath.Join(s.opts.RuntimeDir, "trans", fmt.Sprintf("%d.sock", n.id))
 }
 
-// passiveArgv reads n's passive translator record (xattr or side table).
-func (s *Server) passiveArgv(n *node) ([]string, unix.Stat_t, bool) {
-	var st unix.Stat_t
-	s.treeMu.RLock()
-	defer s.treeMu.RUnlock()
-	dirfd, name, err := s.anyAt(n)
-	if err != nil || name == "" {
-		return nil, st, false
-	}
-	defer unix.Close(dirfd)
-	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
-		return nil, st, false
-	}
-	v, err := getXattrPath(xpath(dirfd, name), xattrTranslator)
+// record is a passive translator record with its node's owner.
+type record struct {
+	argv     []string
+	uid, gid uint32
+}
+
+// recordAt reads the passive record of name in dirfd (st is its stat):
+// the xattr, else the directory's side table. The side table is read only
+// where an xattr cannot be (not a regular file or directory, or the
+// filesystem refuses user xattrs), so most lookups cost one getxattr.
+func (s *Server) recordAt(dirfd int, name string, st *unix.Stat_t) *record {
+	v, err := getXattrAt(dirfd, name, xattrTranslator)
 	if err != nil {
+		t := st.Mode & unix.S_IFMT
+		if err == unix.ENODATA && (t == unix.S_IFREG || t == unix.S_IFDIR) {
+			return nil
+		}
 		var ok bool
 		if v, ok = s.sideTableGet(dirfd, name); !ok {
-			return nil, st, false
+			return nil
 		}
 	}
 	argv := splitNul(v)
-	return argv, st, len(argv) > 0
+	if len(argv) == 0 {
+		return nil
+	}
+	return &record{argv: argv, uid: st.Uid, gid: st.Gid}
 }
 
 // running returns n's translator if one is running or starting.
@@ -195,18 +200,17 @@ func (s *Server) running(n *node) *translator {
 
 // translate answers a lookup of c: with a redirect when c is translated,
 // starting its passive translator if need be.
-func (s *Server) translate(ctx context.Context, c *node, e proto.Entry) (proto.Entry, error) {
+func (s *Server) translate(ctx context.Context, c *node, e proto.Entry, rec *record) (proto.Entry, error) {
 	if s.opts.RuntimeDir == "" {
 		return e, nil
 	}
 	tr := s.running(c)
 	if tr == nil {
-		argv, st, ok := s.passiveArgv(c)
-		if !ok {
+		if rec == nil {
 			return e, nil
 		}
 		var err error
-		tr, err = s.startTranslator(c, argv, st.Uid, st.Gid, true)
+		tr, err = s.startTranslator(c, rec.argv, rec.uid, rec.gid, true)
 		if err != nil {
 			s.Forget(ctx, c.id, 1)
 			return proto.Entry{}, err
@@ -226,14 +230,14 @@ func (s *Server) translate(ctx context.Context, c *node, e proto.Entry) (proto.E
 // plannedRedirect is ReadDirPlus's answer for a translated entry: the
 // redirect, without starting a passive translator (a client that follows
 // it looks the name up, which starts it).
-func (s *Server) plannedRedirect(c *node) *proto.Redirect {
+func (s *Server) plannedRedirect(c *node, rec *record) *proto.Redirect {
 	if s.opts.RuntimeDir == "" {
 		return nil
 	}
 	if tr := s.running(c); tr != nil {
 		return &proto.Redirect{Socket: tr.socket}
 	}
-	if _, _, ok := s.passiveArgv(c); ok {
+	if rec != nil {
 		return &proto.Redirect{Socket: s.socketFor(c)}
 	}
 	return nil

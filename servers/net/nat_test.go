@@ -122,3 +122,34 @@ func TestNATFetch(t *testing.T) {
 		t.Fatalf("checksum of 200 MB: got %s want %s", got, want)
 	}
 }
+
+func TestNATIPv6(t *testing.T) {
+	curl := need(t, "curl")
+	ln, err := stdnet.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("the host has no IPv6 loopback: %v", err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "v6 %s\n", r.URL.Path)
+	})}
+	go hs.Serve(ln)
+	defer hs.Close()
+	port := ln.Addr().(*stdnet.TCPAddr).Port
+	_, ns := natNS(t, Options{NAT: true}, DefaultMTU)
+	var out string
+	var code int
+	// IPv6 on a fresh link may need a moment before the address is usable.
+	for i := 0; i < 100; i++ {
+		out, code, err = ns.Run(time.Minute, curl, "-sS", "-g", fmt.Sprintf("http://[fd00::2]:%d/six", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code != 0 || out != "v6 /six\n" {
+		t.Fatalf("curl over IPv6: exit %d %q", code, out)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -154,7 +155,7 @@ func Main(args []string, base Options) int {
 		os.Chmod(jp, 0o600)
 		defer os.Remove(jp)
 		lock := jp + ".lock"
-		go srv.ServeJoin(jl, func() {
+		empty := func() {
 			// Under the join lock, so a member that is about to join
 			// either finds us still here or starts a new keeper.
 			if unlock, err := flock(lock); err == nil {
@@ -166,7 +167,16 @@ func Main(args []string, base Options) int {
 				}
 				unlock()
 			}
-		})
+		}
+		go srv.ServeJoin(jl, empty)
+		// A keeper whose first member never came (its launcher died
+		// between starting it and joining) does not stay forever.
+		go func() {
+			time.Sleep(time.Minute)
+			if srv.Members() == 0 {
+				empty()
+			}
+		}()
 		defer jl.Close()
 	} else {
 		if *tunFD < 0 {

@@ -155,3 +155,25 @@ func waitNoKeeper(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+// TestLANNAT: a lan with nat reaches the host through its gateway too.
+func TestLANNAT(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatal("curl is required (Debian package curl)")
+	}
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	port := hostHTTP(t)
+	ns1, n1, a1 := lanMember(t, "lan:out,nat")
+	defer ns1.Close()
+	defer n1.Close()
+	out, code, err := ns1.Run(time.Minute, curl, "-sS", fmt.Sprintf("http://10.0.3.2:%d/lan", port))
+	if err != nil || code != 0 || out != "host page /lan\n" {
+		t.Fatalf("%s on lan:out,nat -> host: exit %d %v %q", a1, code, err, out)
+	}
+	// A member asking for the same lan without nat is refused with a reason.
+	m, _ := netattach.ParseMode("lan:out")
+	if _, err := netattach.Prepare(m, t.TempDir(), netattach.Options{Binary: herdNet}); err == nil || !strings.Contains(err.Error(), "nat") {
+		t.Fatalf("joining lan:out without nat: %v", err)
+	}
+}

@@ -107,6 +107,13 @@ func Run(cfg Config) (status int, err error) {
 		}
 	}
 
+	// Signals a user or a supervisor sends to subenv go to the program once
+	// it runs (the init passes them on). Caught from here on, so that one
+	// arriving during start-up still lets us clean up.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	defer signal.Stop(sigs)
+
 	rt, err := newRuntimeDir()
 	if err != nil {
 		return 0, fail(1, "%v", err)
@@ -142,7 +149,7 @@ func Run(cfg Config) (status int, err error) {
 
 	// The fs server starts while the init is exec'd and builds its
 	// namespaces; they meet when the init hands over the FUSE fd.
-	p := fsParams{Root: root, Upper: upper, RuntimeDir: rt.Path, Socket: rt.join("fs.sock"), Command: cfg.FS, Existing: cfg.FSSocket}
+	p := fsParams{Root: root, Upper: upper, RuntimeDir: rt.Path, Socket: rt.join("fs.sock"), Command: cfg.FS, Existing: cfg.FSSocket, Abort: sigs}
 	type started struct {
 		srv *fsServer
 		err error
@@ -232,12 +239,10 @@ func Run(cfg Config) (status int, err error) {
 		return 0, fail(1, "init: %v", err)
 	}
 	tr.step("ready sent")
-
-	// Forward the signals a user or a supervisor sends to subenv; the init
-	// passes them on to the program.
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
-	defer signal.Stop(sigs)
+	// Now that the program runs, clear away what killed subenvs left.
+	swept := make(chan struct{})
+	go func() { sweepStale(filepath.Dir(rt.Path), rt.Path); close(swept) }()
+	defer func() { <-swept }()
 
 	var died string
 	var grace <-chan time.Time

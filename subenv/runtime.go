@@ -14,8 +14,9 @@ import (
 // It is $XDG_RUNTIME_DIR/herd/ID, or /tmp/herd-UID/ID where there is no
 // XDG_RUNTIME_DIR; mode 0700, so only its owner reaches the servers' sockets.
 type runtimeDir struct {
-	Path string
-	ID   string
+	Path   string
+	ID     string
+	lockFD int
 }
 
 // runtimeBase is the directory that holds the user's runtime dirs.
@@ -55,7 +56,12 @@ func newRuntimeDir() (*runtimeDir, error) {
 	if err := os.Mkdir(p, 0o700); err != nil {
 		return nil, fmt.Errorf("runtime dir: %v", err)
 	}
-	return &runtimeDir{Path: p, ID: id}, nil
+	r := &runtimeDir{Path: p, ID: id, lockFD: -1}
+	if err := r.lock(); err != nil {
+		os.Remove(p)
+		return nil, err
+	}
+	return r, nil
 }
 
 func (r *runtimeDir) join(name string) string { return filepath.Join(r.Path, name) }
@@ -66,6 +72,9 @@ func (r *runtimeDir) join(name string) string { return filepath.Join(r.Path, nam
 func (r *runtimeDir) remove() error {
 	if r == nil {
 		return nil
+	}
+	if r.lockFD >= 0 {
+		defer func() { syscall.Close(r.lockFD); r.lockFD = -1 }()
 	}
 	if err := os.RemoveAll(r.Path); err == nil {
 		return nil
@@ -98,4 +107,54 @@ func keepDir(name string) (string, error) {
 		return "", fmt.Errorf("--keep: %v", err)
 	}
 	return d, nil
+}
+
+// lockName is a file in each runtime dir of subenv's, flock'ed for as long
+// as the subenv that made it runs. A runtime dir with the file unlocked
+// belongs to a subenv that was killed before it could clean up.
+const lockName = "subenv.lock"
+
+// lock marks the runtime dir as in use; the lock goes with the process.
+// The file gets its name only once locked, so a sweeper never sees it
+// unlocked while we live.
+func (r *runtimeDir) lock() error {
+	tmp := r.join(lockName + ".new")
+	fd, err := syscall.Open(tmp, syscall.O_CREAT|syscall.O_EXCL|syscall.O_RDWR|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("runtime dir: %v", err)
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("runtime dir lock: %v", err)
+	}
+	if err := os.Rename(tmp, r.join(lockName)); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("runtime dir lock: %v", err)
+	}
+	r.lockFD = fd
+	return nil
+}
+
+// sweepStale removes the runtime dirs of subenvs that died without
+// cleaning up (SIGKILL, a crash): those whose lock nobody holds. Dirs of
+// other programs (no lock file) are left alone.
+func sweepStale(base, self string) {
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		p := filepath.Join(base, e.Name())
+		if !e.IsDir() || p == self {
+			continue
+		}
+		fd, err := syscall.Open(filepath.Join(p, lockName), syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			(&runtimeDir{Path: p}).remove()
+		}
+		syscall.Close(fd)
+	}
 }

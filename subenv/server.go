@@ -43,8 +43,9 @@ type fsParams struct {
 	Upper      string // "" with --rw
 	RuntimeDir string
 	Socket     string
-	Command    []string // external server; nil = built in
-	Existing   string   // --fs-socket: a server already running
+	Command    []string         // external server; nil = built in
+	Existing   string           // --fs-socket: a server already running
+	Abort      <-chan os.Signal // a signal here ends a wait for the server
 }
 
 func (p fsParams) clientOpts(n *fsbridge.Notifier) proto.ClientOptions {
@@ -148,6 +149,8 @@ func startExternalFS(p fsParams) (*fsServer, error) {
 		return fail(fmt.Errorf("fs server %s: no herd protocol on its socket: %v", name, d.err))
 	case <-s.exited:
 		return fail(fmt.Errorf("fs server %s exited at start (%s): see its stderr above", name, exitStatus(s.exitErr)))
+	case sig := <-p.Abort:
+		return fail(fmt.Errorf("interrupted by %v while waiting for fs server %s", sig, name))
 	case <-time.After(handshakeTimeout):
 		return fail(fmt.Errorf("fs server %s did not answer the handshake within %v", name, handshakeTimeout))
 	}

@@ -506,3 +506,30 @@ func TestConfguard(t *testing.T) {
 		t.Errorf("stderr %q", r.stderr)
 	}
 }
+
+// A subenv killed with SIGKILL cannot clean up; its namespaces die with it
+// (the init has a parent-death signal) and the next subenv removes its
+// runtime dir.
+func TestKilledLauncherSwept(t *testing.T) {
+	e := newEnv(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := e.command(ctx, "run", "--", "sh", "-c", "echo up; exec sleep 1000")
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := bufio.NewReader(out).ReadString('\n'); err != nil || l != "up\n" {
+		t.Fatalf("got %q, %v", l, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	ents, _ := os.ReadDir(filepath.Join(e.runtime, "herd"))
+	if len(ents) != 1 {
+		t.Fatalf("want the killed subenv's runtime dir left, got %v", ents)
+	}
+	if r := e.run("", "run", "--", "true"); r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	// checkClean (at cleanup) finds no runtime dir and no process left.
+}

@@ -354,6 +354,9 @@ func (s *Server) copyUpOne(comps []string) error {
 	var pst unix.Stat_t
 	unix.Fstat(upfd, &pst)
 	err = s.copyEntry(lpfd, upfd, name, name)
+	if err == nil {
+		copyTransRecord(lpfd, name, upfd, name)
+	}
 	// Creating the copy changed the upper parent's times; the merged
 	// parent did not change, so put them back.
 	restoreTimes(upfd, &pst)
@@ -621,6 +624,7 @@ func (s *Server) copyUpTree(comps []string, lowerHidden bool) error {
 		if err := s.copyEntry(v.lfd, v.ufd, e.name, e.name); err != nil {
 			return err
 		}
+		copyTransRecord(v.lfd, e.name, v.ufd, e.name)
 		if e.typ == unix.DT_DIR {
 			if err := s.copyUpTree(append(append([]string{}, comps...), e.name), false); err != nil {
 				return err

@@ -885,6 +885,7 @@ func (s *Server) rename(op *node, oldName string, np *node, newName string, flag
 	if err := unix.Renameat2(ofd, oldName, nfd, newName, rflags); err != nil {
 		return err
 	}
+	s.moveTransRecord(ofd, oldName, nfd, newName, exchange)
 	if s.cow {
 		unix.Unlinkat(nfd, whPrefix+newName, 0)
 		if !exchange && lowerOld {

@@ -104,6 +104,51 @@ func (s *Server) dropTransRecord(dirfd int, name string) {
 	}
 }
 
+// moveTransRecord carries side-table records along with a rename (both
+// ways for an exchange).
+func (s *Server) moveTransRecord(ofd int, oldName string, nfd int, newName string, exchange bool) {
+	om := readSideTable(ofd)
+	ov, ook := om[oldName]
+	var nv string
+	var nok bool
+	if exchange {
+		nm := readSideTable(nfd)
+		nv, nok = nm[newName]
+	}
+	if !ook && !nok {
+		return
+	}
+	om = readSideTable(ofd)
+	delete(om, oldName)
+	if nok {
+		om[oldName] = nv
+	}
+	writeSideTable(ofd, om)
+	nm := readSideTable(nfd)
+	if nm == nil {
+		nm = map[string]string{}
+	}
+	delete(nm, newName)
+	if ook {
+		nm[newName] = ov
+	}
+	writeSideTable(nfd, nm)
+}
+
+// copyTransRecord copies a side-table record along with a copy-up.
+func copyTransRecord(lpfd int, name string, upfd int, newName string) {
+	v, ok := readSideTable(lpfd)[name]
+	if !ok {
+		return
+	}
+	m := readSideTable(upfd)
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[newName] = v
+	writeSideTable(upfd, m)
+}
+
 // mayTranslate: only the node's owner or root may attach a translator.
 func (s *Server) mayTranslate(ctx context.Context, dirfd int, name string) error {
 	var st unix.Stat_t
@@ -388,7 +433,8 @@ func (s *Server) runTranslator(n *node, tr *translator, uid, gid uint32) error {
 	cmd.Args[0] = tr.argv[0]
 	env := []string{"LISTEN_FDS=1", "HERD_UNDERLYING=4"}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, "HERD_UNDERLYING=") {
+		// HERD_UPPER is this server's layer, not the translator's.
+		if !strings.HasPrefix(kv, "LISTEN_") && !strings.HasPrefix(kv, "HERD_UNDERLYING=") && !strings.HasPrefix(kv, "HERD_UPPER=") {
 			env = append(env, kv)
 		}
 	}

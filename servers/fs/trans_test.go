@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -433,6 +434,15 @@ func TestSideTable(t *testing.T) {
 		t.Fatalf("hello = %q", got)
 	}
 	must(t, e.s.SetXattr(bg, ln.Node, xattrGoaway, nil, 0))
+	// The record follows a rename.
+	must(t, e.s.Rename(bg, root, "ln", root, "ln2", 0))
+	en, err = e.s.Lookup(bg, root, "ln2")
+	must(t, err)
+	if got, _ := through(t, en, "hello"); got != "hello side" {
+		t.Fatalf("after rename hello = %q", got)
+	}
+	must(t, e.s.SetXattr(bg, ln.Node, xattrGoaway, nil, 0))
+	must(t, e.s.Rename(bg, root, "ln2", root, "ln", 0))
 	must(t, e.s.Unlink(bg, root, "ln"))
 	if _, err := os.Stat(filepath.Join(e.lower, transTable)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("side table outlived its last record: %v", err)
@@ -459,5 +469,31 @@ func TestTranslatorOwnerIdentity(t *testing.T) {
 	}
 	if o := optsOf(t, e.s, n); o["uid"] != strconv.Itoa(int(uid)) {
 		t.Fatalf("translator runs as %s, want %d", o["uid"], uid)
+	}
+}
+
+// TestSideTableLower: a side-table record on the host's lower layer works in
+// copy-on-write mode and survives the copy-up of a rename.
+func TestSideTableLower(t *testing.T) {
+	e := newTransEnv(t, true, 60*time.Second)
+	must(t, os.Symlink("archive", filepath.Join(e.lower, "ln")))
+	table, _ := json.Marshal(map[string]string{"ln": string(nul(e.bin, transFlag, "lower"))})
+	must(t, os.WriteFile(filepath.Join(e.lower, transTable), table, 0o644))
+	before := snapshot(t, e.lower)
+	root := e.node("")
+	en, err := e.s.Lookup(bg, root, "ln")
+	must(t, err)
+	if got, _ := through(t, en, "hello"); got != "hello lower" {
+		t.Fatalf("hello = %q", got)
+	}
+	must(t, e.s.SetXattr(bg, en.Node, xattrGoaway, nil, 0))
+	must(t, e.s.Rename(bg, root, "ln", root, "moved", 0))
+	en, err = e.s.Lookup(bg, root, "moved")
+	must(t, err)
+	if got, _ := through(t, en, "hello"); got != "hello lower" {
+		t.Fatalf("after rename hello = %q", got)
+	}
+	if after := snapshot(t, e.lower); after != before {
+		t.Fatalf("lower changed:\n%s\n%s", before, after)
 	}
 }

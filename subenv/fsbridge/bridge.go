@@ -115,6 +115,9 @@ type Bridge struct {
 
 	noPassthrough atomic.Bool // the kernel refused it once: stop trying
 
+	// How opens were served, for tests and benchmarks.
+	opensPassthrough, opensFD, opensProto atomic.Int64
+
 	notes  *queue // kernel notifications, in order, off the proto reader
 	forget *queue // Forget calls to servers, off the FUSE reader
 

@@ -86,6 +86,19 @@ func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse
 	if !st.Ok() {
 		return st
 	}
+	if h.file != nil || !h.write {
+		// Flush has nothing to do for this handle (see Flush): spare the
+		// kernel the round trip on every close.
+		out.OpenFlags |= fuse.FOPEN_NOFLUSH
+	}
+	switch {
+	case h.passthrough:
+		b.opensPassthrough.Add(1)
+	case h.file != nil:
+		b.opensFD.Add(1)
+	default:
+		b.opensProto.Add(1)
+	}
 	if !h.passthrough && !direct {
 		// The kernel puts the inode in cached mode; it then refuses
 		// passthrough opens until this one is released.

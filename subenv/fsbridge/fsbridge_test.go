@@ -1,0 +1,582 @@
+package fsbridge
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+
+	"herd/internal/testns"
+	"herd/proto"
+	"herd/servers/fs"
+)
+
+func TestMain(m *testing.M) { testns.Main(m) }
+
+// mounted reports whether dir is a mount point of this process's namespace.
+func mounted(t testing.TB, dir string) bool {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMount(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}
+
+// noHerdMounts fails the test if a herd FUSE mount is left in the namespace.
+func noHerdMounts(t testing.TB) {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, " fuse.") && strings.Contains(l, " herd ") {
+			t.Errorf("mount left behind: %s", l)
+		}
+	}
+}
+
+// mount mounts fsys on a fresh directory; the mount goes at the end of the
+// test, checked.
+func mount(t testing.TB, fsys proto.FileSystem, opts Options) (*Bridge, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Mount(dir, fsys, opts)
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Unmount(); err != nil {
+			t.Errorf("Unmount: %v", err)
+		}
+		if mounted(t, dir) {
+			t.Errorf("%s still mounted after Unmount", dir)
+		}
+	})
+	return b, dir
+}
+
+// cowServer returns servers/fs in copy-on-write mode over fresh lower and
+// upper directories.
+func cowServer(t testing.TB) (*fs.Server, string, string) {
+	t.Helper()
+	tmp := t.TempDir()
+	lower, upper := filepath.Join(tmp, "lower"), filepath.Join(tmp, "upper")
+	for _, d := range []string{lower, upper} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := fs.New(fs.Options{Root: lower, Upper: upper})
+	if err != nil {
+		t.Fatalf("fs.New: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, lower, upper
+}
+
+// pipe connects a client to fsys in-process, with the notifier wired.
+func pipe(t testing.TB, fsys proto.FileSystem, copts proto.ClientOptions) (*proto.Client, *Notifier, func()) {
+	t.Helper()
+	n := NewNotifier()
+	copts.Notifier = n
+	c, closeFn, err := proto.Pipe(fsys, proto.ServerOptions{Name: "test"}, copts)
+	if err != nil {
+		t.Fatalf("proto.Pipe: %v", err)
+	}
+	t.Cleanup(closeFn)
+	return c, n, closeFn
+}
+
+// mountCOW mounts servers/fs (copy-on-write) through proto.Pipe.
+func mountCOW(t testing.TB, opts Options) (string, string) {
+	_, dir, lower := mountCOWBridge(t, opts)
+	return dir, lower
+}
+
+func mountCOWBridge(t testing.TB, opts Options) (*Bridge, string, string) {
+	t.Helper()
+	srv, lower, _ := cowServer(t)
+	c, n, _ := pipe(t, srv, proto.ClientOptions{})
+	opts.Notifier = n
+	b, dir := mount(t, c, opts)
+	return b, dir, lower
+}
+
+// posixExceptions are the go-fuse POSIX cases that do not pass, each with
+// the reason.
+var posixExceptions = map[string]string{
+	// POSIX record locks belong to the process: a second F_SETLK by the
+	// same process on another descriptor succeeds, on ext4 as here (the
+	// bridge leaves locks to the kernel, EnableLocks off). The case expects
+	// go-fuse's lock forwarding, which treats each descriptor as an owner.
+	"FcntlFlockLocksFile": "same-process POSIX locks do not conflict (ext4 fails this case too)",
+}
+
+func TestPosix(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	names := make([]string, 0, len(posixtest.All))
+	for name := range posixtest.All {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fn := posixtest.All[name]
+		for _, pt := range []bool{false, true} {
+			label := name + "/direct-fd"
+			if pt {
+				label = name + "/passthrough"
+			}
+			t.Run(label, func(t *testing.T) {
+				if why, ok := posixExceptions[name]; ok {
+					t.Skip(why)
+				}
+				dir, _ := mountCOW(t, Options{Passthrough: pt})
+				fn(t, dir)
+			})
+		}
+	}
+}
+
+// TestReadLargeFile reads a file larger than any buffer through the
+// backing descriptor (passthrough, or the bridge's own pread) and compares
+// checksums.
+func TestReadLargeFile(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct-fd", true: "passthrough"}[pt], func(t *testing.T) {
+			br, dir, lower := mountCOWBridge(t, Options{Passthrough: pt})
+			data := make([]byte, 48<<20+12345)
+			rand.Read(data)
+			if err := os.WriteFile(filepath.Join(lower, "big"), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := sha256.Sum256(data)
+			for i := 0; i < 2; i++ { // the second read may come from the page cache
+				f, err := os.Open(filepath.Join(dir, "big"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := sha256.New()
+				n, err := io.Copy(h, f)
+				f.Close()
+				if err != nil {
+					t.Fatalf("read: %v", err)
+				}
+				if n != int64(len(data)) || !bytes.Equal(h.Sum(nil), want[:]) {
+					t.Fatalf("read %d bytes, checksum mismatch (want %d bytes)", n, len(data))
+				}
+			}
+			// Write through the mount (copy-up), read back.
+			p := filepath.Join(dir, "big")
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte("HELLO"), 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			copy(data[1<<20:], "HELLO")
+			got, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("after write: content differs")
+			}
+			if pt && os.Geteuid() == 0 && br.opensPassthrough.Load() == 0 {
+				t.Errorf("passthrough asked for as root, but no open used it (fd %d, protocol %d)", br.opensFD.Load(), br.opensProto.Load())
+			}
+			if !pt && br.opensFD.Load() == 0 {
+				t.Errorf("no open read the backing descriptor directly (protocol %d)", br.opensProto.Load())
+			}
+			lowerData, _ := os.ReadFile(filepath.Join(lower, "big"))
+			if bytes.Contains(lowerData[1<<20:1<<20+5], []byte("HELLO")) {
+				t.Fatalf("write reached the lower layer")
+			}
+		})
+	}
+}
+
+// TestInvalidation: a change made through one client of a server is seen
+// through another mount of the same server, despite the long cache
+// timeouts.
+func TestInvalidation(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	srv, _, _ := cowServer(t)
+	sock := filepath.Join(t.TempDir(), "fs.sock")
+	l, err := proto.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := proto.NewServer(srv, proto.ServerOptions{Name: "fs"})
+	go ps.Serve(l)
+	t.Cleanup(func() { ps.Close() })
+
+	dial := func() string {
+		n := NewNotifier()
+		c, err := proto.Dial(sock, proto.ClientOptions{Notifier: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_, dir := mount(t, c, Options{Notifier: n})
+		return dir
+	}
+	a, b := dial(), dial()
+
+	// b caches a negative entry, a creates the name: b must see it.
+	if _, err := os.Stat(filepath.Join(b, "f")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat before create: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(a, "f"), []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b sees the new file (the server must send InvalEntry for a create)", func() bool {
+		d, err := os.ReadFile(filepath.Join(b, "f"))
+		return err == nil && string(d) == "one"
+	})
+	// b caches attributes and data; a rewrites the file.
+	if err := os.WriteFile(filepath.Join(a, "f"), []byte("two, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b sees the new content (the server must send InvalNode for a write)", func() bool {
+		d, err := os.ReadFile(filepath.Join(b, "f"))
+		return err == nil && string(d) == "two, longer"
+	})
+	// a removes it: b must stop seeing it.
+	if err := os.Remove(filepath.Join(a, "f")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b sees the removal (the server must send InvalEntry for an unlink)", func() bool {
+		_, err := os.Stat(filepath.Join(b, "f"))
+		return errors.Is(err, os.ErrNotExist)
+	})
+}
+
+// TestNotifier: the server's own notifications reach the kernel's caches.
+func TestNotifier(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	m := newMemFS()
+	file := m.add(1, "file", syscall.S_IFREG|0o644, "old")
+	c, n, _ := pipe(t, m, proto.ClientOptions{})
+	_, dir := mount(t, c, Options{Notifier: n})
+
+	if d, err := os.ReadFile(filepath.Join(dir, "file")); err != nil || string(d) != "old" {
+		t.Fatalf("read: %q %v", d, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat new: %v", err)
+	}
+	lookups := m.lookupCount("new")
+	// The negative entry is cached: no second lookup.
+	os.Stat(filepath.Join(dir, "new"))
+	if got := m.lookupCount("new"); got != lookups {
+		t.Errorf("negative entry not cached: %d lookups, want %d", got, lookups)
+	}
+	m.setData(file, "new content")
+	m.addNotify(1, "new", "x")
+	waitFor(t, "new content visible", func() bool {
+		d, err := os.ReadFile(filepath.Join(dir, "file"))
+		return err == nil && string(d) == "new content"
+	})
+	waitFor(t, "new name visible", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "new"))
+		return err == nil
+	})
+}
+
+// TestServerGone: when the root server's connection goes, calls fail with
+// EIO (no hang) and ServerGone fires once.
+func TestServerGone(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	srv, lower, _ := cowServer(t)
+	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, n, closePipe := pipe(t, srv, proto.ClientOptions{})
+	var calls atomic.Int32
+	gone := make(chan error, 4)
+	_, dir := mount(t, c, Options{Notifier: n, ServerGone: func(err error) {
+		calls.Add(1)
+		gone <- err
+	}})
+	if _, err := os.ReadFile(filepath.Join(dir, "f")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	closePipe()
+	select {
+	case <-gone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("ServerGone not called")
+	}
+	for _, op := range []func() error{
+		func() error { _, err := os.ReadFile(filepath.Join(dir, "f")); return err },
+		func() error { _, err := os.Stat(filepath.Join(dir, "other")); return err },
+		func() error { _, err := f.ReadAt(make([]byte, 4096), 0); return err },
+		func() error { _, err := os.ReadDir(dir); return err },
+	} {
+		start := time.Now()
+		err := op()
+		// Cached data may still answer; what must not happen is a hang or
+		// an error other than EIO.
+		if err != nil && !errors.Is(err, syscall.EIO) && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after the server went: %v, want EIO", err)
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Errorf("call took %v", time.Since(start))
+		}
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, "f")); !errors.Is(err, syscall.EIO) {
+		// Reading reopens the file: the open goes to the server.
+		t.Errorf("read after the server went: %v, want EIO", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "uncached-name")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("lookup after the server went: %v, want EIO", err)
+	}
+	if calls.Load() != 1 {
+		t.Errorf("ServerGone called %d times", calls.Load())
+	}
+}
+
+// TestHungServer: a server that does not answer gives the program
+// ETIMEDOUT, not a hang.
+func TestHungServer(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	m := newMemFS()
+	m.add(1, "hang", syscall.S_IFREG|0o644, "x")
+	m.hang["hang"] = true
+	defer close(m.release)
+	c, n, _ := pipe(t, m, proto.ClientOptions{Timeout: 300 * time.Millisecond})
+	_, dir := mount(t, c, Options{Notifier: n})
+	_, err := os.Stat(filepath.Join(dir, "hang"))
+	if !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("stat of a hung node: %v, want ETIMEDOUT", err)
+	}
+}
+
+// serveOn runs a proto server of fsys on a unix socket until the test ends
+// (or the returned stop is called).
+func serveOn(t *testing.T, fsys proto.FileSystem, sock string) (stop func()) {
+	t.Helper()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := proto.NewServer(fsys, proto.ServerOptions{Name: "translator"})
+	done := make(chan struct{})
+	go func() { ps.Serve(l); close(done) }()
+	stop = func() {
+		ps.Close()
+		<-done
+		os.Remove(sock)
+	}
+	t.Cleanup(func() { ps.Close() })
+	return stop
+}
+
+// TestRedirect: a lookup answered with a redirect shows the translator's
+// tree; when the translator dies its nodes answer EIO, and the next lookup
+// asks the parent again, which reaches a restarted translator.
+func TestRedirect(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	sock := filepath.Join(t.TempDir(), "trans.sock")
+
+	// The translator: servers/fs over its own directory.
+	tsrv, tlower, _ := cowServer(t)
+	if err := os.WriteFile(filepath.Join(tlower, "inside"), []byte("translated"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(tlower, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stop := serveOn(t, tsrv, sock)
+
+	parent := newMemFS()
+	parent.add(1, "plain", syscall.S_IFREG|0o644, "p")
+	parent.add(1, "node", syscall.S_IFREG|0o644, "underlying")
+	parent.redirect["node"] = sock
+	c, n, _ := pipe(t, parent, proto.ClientOptions{})
+	_, dir := mount(t, c, Options{Notifier: n})
+
+	names := func(p string) []string {
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			t.Fatalf("ReadDir %s: %v", p, err)
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	if got := strings.Join(names(filepath.Join(dir, "node")), " "); got != "inside sub" {
+		t.Fatalf("ls node = %q, want the translator's tree", got)
+	}
+	d, err := os.ReadFile(filepath.Join(dir, "node", "inside"))
+	if err != nil || string(d) != "translated" {
+		t.Fatalf("read node/inside: %q %v", d, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "node")); err != nil || !fi.IsDir() {
+		t.Fatalf("stat node: %v %v", fi, err)
+	}
+	before := parent.lookupCount("node")
+	// Lookups below the translator go straight to it.
+	if _, err := os.Stat(filepath.Join(dir, "node", "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if parent.lookupCount("node") != before {
+		t.Errorf("lookup below the translator went through the parent")
+	}
+	// The underlying node's lookup was given back.
+	waitFor(t, "underlying node forgotten", func() bool {
+		parent.mu.Lock()
+		defer parent.mu.Unlock()
+		return parent.nodes[parent.nodes[1].children["node"]].nlookup == 0
+	})
+
+	// Kill the translator: its nodes answer EIO.
+	f, err := os.Open(filepath.Join(dir, "node", "inside"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stop()
+	waitFor(t, "EIO from the dead translator", func() bool {
+		_, err := f.ReadAt(make([]byte, 10), 0)
+		return errors.Is(err, syscall.EIO)
+	})
+
+	// A fresh translator on the same socket, with other content; the next
+	// lookup goes to the parent again and reaches it.
+	t2, t2lower, _ := cowServer(t)
+	if err := os.WriteFile(filepath.Join(t2lower, "again"), []byte("restarted"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, t2, sock)
+	waitFor(t, "the restarted translator's tree", func() bool {
+		ents, err := os.ReadDir(filepath.Join(dir, "node"))
+		return err == nil && len(ents) == 1 && ents[0].Name() == "again"
+	})
+	if parent.lookupCount("node") == before {
+		t.Errorf("no new lookup reached the parent")
+	}
+}
+
+// waitFor polls cond until it holds; the bound is only against a hang.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestServe serves a FUSE fd mounted by someone else (the launcher's way),
+// with an id map as a plain user's subenvironment has it.
+func TestServe(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting /dev/fuse by hand needs root (CI runs as root)")
+	}
+	t.Cleanup(func() { noHerdMounts(t) })
+	srv, lower, _ := cowServer(t)
+	for name, uid := range map[string]int{"mine": 1234, "roots": 0, "other": 777} {
+		p := filepath.Join(lower, name)
+		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, n, _ := pipe(t, srv, proto.ClientOptions{})
+
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other", dev.Fd())
+	if err := syscall.Mount("herd", dir, "fuse.herd", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		dev.Close()
+		t.Fatalf("mount: %v", err)
+	}
+	unmounted := false
+	t.Cleanup(func() {
+		if !unmounted {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	b, err := Serve(dev, c, Options{Notifier: n, IDMap: IDMap{HostUid: 1234, HostGid: 1234}})
+	dev.Close() // Serve keeps its own copy
+	if err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if d, err := os.ReadFile(filepath.Join(dir, "mine")); err != nil || string(d) != "mine" {
+		t.Fatalf("read through the served fd: %q %v", d, err)
+	}
+	for name, want := range map[string]uint32{"mine": 0, "roots": 65534, "other": 65534} {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(dir, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != want || st.Gid != want {
+			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, want, want)
+		}
+	}
+	if err := syscall.Unmount(dir, 0); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	unmounted = true
+	done := make(chan struct{})
+	go func() { b.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after the unmount")
+	}
+}

@@ -76,9 +76,12 @@ type node struct {
 }
 
 type handle struct {
-	fd    int
-	node  *node
-	upper bool // fd is on the writable layer (changes through it are allowed)
+	mu     sync.RWMutex // held shared while fd is in use, exclusively to close it
+	closed bool
+	id     proto.HandleID
+	fd     int
+	node   *node
+	upper  bool // fd is on the writable layer (changes through it are allowed)
 }
 
 // Server serves a host directory tree. It implements proto.FileSystem,
@@ -223,12 +226,21 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopAllTranslators()
 		s.hmu.Lock()
+		hs := make([]*handle, 0, len(s.handles))
 		for id, h := range s.handles {
-			unix.Close(h.fd)
+			hs = append(hs, h)
 			delete(s.handles, id)
 		}
 		s.hmu.Unlock()
+		for _, h := range hs {
+			closeHandle(h)
+		}
+		// Tree operations use the layer descriptors under treeMu; -1 makes
+		// any later call fail (EBADF) instead of using a reused number.
+		s.treeMu.Lock()
 		s.closeFDs()
+		s.upper, s.lower = -1, -1
+		s.treeMu.Unlock()
 		close(s.done)
 	})
 	return nil

@@ -187,8 +187,11 @@ func (s *Server) GetAttr(ctx context.Context, id proto.NodeID) (proto.Attr, erro
 	s.treeMu.RUnlock()
 	if err == unix.ENOENT {
 		// Removed but still open: answer from the open file, as fstat does.
-		if fd := s.anyHandleFD(n); fd >= 0 {
-			err = unix.Fstat(fd, &st)
+		if h := s.anyHandle(n); h != nil {
+			if h, done, herr := s.useHandle(h.id); herr == nil {
+				err = unix.Fstat(h.fd, &st)
+				done()
+			}
 		}
 	}
 	if err != nil {
@@ -197,15 +200,15 @@ func (s *Server) GetAttr(ctx context.Context, id proto.NodeID) (proto.Attr, erro
 	return toAttr(&st), nil
 }
 
-func (s *Server) anyHandleFD(n *node) int {
+func (s *Server) anyHandle(n *node) *handle {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
 	for _, h := range s.handles {
 		if h.node == n {
-			return h.fd
+			return h
 		}
 	}
-	return -1
+	return nil
 }
 
 // at names node n in the upper layer as (parent dirfd, name) after copying
@@ -297,9 +300,12 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 		return proto.Attr{}, syscall.EROFS
 	}
 	if in.Valid&proto.SetAttrHandle != 0 {
-		if h := s.getHandle(in.Handle); h != nil && h.upper {
-			defer s.invalNode(n)
-			return s.setAttrFD(h.fd, in)
+		if h, done, err := s.useHandle(in.Handle); err == nil {
+			defer done()
+			if h.upper {
+				defer s.invalNode(n)
+				return s.setAttrFD(h.fd, in)
+			}
 		}
 	}
 	s.treeMu.Lock()
@@ -1115,6 +1121,8 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 
 // StatFS implements proto.FileSystem: the writable layer's numbers.
 func (s *Server) StatFS(ctx context.Context, id proto.NodeID) (proto.StatFS, error) {
+	s.treeMu.RLock()
+	defer s.treeMu.RUnlock()
 	fd := s.upper
 	if fd < 0 {
 		fd = s.lower
@@ -1132,10 +1140,31 @@ func (s *Server) StatFS(ctx context.Context, id proto.NodeID) (proto.StatFS, err
 
 // ---- io ----
 
-func (s *Server) getHandle(h proto.HandleID) *handle {
+// useHandle returns an open handle and holds it open (its descriptor cannot
+// be closed, and its number reused, underneath the caller) until done.
+func (s *Server) useHandle(id proto.HandleID) (*handle, func(), error) {
 	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	return s.handles[h]
+	h := s.handles[id]
+	s.hmu.Unlock()
+	if h == nil {
+		return nil, nil, syscall.EBADF
+	}
+	h.mu.RLock()
+	if h.closed {
+		h.mu.RUnlock()
+		return nil, nil, syscall.EBADF
+	}
+	return h, h.mu.RUnlock, nil
+}
+
+// closeHandle closes h's descriptor once nobody uses it.
+func closeHandle(h *handle) {
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		unix.Close(h.fd)
+	}
+	h.mu.Unlock()
 }
 
 func (s *Server) newHandle(n *node, fd int, upper bool, name string) (proto.OpenResult, error) {
@@ -1150,7 +1179,7 @@ func (s *Server) newHandle(n *node, fd int, upper bool, name string) (proto.Open
 	s.hmu.Lock()
 	id := s.nextH
 	s.nextH++
-	s.handles[id] = &handle{fd: fd, node: n, upper: upper}
+	s.handles[id] = &handle{id: id, fd: fd, node: n, upper: upper}
 	s.hmu.Unlock()
 	return proto.OpenResult{Handle: id, File: os.NewFile(uintptr(dup), name)}, nil
 }
@@ -1192,6 +1221,7 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 		of |= unix.O_NONBLOCK // a fifo must not block the server
 	}
 	fd, err := openBeneath(root, joinPath(comps), of)
+	writable := root == s.upper && s.upper >= 0 && (inUpper || !s.cow)
 	s.treeMu.RUnlock()
 	if err != nil {
 		return proto.OpenResult{}, errno(err)
@@ -1203,15 +1233,16 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 	if len(comps) > 0 {
 		name = comps[len(comps)-1]
 	}
-	return s.newHandle(n, fd, root == s.upper && s.upper >= 0 && (inUpper || !s.cow), name)
+	return s.newHandle(n, fd, writable, name)
 }
 
 // Read implements proto.FileSystem.
 func (s *Server) Read(ctx context.Context, hid proto.HandleID, off int64, size int) ([]byte, error) {
-	h := s.getHandle(hid)
-	if h == nil {
-		return nil, syscall.EBADF
+	h, done, err := s.useHandle(hid)
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	buf := make([]byte, size)
 	n, err := unix.Pread(h.fd, buf, off)
 	if err != nil {
@@ -1222,10 +1253,11 @@ func (s *Server) Read(ctx context.Context, hid proto.HandleID, off int64, size i
 
 // Write implements proto.FileSystem.
 func (s *Server) Write(ctx context.Context, hid proto.HandleID, off int64, data []byte) (int, error) {
-	h := s.getHandle(hid)
-	if h == nil {
-		return 0, syscall.EBADF
+	h, done, err := s.useHandle(hid)
+	if err != nil {
+		return 0, err
 	}
+	defer done()
 	total := 0
 	for total < len(data) {
 		n, err := unix.Pwrite(h.fd, data[total:], off+int64(total))
@@ -1243,10 +1275,11 @@ func (s *Server) Write(ctx context.Context, hid proto.HandleID, off int64, data 
 
 // Fsync implements proto.FileSystem.
 func (s *Server) Fsync(ctx context.Context, hid proto.HandleID, datasync bool) error {
-	h := s.getHandle(hid)
-	if h == nil {
-		return syscall.EBADF
+	h, done, err := s.useHandle(hid)
+	if err != nil {
+		return err
 	}
+	defer done()
 	if datasync {
 		return errno(unix.Fdatasync(h.fd))
 	}
@@ -1255,10 +1288,11 @@ func (s *Server) Fsync(ctx context.Context, hid proto.HandleID, datasync bool) e
 
 // Fallocate implements proto.FileSystem.
 func (s *Server) Fallocate(ctx context.Context, hid proto.HandleID, mode uint32, off, length int64) error {
-	h := s.getHandle(hid)
-	if h == nil {
-		return syscall.EBADF
+	h, done, err := s.useHandle(hid)
+	if err != nil {
+		return err
 	}
+	defer done()
 	if err := unix.Fallocate(h.fd, mode, off, length); err != nil {
 		return errno(err)
 	}
@@ -1268,10 +1302,11 @@ func (s *Server) Fallocate(ctx context.Context, hid proto.HandleID, mode uint32,
 
 // Lseek implements proto.FileSystem (SEEK_DATA, SEEK_HOLE).
 func (s *Server) Lseek(ctx context.Context, hid proto.HandleID, off int64, whence int) (int64, error) {
-	h := s.getHandle(hid)
-	if h == nil {
-		return 0, syscall.EBADF
+	h, done, err := s.useHandle(hid)
+	if err != nil {
+		return 0, err
 	}
+	defer done()
 	r, err := unix.Seek(h.fd, off, whence)
 	return r, errno(err)
 }
@@ -1285,7 +1320,7 @@ func (s *Server) Release(ctx context.Context, hid proto.HandleID) error {
 	if h == nil {
 		return syscall.EBADF
 	}
-	unix.Close(h.fd)
+	closeHandle(h)
 	s.mu.Lock()
 	h.node.handles--
 	s.maybeFreeLocked(h.node)

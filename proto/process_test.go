@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 		helperServe()
 	case "dial":
 		helperDial()
+	case "rawecho":
+		helperRawEcho()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown HERD_PROTO_HELPER")
 		os.Exit(2)
@@ -52,6 +54,24 @@ func helperServe() {
 	fmt.Printf("ready env-before=%q env-after=%q\n", leftover, after)
 	srv.Serve(l)
 	os.Exit(0)
+}
+
+// helperRawEcho answers length-prefixed frames on HERD_PROTO_SOCK: the
+// floor the benchmarks compare against.
+func helperRawEcho() {
+	l, err := net.Listen("unix", os.Getenv("HERD_PROTO_SOCK"))
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(0)
+		}
+		go rawEcho(c)
+	}
 }
 
 // helperDial dials HERD_PROTO_SOCK and prints "ok" or the error.
@@ -82,13 +102,17 @@ type helper struct {
 // startHelperServer starts a server process on sock (or on fd 3 if l is
 // given) and waits for it to say ready.
 func startHelperServer(t testing.TB, sock string, l *net.UnixListener, env ...string) *helper {
+	return startHelper(t, "serve", sock, l, env...)
+}
+
+func startHelper(t testing.TB, mode, sock string, l *net.UnixListener, env ...string) *helper {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("hello through a descriptor\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Env = append(os.Environ(), "HERD_PROTO_HELPER=serve", "HERD_PROTO_SOCK="+sock, "HERD_PROTO_DIR="+dir)
+	cmd.Env = append(os.Environ(), "HERD_PROTO_HELPER="+mode, "HERD_PROTO_SOCK="+sock, "HERD_PROTO_DIR="+dir)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	if l != nil {

@@ -33,7 +33,7 @@ type FS struct {
 
 	mu       sync.Mutex
 	byID     map[proto.NodeID]*inode
-	byNode   map[Node]*inode
+	byNode   map[any]*inode // by key(node)
 	nextID   proto.NodeID
 	handles  map[proto.HandleID]*handle
 	nextH    proto.HandleID
@@ -65,14 +65,14 @@ func NewFS(root Node) *FS {
 		uid:     uint32(os.Geteuid()),
 		gid:     uint32(os.Getegid()),
 		byID:    map[proto.NodeID]*inode{},
-		byNode:  map[Node]*inode{},
+		byNode:  map[any]*inode{},
 		nextID:  RootID + 1,
 		handles: map[proto.HandleID]*handle{},
 		nextH:   1,
 	}
 	in := &inode{id: RootID, node: root}
 	fs.byID[RootID] = in
-	fs.byNode[root] = in
+	fs.byNode[key(root)] = in
 	return fs
 }
 
@@ -90,7 +90,7 @@ func (fs *FS) SetNotifier(n proto.Notifier) {
 // Nodes whose contents change behind the client's back call it.
 func (fs *FS) InvalidateNode(n Node) {
 	fs.mu.Lock()
-	in, nt := fs.byNode[n], fs.notifier
+	in, nt := fs.byNode[key(n)], fs.notifier
 	fs.mu.Unlock()
 	if in != nil && nt != nil {
 		nt.InvalNode(in.id, 0, 0)
@@ -100,7 +100,7 @@ func (fs *FS) InvalidateNode(n Node) {
 // InvalidateEntry tells clients that name in parent no longer means what it did.
 func (fs *FS) InvalidateEntry(parent Node, name string) {
 	fs.mu.Lock()
-	in, nt := fs.byNode[parent], fs.notifier
+	in, nt := fs.byNode[key(parent)], fs.notifier
 	fs.mu.Unlock()
 	if in != nil && nt != nil {
 		nt.InvalEntry(in.id, name)
@@ -152,25 +152,49 @@ func (fs *FS) handle(h proto.HandleID) (*handle, error) {
 	return hd, nil
 }
 
-// remember counts one lookup of n and returns its number.
-func (fs *FS) remember(n Node) proto.NodeID {
+// Keyer is a node that knows which other nodes are the same node: two
+// nodes with equal keys (for example a host file's device and inode) are
+// one node to the client. When a lookup returns a node whose key is already
+// known, the adapter keeps the known one and forgets the new one (its
+// Forget is called, to release what it holds). Without Keyer a node is
+// keyed by itself.
+type Keyer interface {
+	Key() any
+}
+
+func key(n Node) any {
+	if k, ok := n.(Keyer); ok {
+		return k.Key()
+	}
+	return n
+}
+
+// remember counts one lookup of n and returns its number and the node that
+// stands for it (n, or the known node with n's key).
+func (fs *FS) remember(n Node) (proto.NodeID, Node) {
+	k := key(n)
 	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	in := fs.byNode[n]
+	in := fs.byNode[k]
 	if in == nil {
 		in = &inode{id: fs.nextID, node: n}
 		fs.nextID++
 		fs.byID[in.id] = in
-		fs.byNode[n] = in
+		fs.byNode[k] = in
 	}
 	in.lookups++
-	return in.id
+	fs.mu.Unlock()
+	if in.node != n {
+		if f, ok := n.(Forgetter); ok {
+			f.Forget()
+		}
+	}
+	return in.id, in.node
 }
 
 // entry registers n and answers with its attributes. When Getattr fails
 // the lookup is given back, so a failed call counts nothing.
 func (fs *FS) entry(ctx context.Context, n Node) (proto.Entry, error) {
-	id := fs.remember(n)
+	id, n := fs.remember(n)
 	attr, errno := fs.getattr(ctx, id, n)
 	if errno != 0 {
 		fs.Forget(ctx, id, 1)
@@ -266,7 +290,7 @@ func (fs *FS) Forget(ctx context.Context, id proto.NodeID, nlookup uint64) {
 	gone := in.lookups == 0 && id != RootID
 	if gone {
 		delete(fs.byID, id)
-		delete(fs.byNode, in.node)
+		delete(fs.byNode, key(in.node))
 	}
 	fs.mu.Unlock()
 	if gone {
@@ -378,12 +402,15 @@ func (fs *FS) Create(ctx context.Context, parent proto.NodeID, name string, flag
 	if errno != 0 {
 		return proto.Entry{}, proto.OpenResult{}, errno
 	}
-	e, err := fs.entry(ctx, child)
-	if err != nil {
+	id, node := fs.remember(child)
+	attr, errno := fs.getattr(ctx, id, node)
+	if errno != 0 {
 		fs.release(ctx, child, h)
-		return proto.Entry{}, proto.OpenResult{}, err
+		fs.Forget(ctx, id, 1)
+		return proto.Entry{}, proto.OpenResult{}, errno
 	}
-	return e, proto.OpenResult{Handle: fs.addHandle(child, h), Flags: oflags}, nil
+	e := proto.Entry{Node: id, Attr: attr}
+	return e, proto.OpenResult{Handle: fs.addHandle(node, h), Flags: oflags}, nil
 }
 
 func (fs *FS) Unlink(ctx context.Context, parent proto.NodeID, name string) error {
@@ -675,4 +702,43 @@ func (fs *FS) release(ctx context.Context, n Node, h Handle) error {
 		return c.Close()
 	}
 	return nil
+}
+
+var _ proto.DirPlusReader = (*FS)(nil)
+
+// ReadDirPlus lists a directory with every name looked up (READDIRPLUS):
+// each entry counts one lookup. Names that vanish between the listing and
+// their lookup are left out.
+func (fs *FS) ReadDirPlus(ctx context.Context, id proto.NodeID) ([]proto.DirEntryPlus, error) {
+	ents, err := fs.ReadDir(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	n, err := fs.node(id)
+	if err != nil {
+		return nil, err
+	}
+	l, ok := n.(Lookuper)
+	if !ok {
+		return nil, syscall.ENOTDIR
+	}
+	out := make([]proto.DirEntryPlus, 0, len(ents))
+	for _, de := range ents {
+		child, errno := l.Lookup(ctx, de.Name)
+		if errno != 0 || child == nil {
+			continue
+		}
+		e, err := fs.entry(ctx, child)
+		if err != nil {
+			continue
+		}
+		if de.Ino == 0 {
+			de.Ino = e.Attr.Ino
+		}
+		if de.Mode&syscall.S_IFMT == 0 {
+			de.Mode = e.Attr.Mode & syscall.S_IFMT
+		}
+		out = append(out, proto.DirEntryPlus{DirEntry: de, Entry: e})
+	}
+	return out, nil
 }

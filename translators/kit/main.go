@@ -314,7 +314,7 @@ func Run(t Translator, args []string) int {
 	fs := in.FileSystem()
 
 	if *mount != "" {
-		b, err := Mount(*mount, fs, t.Name, mountSource(in), *debug)
+		b, err := Mount(*mount, fs, MountOptions{Name: t.Name, Source: mountSource(in), Debug: *debug})
 		if err != nil {
 			return fail(1, "%v", err)
 		}

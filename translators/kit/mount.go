@@ -13,6 +13,16 @@ import (
 	"herd/subenv/fsbridge"
 )
 
+// MountOptions configure Mount.
+type MountOptions struct {
+	Name   string // the mount's type is fuse.Name (default "herd")
+	Source string // the mount's source in /proc/self/mountinfo (default "herd:Name")
+	Debug  bool   // log every FUSE request
+	// Notifier: when fs is a proto.Client, the Notifier given to it as
+	// ClientOptions.Notifier, so its invalidations reach the kernel.
+	Notifier *fsbridge.Notifier
+}
+
 // Mounted is a translator mounted by FUSE on the host (--mount).
 type Mounted struct {
 	dir    string
@@ -22,14 +32,19 @@ type Mounted struct {
 
 // Mount mounts fs on dir by FUSE. The mount point must be of the root's
 // type: a directory for a tree, a file for a one-file translator (the
-// kernel takes the root's type from the mount point). source names the
-// mount in /proc/self/mountinfo ("herd:hello --contents=hi") and name is
-// its type (fuse.NAME).
+// kernel takes the root's type from the mount point).
 //
 // Mount calls mount(2) itself when it may (root, or root of a user
 // namespace owning the mount namespace: `unshare -Urm`), which also mounts
 // on files; otherwise it leaves the mount to fsbridge.Mount (fusermount3).
-func Mount(dir string, fs proto.FileSystem, name, source string, debug bool) (*Mounted, error) {
+func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
+	if mo.Name == "" {
+		mo.Name = "herd"
+	}
+	if mo.Source == "" {
+		mo.Source = "herd:" + mo.Name
+	}
+	bo := fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: mo.Debug, Notifier: mo.Notifier}
 	if err := checkMountPoint(dir, fs); err != nil {
 		return nil, err
 	}
@@ -54,10 +69,10 @@ func Mount(dir string, fs proto.FileSystem, name, source string, debug bool) (*M
 	if os.Geteuid() == 0 {
 		opts = append(opts, "allow_other")
 	}
-	err = unix.Mount(source, dir, "fuse."+name, unix.MS_NOSUID|unix.MS_NODEV, strings.Join(opts, ","))
+	err = unix.Mount(mo.Source, dir, "fuse."+mo.Name, unix.MS_NOSUID|unix.MS_NODEV, strings.Join(opts, ","))
 	if errors.Is(err, unix.EPERM) && st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		// Not privileged here: fusermount3 may do it.
-		b, err := fsbridge.Mount(dir, fs, fsbridge.Options{Debug: debug})
+		b, err := fsbridge.Mount(dir, fs, bo)
 		if err != nil {
 			return nil, fmt.Errorf("%w (without root, mount inside a user namespace: unshare -Urm)", err)
 		}
@@ -66,12 +81,39 @@ func Mount(dir string, fs proto.FileSystem, name, source string, debug bool) (*M
 	if err != nil {
 		return nil, fmt.Errorf("mount on %s: %w", dir, err)
 	}
-	b, err := fsbridge.Serve(dev, fs, fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: debug})
+	b, err := fsbridge.Serve(dev, fs, bo)
 	if err != nil {
 		unix.Unmount(dir, unix.MNT_DETACH)
 		return nil, err
 	}
+	if err := pollHack(dir, st.Mode); err != nil {
+		b.Unmount()
+		unix.Unmount(dir, unix.MNT_DETACH)
+		return nil, fmt.Errorf("mount on %s: first poll: %w", dir, err)
+	}
 	return &Mounted{dir: dir, b: b, direct: true}, nil
+}
+
+// pollHack makes the kernel learn at once that the bridge does not serve
+// poll (as go-fuse does after its own mounts). Otherwise the first file a
+// Go program in this process opens on the mount is polled when the runtime
+// adds it to its epoll set, and that request waits for a server thread the
+// runtime cannot schedule: a deadlock. Raw syscalls, never os.Open, here.
+func pollHack(dir string, mode uint32) error {
+	p := dir
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
+		p = dir + "/.go-fuse-epoll-hack" // answered by go-fuse itself
+	}
+	fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return nil // an unreadable file: nothing in this process opens it either
+		}
+		return err
+	}
+	defer syscall.Close(fd)
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	return nil
 }
 
 // Wait returns when the mount is gone (umount by someone, or Unmount).

@@ -1,0 +1,160 @@
+package tmpfs_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/posixtest"
+
+	"herd/internal/testns"
+	"herd/translators/kit/kittest"
+	"herd/translators/tmpfs"
+)
+
+func TestMain(m *testing.M) { testns.Main(m) }
+
+// posixExceptions are the posixtest cases tmpfs does not pass, and why.
+var posixExceptions = map[string]string{
+	// The test takes a POSIX (process-owned) write lock and expects a read
+	// lock from the same process on a second descriptor to fail. POSIX
+	// locks belong to the process, so on a local filesystem (Linux's own
+	// tmpfs, ext4) that second lock succeeds too; it fails only where the
+	// FUSE server keeps locks per open file. The bridge leaves locking to
+	// the kernel, which gives local-filesystem semantics.
+	"FcntlFlockLocksFile": "POSIX locks are per process: the kernel's local locking (as on Linux tmpfs) lets the same process lock again",
+}
+
+// TestPosix runs go-fuse's posixtest suite on tmpfs mounted through the kit
+// and the fs bridge, each case on a fresh mount.
+func TestPosix(t *testing.T) {
+	var names []string
+	for name := range posixtest.All {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := posixExceptions[name]; ok {
+				t.Skip(why)
+			}
+			m := kittest.MountTranslator(t, tmpfs.Translator())
+			posixtest.All[name](t, m.Dir)
+		})
+	}
+}
+
+func TestSizeLimit(t *testing.T) {
+	m := kittest.MountTranslator(t, tmpfs.Translator(), "--size", "64k")
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.Dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := int64(st.Blocks) * int64(st.Bsize); got != 64<<10 {
+		t.Errorf("statfs size = %d, want %d", got, 64<<10)
+	}
+	f, err := os.Create(filepath.Join(m.Dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = f.Write(make([]byte, 100<<10))
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("writing 100k into a 64k tmpfs: %v, want ENOSPC", err)
+	}
+	if err := syscall.Statfs(m.Dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Bfree != 0 {
+		t.Errorf("full tmpfs has %d free blocks", st.Bfree)
+	}
+	// Removing the file gives the space back.
+	f.Close()
+	if err := os.Remove(filepath.Join(m.Dir, "big")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(m.Dir, "small"), make([]byte, 60<<10), 0o644); err != nil {
+		t.Fatalf("space not given back: %v", err)
+	}
+	// fsysopts --size grows it at run time.
+	if err := m.Client.SetOptions(t.Context(), []string{"--size=1M"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(m.Dir, "more"), make([]byte, 500<<10), 0o644); err != nil {
+		t.Fatalf("after --size=1M: %v", err)
+	}
+	opts, err := m.Client.GetOptions(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"tmpfs", "--size=1M"}; !equal(opts, want) {
+		t.Errorf("options %q, want %q", opts, want)
+	}
+	if err := m.Client.SetOptions(t.Context(), []string{"--size=lots"}); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("--size=lots: %v, want EINVAL", err)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSparse(t *testing.T) {
+	m := kittest.MountTranslator(t, tmpfs.Translator(), "--size=1M")
+	p := filepath.Join(m.Dir, "sparse")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A terabyte-sized file in a megabyte tmpfs: holes take no room.
+	if err := f.Truncate(1 << 40); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("end"), 1<<40-3); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := f.ReadAt(buf, 1<<30); err != nil || !bytes.Equal(buf, make([]byte, 8)) {
+		t.Errorf("hole reads %q, %v", buf, err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 1<<40 || st.Blocks > 16 {
+		t.Errorf("size %d blocks %d, want 1T in at most 16 blocks", st.Size, st.Blocks)
+	}
+	off, err := f.Seek(0, 3 /* SEEK_DATA */)
+	if err != nil || off != (1<<40-4096) {
+		t.Errorf("SEEK_DATA = %d, %v; want %d", off, err, 1<<40-4096)
+	}
+}
+
+func TestBadSize(t *testing.T) {
+	for _, s := range []string{"x", "-1", "12q", "200%", "%"} {
+		if _, err := tmpfs.ParseSize(s); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", s)
+		}
+	}
+	for s, want := range map[string]int64{"": 0, "10": 10, "4k": 4096, "2M": 2 << 20, "1g": 1 << 30} {
+		if got, err := tmpfs.ParseSize(s); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	if got, err := tmpfs.ParseSize("50%"); err != nil || got <= 0 {
+		t.Errorf("ParseSize(50%%) = %d, %v", got, err)
+	}
+}

@@ -69,11 +69,11 @@ var (
 
 // Dial connects to the server listening on the unix socket at socketPath.
 func Dial(socketPath string, opts ClientOptions) (*Client, error) {
-	c, err := net.Dial("unix", socketPath)
+	c, err := dialUnix(socketPath, opts.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("proto: %w", err)
 	}
-	cl, err := newClient(c, opts, func() (net.Conn, error) { return net.Dial("unix", socketPath) })
+	cl, err := newClient(c, opts, func() (net.Conn, error) { return dialUnix(socketPath, opts.Timeout) })
 	if err != nil {
 		return nil, fmt.Errorf("%w (server at %s)", err, socketPath)
 	}
@@ -89,10 +89,20 @@ func NewClient(conn net.Conn, opts ClientOptions) (*Client, error) {
 	var dialLane func() (net.Conn, error)
 	if uc, ok := conn.(*net.UnixConn); ok {
 		if a, ok := uc.RemoteAddr().(*net.UnixAddr); ok && a != nil && a.Name != "" && a.Name != "@" {
-			dialLane = func() (net.Conn, error) { return net.Dial("unix", a.Name) }
+			dialLane = func() (net.Conn, error) { return dialUnix(a.Name, opts.Timeout) }
 		}
 	}
 	return newClient(conn, opts, dialLane)
+}
+
+// dialUnix connects with a deadline: a listener whose backlog is full
+// would otherwise keep connect waiting.
+func dialUnix(path string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("unix", path)
 }
 
 func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, error)) (*Client, error) {
@@ -229,6 +239,10 @@ type readerConn struct {
 // Interfaces returns the interfaces the server announced.
 func (c *Client) Interfaces() []string { return append([]string(nil), c.interfaces...) }
 
+// FilePassing reports whether calls travel on a call lane, so that Open
+// and Create can return the backing file's descriptor.
+func (c *Client) FilePassing() bool { return c.calls != nil && c.calls.uc != nil }
+
 // ServerName returns the name the server announced.
 func (c *Client) ServerName() string { return c.name }
 
@@ -344,6 +358,9 @@ func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *o
 		return nil, nil, c.lostErr(r.op)
 	default:
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, ctxErr(r.op, err)
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(c.timeout)
@@ -397,11 +414,15 @@ func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *o
 		return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(r.op))}
 	case <-ctx.Done():
 		c.abandon(h)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(r.op))}
-		}
-		return nil, nil, &Error{syscall.EINTR, fmt.Sprintf("proto: %s: interrupted", opName(r.op))}
+		return nil, nil, ctxErr(r.op, ctx.Err())
 	}
+}
+
+func ctxErr(op uint16, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(op))}
+	}
+	return &Error{syscall.EINTR, fmt.Sprintf("proto: %s: interrupted", opName(op))}
 }
 
 // send writes a request. A write that times out before any byte went out

@@ -148,6 +148,27 @@ func TestMalformedInput(t *testing.T) {
 	check("unknown op")
 }
 
+// TestVersionMismatch: a client of another version gets a clear refusal.
+func TestVersionMismatch(t *testing.T) {
+	_, sock := serveUnix(t, newTestFS(t), ServerOptions{Name: "v1"})
+	conn, err := net.Dial("unix", sock)
+	noErr(t, "dial", err)
+	ys, err := yamux.Client(conn, yamuxConfig())
+	noErr(t, "yamux", err)
+	defer ys.Close()
+	hs, err := ys.OpenStream()
+	noErr(t, "open stream", err)
+	_, err = hs.Write([]byte("HERD\x07\x00\x00\x00"))
+	noErr(t, "hello", err)
+	m, err := newFrameReader(hs).read()
+	noErr(t, "hello reply", err)
+	h, err := decodeHello(m.body)
+	noErr(t, "decode hello", err)
+	if h.errno != uint32(syscall.EPROTONOSUPPORT) || h.msg != `proto: server "v1" speaks version 1, client 7` {
+		t.Errorf("hello: %+v", h)
+	}
+}
+
 // TestClientRejectsGarbage: a "server" that answers nonsense gives a clear
 // error, not a hang or a panic.
 func TestClientRejectsGarbage(t *testing.T) {

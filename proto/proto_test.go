@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -330,6 +331,16 @@ func TestErrnoMapping(t *testing.T) {
 	if err := c.Goaway(ctx, 0); !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("goaway: %v", err)
 	}
+	// A panicking implementation fails the call, not the server.
+	if _, err := c.Lookup(ctx, 1, "panic"); !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "asked to panic") {
+		t.Errorf("lookup that panics: %v", err)
+	}
+	// An expired context fails before anything is sent.
+	expired, cancel := context.WithTimeout(ctx, -time.Second)
+	defer cancel()
+	if _, err := c.GetAttr(expired, 1); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Errorf("getattr with an expired context: %v", err)
+	}
 	// A handle this session never opened.
 	if _, err := c.Read(ctx, 12345, 0, 10); !errors.Is(err, syscall.EBADF) {
 		t.Errorf("read of a foreign handle: %v", err)
@@ -444,7 +455,7 @@ func TestFDPassing(t *testing.T) {
 	defer c.Close()
 	or, err := c.Open(context.Background(), 3, syscall.O_RDONLY)
 	noErr(t, "open", err)
-	if or.File == nil {
+	if or.File == nil || !c.FilePassing() {
 		t.Fatal("no descriptor came with Open over a unix socket")
 	}
 	defer or.File.Close()
@@ -460,7 +471,7 @@ func TestFDPassing(t *testing.T) {
 	defer tc.Close()
 	or2, err := tc.Open(context.Background(), 3, syscall.O_RDONLY)
 	noErr(t, "tcp open", err)
-	if or2.File != nil {
+	if or2.File != nil || tc.FilePassing() {
 		t.Error("a descriptor over TCP")
 	}
 }

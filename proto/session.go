@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -248,7 +249,7 @@ func (cs *callStream) start(m *message) error {
 	if req.op == opForget {
 		// Inline, so a Forget is applied before the calls sent after it.
 		if n := se.takeLookups(req.node, req.nlookup); n > 0 {
-			se.fs.Forget(se.ctx, req.node, n)
+			se.dispatch(se.ctx, &request{op: opForget, node: req.node, nlookup: n})
 		}
 		if m.flags&flagNoReply == 0 {
 			go cs.reply(m.tag, m.op, &reply{}, nil)
@@ -336,7 +337,9 @@ func (se *session) queueNotification(n *notification) {
 	}
 	if len(se.notes) >= maxQueuedNotifications {
 		se.mu.Unlock()
-		se.end(errors.New("client does not read its notifications"))
+		// Not here: the FileSystem may hold its locks while it
+		// notifies, and ending calls back into it.
+		go se.end(errors.New("client does not read its notifications"))
 		return
 	}
 	se.notes = append(se.notes, n)
@@ -373,7 +376,19 @@ func (se *session) writeNotifications() {
 var errBadHandle = syscall.EBADF
 
 // dispatch runs one request against the FileSystem and keeps the books.
-func (se *session) dispatch(ctx context.Context, r *request) (*reply, error) {
+// A panic in the FileSystem fails the call with EIO, like net/http: one bad
+// request does not take every client of the server down with it.
+func (se *session) dispatch(ctx context.Context, r *request) (rep *reply, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			se.srv.logf("proto: %s: panic in %s: %v\n%s", se.srv.opts.Name, opName(r.op), p, debug.Stack())
+			rep, err = nil, &Error{syscall.EIO, fmt.Sprintf("proto: server %q panicked in %s: %v", se.srv.opts.Name, opName(r.op), p)}
+		}
+	}()
+	return se.run(ctx, r)
+}
+
+func (se *session) run(ctx context.Context, r *request) (*reply, error) {
 	fs := se.fs
 	rep := &reply{}
 	var err error
@@ -480,6 +495,8 @@ func (se *session) dispatch(ctx context.Context, r *request) (*reply, error) {
 			return nil, errBadHandle
 		}
 		rep.off, err = fs.Lseek(ctx, r.handle, r.off, int(r.flags))
+	case opForget: // already clamped by the caller
+		fs.Forget(ctx, r.node, r.nlookup)
 	case opRelease:
 		if !se.takeHandle(r.handle) {
 			return nil, errBadHandle

@@ -111,6 +111,8 @@ func errFor(name string) error {
 		return syscall.EACCES
 	case "plain":
 		return fmt.Errorf("an error without errno")
+	case "panic":
+		panic("testfs: asked to panic")
 	}
 	return nil
 }

@@ -352,7 +352,7 @@ func (c *Client) lostErr(op uint16) error {
 // call sends r and waits for its reply (or the deadline, or the loss of
 // the connection). On success it returns the decoded reply and the
 // descriptor that came with it.
-func (c *Client) call(ctx context.Context, r *request, sizeHint int) (*reply, *os.File, error) {
+func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error) {
 	select {
 	case <-c.done:
 		return nil, nil, c.lostErr(r.op)
@@ -513,7 +513,7 @@ func (c *Client) callOnNewStream(ctx context.Context, h header, e *enc, deadline
 // The FileSystem methods.
 
 func (c *Client) entryCall(ctx context.Context, r *request) (Entry, error) {
-	rep, _, err := c.call(ctx, r, 0)
+	rep, _, err := c.call(ctx, r)
 	if err != nil {
 		return Entry{}, err
 	}
@@ -521,7 +521,7 @@ func (c *Client) entryCall(ctx context.Context, r *request) (Entry, error) {
 }
 
 func (c *Client) errCall(ctx context.Context, r *request) error {
-	_, _, err := c.call(ctx, r, 0)
+	_, _, err := c.call(ctx, r)
 	return err
 }
 
@@ -530,7 +530,7 @@ func (c *Client) Root(ctx context.Context) (Entry, error) {
 }
 
 func (c *Client) GetOptions(ctx context.Context) ([]string, error) {
-	rep, _, err := c.call(ctx, &request{op: opGetOptions}, 0)
+	rep, _, err := c.call(ctx, &request{op: opGetOptions})
 	if err != nil {
 		return nil, err
 	}
@@ -550,13 +550,14 @@ func (c *Client) Lookup(ctx context.Context, parent NodeID, name string) (Entry,
 }
 
 // Forget does not wait for an answer; the server gets it in order with the
-// calls sent after it.
+// calls sent after it. It is sent even if ctx is done: a lost Forget would
+// keep the node alive until the session ends.
 func (c *Client) Forget(ctx context.Context, node NodeID, nlookup uint64) {
-	c.call(ctx, &request{op: opForget, node: node, nlookup: nlookup}, 0)
+	c.call(context.WithoutCancel(ctx), &request{op: opForget, node: node, nlookup: nlookup})
 }
 
 func (c *Client) GetAttr(ctx context.Context, node NodeID) (Attr, error) {
-	rep, _, err := c.call(ctx, &request{op: opGetAttr, node: node}, 0)
+	rep, _, err := c.call(ctx, &request{op: opGetAttr, node: node})
 	if err != nil {
 		return Attr{}, err
 	}
@@ -564,7 +565,7 @@ func (c *Client) GetAttr(ctx context.Context, node NodeID) (Attr, error) {
 }
 
 func (c *Client) SetAttr(ctx context.Context, node NodeID, in SetAttrIn) (Attr, error) {
-	rep, _, err := c.call(ctx, &request{op: opSetAttr, node: node, setattr: in}, 0)
+	rep, _, err := c.call(ctx, &request{op: opSetAttr, node: node, setattr: in})
 	if err != nil {
 		return Attr{}, err
 	}
@@ -572,7 +573,7 @@ func (c *Client) SetAttr(ctx context.Context, node NodeID, in SetAttrIn) (Attr, 
 }
 
 func (c *Client) ReadDir(ctx context.Context, dir NodeID) ([]DirEntry, error) {
-	rep, _, err := c.call(ctx, &request{op: opReadDir, node: dir}, 0)
+	rep, _, err := c.call(ctx, &request{op: opReadDir, node: dir})
 	if err != nil {
 		return nil, err
 	}
@@ -580,7 +581,7 @@ func (c *Client) ReadDir(ctx context.Context, dir NodeID) ([]DirEntry, error) {
 }
 
 func (c *Client) ReadDirPlus(ctx context.Context, dir NodeID) ([]DirEntryPlus, error) {
-	rep, _, err := c.call(ctx, &request{op: opReadDirPlus, node: dir}, 0)
+	rep, _, err := c.call(ctx, &request{op: opReadDirPlus, node: dir})
 	if err != nil {
 		return nil, err
 	}
@@ -596,7 +597,7 @@ func (c *Client) Mknod(ctx context.Context, parent NodeID, name string, mode uin
 }
 
 func (c *Client) Create(ctx context.Context, parent NodeID, name string, flags, mode uint32) (Entry, OpenResult, error) {
-	rep, f, err := c.call(ctx, &request{op: opCreate, node: parent, name: name, flags: flags, mode: mode}, 0)
+	rep, f, err := c.call(ctx, &request{op: opCreate, node: parent, name: name, flags: flags, mode: mode})
 	if err != nil {
 		return Entry{}, OpenResult{}, err
 	}
@@ -625,7 +626,7 @@ func (c *Client) Symlink(ctx context.Context, parent NodeID, name, target string
 }
 
 func (c *Client) Readlink(ctx context.Context, node NodeID) (string, error) {
-	rep, _, err := c.call(ctx, &request{op: opReadlink, node: node}, 0)
+	rep, _, err := c.call(ctx, &request{op: opReadlink, node: node})
 	if err != nil {
 		return "", err
 	}
@@ -633,7 +634,7 @@ func (c *Client) Readlink(ctx context.Context, node NodeID) (string, error) {
 }
 
 func (c *Client) GetXattr(ctx context.Context, node NodeID, name string) ([]byte, error) {
-	rep, _, err := c.call(ctx, &request{op: opGetXattr, node: node, name: name}, 0)
+	rep, _, err := c.call(ctx, &request{op: opGetXattr, node: node, name: name})
 	if err != nil {
 		return nil, err
 	}
@@ -641,7 +642,7 @@ func (c *Client) GetXattr(ctx context.Context, node NodeID, name string) ([]byte
 }
 
 func (c *Client) ListXattr(ctx context.Context, node NodeID) ([]string, error) {
-	rep, _, err := c.call(ctx, &request{op: opListXattr, node: node}, 0)
+	rep, _, err := c.call(ctx, &request{op: opListXattr, node: node})
 	if err != nil {
 		return nil, err
 	}
@@ -657,7 +658,7 @@ func (c *Client) RemoveXattr(ctx context.Context, node NodeID, name string) erro
 }
 
 func (c *Client) StatFS(ctx context.Context, node NodeID) (StatFS, error) {
-	rep, _, err := c.call(ctx, &request{op: opStatFS, node: node}, 0)
+	rep, _, err := c.call(ctx, &request{op: opStatFS, node: node})
 	if err != nil {
 		return StatFS{}, err
 	}
@@ -665,7 +666,7 @@ func (c *Client) StatFS(ctx context.Context, node NodeID) (StatFS, error) {
 }
 
 func (c *Client) Open(ctx context.Context, node NodeID, flags uint32) (OpenResult, error) {
-	rep, f, err := c.call(ctx, &request{op: opOpen, node: node, flags: flags}, 0)
+	rep, f, err := c.call(ctx, &request{op: opOpen, node: node, flags: flags})
 	if err != nil {
 		return OpenResult{}, err
 	}
@@ -677,7 +678,7 @@ func (c *Client) Read(ctx context.Context, h HandleID, off int64, size int) ([]b
 	if size < 0 || size > MaxMessage-64 {
 		return nil, &Error{syscall.EINVAL, fmt.Sprintf("proto: read: size %d out of range", size)}
 	}
-	rep, _, err := c.call(ctx, &request{op: opRead, handle: h, off: off, size: uint32(size)}, 0)
+	rep, _, err := c.call(ctx, &request{op: opRead, handle: h, off: off, size: uint32(size)})
 	if err != nil {
 		return nil, err
 	}
@@ -688,7 +689,7 @@ func (c *Client) Write(ctx context.Context, h HandleID, off int64, data []byte) 
 	if len(data) > MaxMessage-64 {
 		return 0, &Error{syscall.EINVAL, fmt.Sprintf("proto: write: %d bytes is too large", len(data))}
 	}
-	rep, _, err := c.call(ctx, &request{op: opWrite, handle: h, off: off, data: data}, len(data))
+	rep, _, err := c.call(ctx, &request{op: opWrite, handle: h, off: off, data: data})
 	if err != nil {
 		return 0, err
 	}
@@ -704,7 +705,7 @@ func (c *Client) Fallocate(ctx context.Context, h HandleID, mode uint32, off, le
 }
 
 func (c *Client) Lseek(ctx context.Context, h HandleID, off int64, whence int) (int64, error) {
-	rep, _, err := c.call(ctx, &request{op: opLseek, handle: h, off: off, flags: uint32(whence)}, 0)
+	rep, _, err := c.call(ctx, &request{op: opLseek, handle: h, off: off, flags: uint32(whence)})
 	if err != nil {
 		return 0, err
 	}

@@ -97,12 +97,16 @@ func cowServer(t testing.TB) (*fs.Server, string, string) {
 			t.Fatal(err)
 		}
 	}
-	srv, err := fs.New(fs.Options{Root: lower, Upper: upper})
+	srv, err := newFSServer(lower, upper)
 	if err != nil {
 		t.Fatalf("fs.New: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
 	return srv, lower, upper
+}
+
+func newFSServer(lower, upper string) (*fs.Server, error) {
+	return fs.New(fs.Options{Root: lower, Upper: upper})
 }
 
 // pipe connects a client to fsys in-process, with the notifier wired.

@@ -380,17 +380,20 @@ func usage(w io.Writer, t *Translator, cmd *pflag.FlagSet) {
 // checkMountPoint refuses a mount whose point is not of the root's type:
 // the kernel would fail with a bare EIO. A one-file translator (hello)
 // mounts on a file, as the Hurd's sits on a file node.
-func checkMountPoint(dir string, fs proto.FileSystem) error {
+func checkMountPoint(dir string, fs proto.FileSystem) (rootMode uint32, err error) {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
-		return fmt.Errorf("mount point: %w", &os.PathError{Op: "stat", Path: dir, Err: err})
+		return 0, fmt.Errorf("mount point: %w", &os.PathError{Op: "stat", Path: dir, Err: err})
 	}
 	ctx := context.Background()
 	e, err := fs.Root(ctx)
 	if err != nil {
-		return fmt.Errorf("root: %w", err)
+		return 0, fmt.Errorf("root: %w", err)
 	}
 	fs.Forget(ctx, e.Node, 1)
+	if e.Attr.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+		return 0, fmt.Errorf("the translator serves a symbolic link, which Linux cannot mount on %s; attach it passively (settrans -p) where herd's fs bridge serves the tree", dir)
+	}
 	kind := func(m uint32) string {
 		if m&syscall.S_IFMT == syscall.S_IFDIR {
 			return "a directory"
@@ -398,9 +401,9 @@ func checkMountPoint(dir string, fs proto.FileSystem) error {
 		return "a file"
 	}
 	if (e.Attr.Mode&syscall.S_IFMT == syscall.S_IFDIR) != (st.Mode&syscall.S_IFMT == syscall.S_IFDIR) {
-		return fmt.Errorf("%s is %s but this translator serves %s: mount it on %s", dir, kind(st.Mode), kind(e.Attr.Mode), kind(e.Attr.Mode))
+		return 0, fmt.Errorf("%s is %s but this translator serves %s: mount it on %s", dir, kind(st.Mode), kind(e.Attr.Mode), kind(e.Attr.Mode))
 	}
-	return nil
+	return e.Attr.Mode, nil
 }
 
 // mountSource is the mount's source in /proc/self/mountinfo: "herd:" and

@@ -45,7 +45,8 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 		mo.Source = "herd:" + mo.Name
 	}
 	bo := fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: mo.Debug, Notifier: mo.Notifier}
-	if err := checkMountPoint(dir, fs); err != nil {
+	rootMode, err := checkMountPoint(dir, fs)
+	if err != nil {
 		return nil, err
 	}
 	var st syscall.Stat_t
@@ -60,7 +61,9 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 	defer dev.Close() // Serve keeps its own copy
 	opts := []string{
 		fmt.Sprintf("fd=%d", fd),
-		fmt.Sprintf("rootmode=%o", st.Mode&syscall.S_IFMT),
+		// The root's own type: a symlink root (symlink translator) sits on
+		// a file, which the kernel allows for any non-directory.
+		fmt.Sprintf("rootmode=%o", rootMode&syscall.S_IFMT),
 		fmt.Sprintf("user_id=%d", os.Geteuid()),
 		fmt.Sprintf("group_id=%d", os.Getegid()),
 		"max_read=1048576",
@@ -86,7 +89,7 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 		unix.Unmount(dir, unix.MNT_DETACH)
 		return nil, err
 	}
-	if err := pollHack(dir, st.Mode); err != nil {
+	if err := pollHack(dir, rootMode); err != nil {
 		b.Unmount()
 		unix.Unmount(dir, unix.MNT_DETACH)
 		return nil, fmt.Errorf("mount on %s: first poll: %w", dir, err)
@@ -101,6 +104,9 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 // runtime cannot schedule: a deadlock. Raw syscalls, never os.Open, here.
 func pollHack(dir string, mode uint32) error {
 	p := dir
+	if mode&syscall.S_IFMT == syscall.S_IFLNK {
+		return nil // opening would follow it out of the mount
+	}
 	if mode&syscall.S_IFMT == syscall.S_IFDIR {
 		p = dir + "/.go-fuse-epoll-hack" // answered by go-fuse itself
 	}

@@ -1,0 +1,9 @@
+// Command symlink is the symlink translator (herd/translators/symlink).
+package main
+
+import (
+	"herd/translators/kit"
+	"herd/translators/symlink"
+)
+
+func main() { kit.Main(symlink.Translator()) }

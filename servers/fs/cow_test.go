@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -198,5 +199,36 @@ func TestHardLinkLowerFile(t *testing.T) {
 	a, _ := e.s.GetAttr(bg, e.node("d/t2"))
 	if a.Nlink != 1 {
 		t.Fatalf("nlink after unlink %d", a.Nlink)
+	}
+}
+
+// TestManyDirs walks more directories than the directory cache holds, in
+// both layers, changing things on the way.
+func TestManyDirs(t *testing.T) {
+	e := cowEnv(t, func(d string) {
+		for i := 0; i < dirCacheMax+200; i++ {
+			writeHost(t, filepath.Join(d, "many", strconv.Itoa(i), "f"), strconv.Itoa(i))
+		}
+	})
+	for round := 0; round < 2; round++ {
+		for i := 0; i < dirCacheMax+200; i++ {
+			p := "many/" + strconv.Itoa(i) + "/f"
+			got, err := e.readFile(p)
+			must(t, err)
+			want := strconv.Itoa(i)
+			if round == 1 && i%3 == 0 {
+				want = "changed"
+			}
+			if got != want {
+				t.Fatalf("round %d: %s = %q, want %q", round, p, got, want)
+			}
+			if round == 0 && i%3 == 0 {
+				e.writeFile(p, "changed")
+			}
+			if round == 0 && i%7 == 0 {
+				must(t, e.s.Rename(bg, e.node("many"), strconv.Itoa(i), e.node("many"), "x"+strconv.Itoa(i), 0))
+				must(t, e.s.Rename(bg, e.node("many"), "x"+strconv.Itoa(i), e.node("many"), strconv.Itoa(i), 0))
+			}
+		}
 	}
 }

@@ -96,9 +96,13 @@ type Server struct {
 	umask uint32
 
 	treeMu sync.RWMutex
-	mu     sync.Mutex
-	nodes  map[proto.NodeID]*node
-	nextID proto.NodeID
+
+	cmu        sync.Mutex // directory cache (dircache.go)
+	dirCache   map[dirKey]int
+	cacheDirty bool
+	mu         sync.Mutex
+	nodes      map[proto.NodeID]*node
+	nextID     proto.NodeID
 
 	hmu     sync.Mutex
 	handles map[proto.HandleID]*handle
@@ -134,6 +138,7 @@ func New(opts Options) (*Server, error) {
 		lower:    -1,
 		nodes:    map[proto.NodeID]*node{},
 		handles:  map[proto.HandleID]*handle{},
+		dirCache: map[dirKey]int{},
 		nextID:   rootID + 1,
 		nextH:    1,
 		euid:     os.Geteuid(),
@@ -238,6 +243,7 @@ func (s *Server) Close() error {
 		// Tree operations use the layer descriptors under treeMu; -1 makes
 		// any later call fail (EBADF) instead of using a reused number.
 		s.treeMu.Lock()
+		s.dropDirCache()
 		s.closeFDs()
 		s.upper, s.lower = -1, -1
 		s.treeMu.Unlock()

@@ -87,36 +87,49 @@ func makeWhiteout(dirfd int, name string) error {
 
 // view is a merged directory opened for one operation.
 type view struct {
-	comps []string
-	ufd   int // upper dir (O_PATH), -1 when absent or no upper
-	lfd   int // lower dir (O_PATH), -1 when absent or not visible
+	comps          []string
+	ufd            int // upper dir (O_PATH), -1 when absent or no upper
+	lfd            int // lower dir (O_PATH), -1 when absent or not visible
+	uOwned, lOwned bool
 }
 
 func (v *view) close() {
-	if v.ufd >= 0 {
+	if v.ufd >= 0 && v.uOwned {
 		unix.Close(v.ufd)
 	}
-	if v.lfd >= 0 {
+	if v.lfd >= 0 && v.lOwned {
 		unix.Close(v.lfd)
 	}
 }
 
-// openView opens directory node d in both layers.
+// openView opens directory node d in both layers (through the cache).
 func (s *Server) openView(d *node) (*view, error) {
 	comps, err := s.pathOf(d)
 	if err != nil {
 		return nil, err
 	}
-	return s.openViewPath(comps, d.lowerHidden)
+	return s.openViewOf(d, comps, d.lowerHidden)
 }
 
+// openViewPath opens a directory by path, bypassing the cache.
 func (s *Server) openViewPath(comps []string, lowerHidden bool) (*view, error) {
+	return s.openViewOf(nil, comps, lowerHidden)
+}
+
+func (s *Server) openViewOf(d *node, comps []string, lowerHidden bool) (*view, error) {
 	v := &view{comps: comps, ufd: -1, lfd: -1}
+	open := func(upper bool, root int) (int, bool, error) {
+		if d == nil {
+			fd, err := openDirAt(root, comps)
+			return fd, err == nil, err
+		}
+		return s.cachedDir(d, upper, root, comps)
+	}
 	if s.upper >= 0 {
-		fd, err := openDirAt(s.upper, comps)
+		fd, owned, err := open(true, s.upper)
 		switch {
 		case err == nil:
-			v.ufd = fd
+			v.ufd, v.uOwned = fd, owned
 		case err == unix.ENOENT && s.cow:
 		default:
 			if err == unix.ELOOP {
@@ -126,10 +139,10 @@ func (s *Server) openViewPath(comps []string, lowerHidden bool) (*view, error) {
 		}
 	}
 	if s.lower >= 0 && !lowerHidden && (v.ufd < 0 || !isOpaque(v.ufd)) {
-		fd, err := openDirAt(s.lower, comps)
+		fd, owned, err := open(false, s.lower)
 		switch {
 		case err == nil:
-			v.lfd = fd
+			v.lfd, v.lOwned = fd, owned
 		case err == unix.ENOENT:
 		default:
 			v.close()
@@ -173,17 +186,37 @@ func lowerHas(v *view, name string) bool {
 }
 
 // locate stats node n: in the upper layer if it is there, else in the lower.
+// The caller holds treeMu.
 func (s *Server) locate(n *node) (st unix.Stat_t, inUpper bool, comps []string, err error) {
-	comps, err = s.pathOf(n)
+	s.mu.Lock()
+	comps, err = s.pathOfLocked(n)
+	p := n.parent
+	s.mu.Unlock()
 	if err != nil {
 		return st, false, nil, err
 	}
-	if n == s.root && s.cow {
-		st, err = statAt(s.lower, nil)
+	if n == s.root {
+		if s.cow {
+			st, err = statAt(s.lower, nil)
+		} else {
+			st, err = statAt(s.upper, nil)
+		}
 		return st, true, comps, err
 	}
+	name, pcomps := comps[len(comps)-1], comps[:len(comps)-1]
+	statIn := func(upper bool, root int) error {
+		fd, owned, err := s.cachedDir(p, upper, root, pcomps)
+		if err != nil {
+			return err
+		}
+		err = unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if owned {
+			unix.Close(fd)
+		}
+		return err
+	}
 	if s.upper >= 0 {
-		st, err = statAt(s.upper, comps)
+		err = statIn(true, s.upper)
 		if err == nil {
 			return st, true, comps, nil
 		}
@@ -192,7 +225,7 @@ func (s *Server) locate(n *node) (st unix.Stat_t, inUpper bool, comps []string, 
 		}
 	}
 	if s.lower >= 0 && !n.lowerHidden {
-		st, err = statAt(s.lower, comps)
+		err = statIn(false, s.lower)
 		return st, false, comps, err
 	}
 	return st, false, comps, unix.ENOENT
@@ -357,6 +390,8 @@ func (s *Server) copyUpOne(comps []string) error {
 	if err == nil {
 		copyTransRecord(lpfd, name, upfd, name)
 	}
+	// A new upper directory makes cached "absent in upper" entries wrong.
+	s.dirtyCache()
 	// Creating the copy changed the upper parent's times; the merged
 	// parent did not change, so put them back.
 	restoreTimes(upfd, &pst)

@@ -126,6 +126,11 @@ func (s *Server) Lookup(ctx context.Context, parent proto.NodeID, name string) (
 	if err != nil {
 		return e, err
 	}
+	if s.dirCacheFull() {
+		// Only an exclusive holder may close cached descriptors.
+		s.wlock()
+		s.wunlock()
+	}
 	return s.translate(ctx, c, e, rec)
 }
 
@@ -308,8 +313,8 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 			}
 		}
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	dirfd, name, _, err := s.upperAt(n)
 	if err != nil {
 		return proto.Attr{}, errno(err)
@@ -525,8 +530,8 @@ func (s *Server) Mkdir(ctx context.Context, parent proto.NodeID, name string, mo
 	if err != nil {
 		return proto.Entry{}, err
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	v, wh, err := s.prepareCreate(p, name)
 	if err != nil {
 		return proto.Entry{}, err
@@ -545,8 +550,8 @@ func (s *Server) Mknod(ctx context.Context, parent proto.NodeID, name string, mo
 	if err != nil {
 		return proto.Entry{}, err
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	v, wh, err := s.prepareCreate(p, name)
 	if err != nil {
 		return proto.Entry{}, err
@@ -565,8 +570,8 @@ func (s *Server) Symlink(ctx context.Context, parent proto.NodeID, name, target 
 	if err != nil {
 		return proto.Entry{}, err
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	v, wh, err := s.prepareCreate(p, name)
 	if err != nil {
 		return proto.Entry{}, err
@@ -588,11 +593,11 @@ func (s *Server) Create(ctx context.Context, parent proto.NodeID, name string, f
 	if err != nil {
 		return proto.Entry{}, proto.OpenResult{}, err
 	}
-	s.treeMu.Lock()
+	s.wlock()
 	v, wh, err := s.prepareCreate(p, name)
 	if err == syscall.EEXIST && flags&unix.O_EXCL == 0 {
 		// Lost a race with another creator: open what is there.
-		s.treeMu.Unlock()
+		s.wunlock()
 		e, err := s.Lookup(ctx, parent, name)
 		if err != nil {
 			return proto.Entry{}, proto.OpenResult{}, err
@@ -605,10 +610,10 @@ func (s *Server) Create(ctx context.Context, parent proto.NodeID, name string, f
 		return e, r, nil
 	}
 	if err != nil {
-		s.treeMu.Unlock()
+		s.wunlock()
 		return proto.Entry{}, proto.OpenResult{}, err
 	}
-	defer s.treeMu.Unlock()
+	defer s.wunlock()
 	defer v.close()
 	fd, err := createAt(v.ufd, name, int(flags&openFlagsKept)|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
 	if err != nil {
@@ -650,8 +655,8 @@ func (s *Server) remove(ctx context.Context, parent proto.NodeID, name string, d
 	if err != nil {
 		return err
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	v, err := s.openView(p)
 	if err != nil {
 		return errno(err)
@@ -701,6 +706,7 @@ func (s *Server) remove(ctx context.Context, parent proto.NodeID, name string, d
 		flag := 0
 		if dir {
 			flag = unix.AT_REMOVEDIR
+			s.dirtyCache()
 		}
 		if err := unix.Unlinkat(v.ufd, name, flag); err != nil {
 			return errno(err)
@@ -715,7 +721,7 @@ func (s *Server) remove(ctx context.Context, parent proto.NodeID, name string, d
 			if err != nil {
 				return errno(err)
 			}
-			v.ufd = fd
+			v.ufd, v.uOwned = fd, true
 		}
 		if err := makeWhiteout(v.ufd, name); err != nil {
 			return errno(err)
@@ -762,8 +768,8 @@ func (s *Server) Rename(ctx context.Context, oldParent proto.NodeID, oldName str
 	if err != nil {
 		return err
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	if err := s.rename(op, oldName, np, newName, flags, exchange); err != nil {
 		return errno(err)
 	}
@@ -836,6 +842,9 @@ func (s *Server) rename(op *node, oldName string, np *node, newName string, flag
 	s.mu.Lock()
 	srcNode, dstNode := op.children[oldName], np.children[newName]
 	s.mu.Unlock()
+	if srcDir || dstDir {
+		s.dirtyCache() // directory paths change
+	}
 	if s.cow {
 		// Everything that moves goes to the upper layer first.
 		if srcDir {
@@ -957,8 +966,8 @@ func (s *Server) Link(ctx context.Context, id proto.NodeID, newParent proto.Node
 	if err != nil {
 		return proto.Entry{}, err
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	v, wh, err := s.prepareCreate(np, newName)
 	if err != nil {
 		return proto.Entry{}, err
@@ -1078,8 +1087,8 @@ func (s *Server) SetXattr(ctx context.Context, id proto.NodeID, attr string, val
 	if s.isReadOnly() {
 		return syscall.EROFS
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	dirfd, name, copied, err := s.upperAt(n)
 	if err != nil {
 		return errno(err)
@@ -1103,8 +1112,8 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 	if s.isReadOnly() {
 		return syscall.EROFS
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
+	s.wlock()
+	defer s.wunlock()
 	dirfd, name, copied, err := s.upperAt(n)
 	if err != nil {
 		return errno(err)
@@ -1196,12 +1205,12 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 	}
 	copied := false
 	if write && s.cow {
-		s.treeMu.Lock()
+		s.wlock()
 		comps, err := s.pathOf(n)
 		if err == nil {
 			copied, err = s.copyUpPath(comps, n.lowerHidden)
 		}
-		s.treeMu.Unlock()
+		s.wunlock()
 		if err != nil {
 			return proto.OpenResult{}, errno(err)
 		}

@@ -332,6 +332,9 @@ func (s *Server) startTranslator(n *node, argv []string, uid, gid uint32, passiv
 
 	tr.err = s.runTranslator(n, tr, uid, gid)
 	if tr.err != nil {
+		// The process is gone (runTranslator waited); its socket goes
+		// before the node is free for the next start at the same path.
+		os.Remove(tr.socket)
 		s.mu.Lock()
 		if n.trans == tr {
 			n.trans = nil
@@ -520,9 +523,10 @@ func (s *Server) runTranslator(n *node, tr *translator, uid, gid uint32) error {
 // the node forgets it (a passive one starts again on the next lookup).
 func (s *Server) translatorExited(n *node, tr *translator) {
 	<-tr.ready
-	if tr.client != nil {
-		tr.client.Close()
+	if tr.err != nil {
+		return // a failed start: startTranslator cleaned up
 	}
+	tr.client.Close()
 	os.Remove(tr.socket)
 	s.mu.Lock()
 	mine := n.trans == tr

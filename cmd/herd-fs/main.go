@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -36,6 +37,7 @@ neither is given. Translator sockets go under $HERD_RUNTIME_DIR/trans.
 	readonly := flags.Bool("readonly", false, "refuse every change (EROFS)")
 	hideTmp := flags.Bool("hide-tmp", false, "/tmp starts empty (needs an upper directory)")
 	runtimeDir := flags.String("runtime-dir", os.Getenv("HERD_RUNTIME_DIR"), "where translator sockets go")
+	transTimeout := flags.Duration("translator-timeout", 60*time.Second, "how long a translator may take to answer at start")
 	verbose := flags.BoolP("verbose", "v", false, "log sessions and translators to stderr")
 	if err := flags.Parse(os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
@@ -69,6 +71,8 @@ neither is given. Translator sockets go under $HERD_RUNTIME_DIR/trans.
 		ReadOnly:   *readonly || (*upper == "" && !*rw),
 		HideTmp:    *hideTmp,
 		RuntimeDir: *runtimeDir,
+
+		TranslatorTimeout: *transTimeout,
 	}
 	logf := func(string, ...any) {}
 	if *verbose {

@@ -71,6 +71,7 @@ func TestUnprivileged(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestUnprivilegedHelper") {
 		t.Fatalf("helper as %s: %v\n%s", testUser, err, out)
 	}
+	t.Logf("helper as %s:\n%s", testUser, out)
 	if after := snapshot(t, lower); after != before {
 		t.Fatalf("lower changed:\n%s\n%s", before, after)
 	}
@@ -102,7 +103,9 @@ func TestUnprivilegedHelper(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Fatal("helper runs as root")
 	}
-	s, err := New(Options{Root: filepath.Join(base, "lower"), Upper: filepath.Join(base, "upper"), HideTmp: true})
+	rt, err := os.MkdirTemp(base, "run-")
+	must(t, err)
+	s, err := New(Options{Root: filepath.Join(base, "lower"), Upper: filepath.Join(base, "upper"), HideTmp: true, RuntimeDir: rt})
 	must(t, err)
 	defer s.Close()
 	e := &env{t: t, s: s, lower: filepath.Join(base, "lower"), upper: filepath.Join(base, "upper"), cow: true}
@@ -131,4 +134,20 @@ func TestUnprivilegedHelper(t *testing.T) {
 		t.Fatalf("/tmp shows %v", got)
 	}
 	e.writeFile("tmp/t", "x")
+	// A passive translator on the user's own file, started as the user.
+	must(t, e.s.SetXattr(bg, e.node("d/made"), xattrTranslator, nul(filepath.Join(base, "fs.test"), transFlag, "plain"), 0))
+	en, err := e.s.Lookup(bg, e.node("d"), "made")
+	must(t, err)
+	got, c := through(t, en, "under")
+	if got != "100000:new" {
+		t.Fatalf("under = %q", got)
+	}
+	c.Close()
+	if o := optsOf(t, e.s, en.Node); o["uid"] != strconv.Itoa(os.Getuid()) {
+		t.Fatalf("translator uid %s", o["uid"])
+	}
+	e.s.Close()
+	if ents, _ := os.ReadDir(filepath.Join(rt, "trans")); len(ents) != 0 {
+		t.Fatalf("sockets left: %v", ents)
+	}
 }

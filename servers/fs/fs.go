@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,6 +112,7 @@ type Server struct {
 	notifier proto.Notifier
 	readOnly bool
 
+	transDir  string     // RuntimeDir/trans/PID.N: this server's translator sockets
 	tmu       sync.Mutex // translators
 	transSeq  int
 	closed    bool
@@ -159,6 +161,9 @@ func New(opts Options) (*Server, error) {
 		s.upper, s.lower, s.cow = upFD, rootFD, true
 	} else {
 		s.upper = rootFD
+	}
+	if opts.RuntimeDir != "" {
+		s.transDir = filepath.Join(opts.RuntimeDir, "trans", fmt.Sprintf("%d.%d", os.Getpid(), serverSeq.Add(1)))
 	}
 	s.root = &node{id: rootID, lookups: 1, children: map[string]*node{}}
 	s.nodes[rootID] = s.root
@@ -230,6 +235,10 @@ func readUmask() uint32 {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopAllTranslators()
+		if s.transDir != "" {
+			os.RemoveAll(s.transDir)
+			os.Remove(filepath.Dir(s.transDir)) // the shared trans/, if now empty
+		}
 		s.hmu.Lock()
 		hs := make([]*handle, 0, len(s.handles))
 		for id, h := range s.handles {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -201,10 +202,14 @@ func (s *Server) removeTransRecord(ctx context.Context, n *node, dirfd int, name
 	return errno(err)
 }
 
+var serverSeq atomic.Int64
+
 // socketFor is where node n's translator listens. It is fixed per node, so
-// a listing can name it before the translator runs.
+// a listing can name it before the translator runs. Each server has its own
+// directory: several servers (a translator built on this package, say) may
+// share a runtime directory.
 func (s *Server) socketFor(n *node) string {
-	return filepath.Join(s.opts.RuntimeDir, "trans", fmt.Sprintf("%d.sock", n.id))
+	return filepath.Join(s.transDir, fmt.Sprintf("%d.sock", n.id))
 }
 
 // record is a passive translator record with its node's owner.

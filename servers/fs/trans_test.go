@@ -189,7 +189,7 @@ func newTransEnv(t *testing.T, cow bool, timeout time.Duration) *transEnv {
 	s.SetNotifier(n)
 	t.Cleanup(func() {
 		s.Close()
-		if ents, _ := os.ReadDir(filepath.Join(rt, "trans")); len(ents) != 0 {
+		if ents, _ := os.ReadDir(rt); len(ents) != 0 {
 			t.Errorf("sockets left behind: %v", ents)
 		}
 	})

@@ -147,7 +147,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 		t.Fatalf("translator uid %s", o["uid"])
 	}
 	e.s.Close()
-	if ents, _ := os.ReadDir(filepath.Join(rt, "trans")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(rt); len(ents) != 0 {
 		t.Fatalf("sockets left: %v", ents)
 	}
 }

@@ -18,10 +18,20 @@
 // lower contents are hidden holds `.wh..wh..opq`. Both are hidden from
 // listings. A renamed directory is copied up whole and marked opaque.
 //
+// Translators (the Hurd's): a passive translator is a command line stored
+// on a node, as the xattr user.herd.translator (argv joined with NUL) or, where
+// the node cannot carry user xattrs, in the directory's hidden side table
+// .herd-translators. With Options.RuntimeDir set, a lookup that reaches such
+// a node starts the translator (as the node's owner when we are root) with
+// its socket as fd 3 and the node itself as fd 4, and answers with a redirect
+// to it. Control xattrs: user.herd.active (start now / show), user.herd.goaway
+// ("" or "force"), user.herd.options (get/set the translator's options).
+//
 // Locks: treeMu orders namespace operations (mutations hold it exclusively
 // for their whole duration, lookups and reads share it); mu guards the node
-// and handle tables. Lock order: treeMu, then mu. I/O on open handles takes
-// neither.
+// table (and each node's translator), hmu the handle table, cmu the
+// directory cache. Lock order: treeMu, then mu, hmu or cmu (never two of
+// those). I/O on an open handle takes only the handle's own lock.
 package fs
 
 import (

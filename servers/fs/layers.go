@@ -3,7 +3,6 @@ package fs
 import (
 	"encoding/binary"
 	"fmt"
-	"path"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -699,7 +698,6 @@ func clearUpperDir(root int, comps []string, cow bool) error {
 	return nil
 }
 
-var _ = path.Join
 
 func setXattrPath(p, name string, v []byte, flags int) error {
 	if isFDPath(p) {

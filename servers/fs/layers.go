@@ -698,7 +698,6 @@ func clearUpperDir(root int, comps []string, cow bool) error {
 	return nil
 }
 
-
 func setXattrPath(p, name string, v []byte, flags int) error {
 	if isFDPath(p) {
 		return unix.Setxattr(p, name, v, flags)

@@ -15,8 +15,9 @@ type FileNode struct {
 	contents func() []byte
 	// Mode is the permission bits (default 0444, or 0644 when Save is set).
 	Mode uint32
-	// Save, when set, makes the file writable: what a writer leaves in the
-	// file is handed to Save when it closes (or fsyncs) the file.
+	// Save, when set, makes the file writable: after every write or
+	// truncation the whole new contents of the writer's open file are
+	// handed to Save, before the write returns (small files: settings).
 	Save func(data []byte) error
 	// DirectIO makes every read reach the translator (no page cache), for
 	// contents that change on their own (clocks, counters).
@@ -46,9 +47,8 @@ var (
 
 // fileHandle is one open of a FileNode: its own copy of the contents.
 type fileHandle struct {
-	mu    sync.Mutex
-	data  []byte
-	dirty bool
+	mu   sync.Mutex
+	data []byte
 }
 
 func (f *FileNode) mode() uint32 {
@@ -75,7 +75,9 @@ func (f *FileNode) Open(ctx context.Context, flags uint32) (Handle, uint32, sysc
 		}
 	}
 	if flags&syscall.O_TRUNC != 0 && f.Save != nil {
-		h.dirty = true
+		if err := f.Save(nil); err != nil {
+			return nil, 0, proto.ToErrno(err)
+		}
 	} else {
 		h.data = append([]byte(nil), f.contents()...)
 	}
@@ -111,7 +113,9 @@ func (f *FileNode) Write(ctx context.Context, h Handle, off int64, data []byte) 
 		fh.data = append(fh.data, make([]byte, end-int64(len(fh.data)))...)
 	}
 	copy(fh.data[off:], data)
-	fh.dirty = true
+	if err := f.Save(append([]byte(nil), fh.data...)); err != nil {
+		return 0, proto.ToErrno(err)
+	}
 	return len(data), 0
 }
 
@@ -126,8 +130,12 @@ func (f *FileNode) Setattr(ctx context.Context, h Handle, in proto.SetAttrIn, ou
 		if fh, ok := h.(*fileHandle); ok {
 			fh.mu.Lock()
 			fh.data = append([]byte(nil), fh.data[:min(int64(len(fh.data)), int64(in.Size))]...)
-			fh.dirty = true
+			fh.data = append(fh.data, make([]byte, max(0, int64(in.Size)-int64(len(fh.data))))...)
+			err := f.Save(append([]byte(nil), fh.data...))
 			fh.mu.Unlock()
+			if err != nil {
+				return proto.ToErrno(err)
+			}
 		} else {
 			data := f.contents()
 			data = append([]byte(nil), data[:min(int64(len(data)), int64(in.Size))]...)
@@ -140,27 +148,6 @@ func (f *FileNode) Setattr(ctx context.Context, h Handle, in proto.SetAttrIn, ou
 	return f.Getattr(ctx, out)
 }
 
-func (f *FileNode) flush(h Handle) syscall.Errno {
-	fh, ok := h.(*fileHandle)
-	if !ok || f.Save == nil {
-		return 0
-	}
-	fh.mu.Lock()
-	defer fh.mu.Unlock()
-	if !fh.dirty {
-		return 0
-	}
-	fh.dirty = false
-	if err := f.Save(append([]byte(nil), fh.data...)); err != nil {
-		return proto.ToErrno(err)
-	}
-	return 0
-}
+func (f *FileNode) Fsync(ctx context.Context, h Handle, datasync bool) syscall.Errno { return 0 }
 
-func (f *FileNode) Fsync(ctx context.Context, h Handle, datasync bool) syscall.Errno {
-	return f.flush(h)
-}
-
-func (f *FileNode) Release(ctx context.Context, h Handle) syscall.Errno {
-	return f.flush(h)
-}
+func (f *FileNode) Release(ctx context.Context, h Handle) syscall.Errno { return 0 }

@@ -81,6 +81,9 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 		}
 		return &Mounted{dir: dir, b: b}, nil
 	}
+	if errors.Is(err, unix.EPERM) {
+		return nil, fmt.Errorf("mount on %s: %w (without root, run it inside a user namespace: unshare -Urm)", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("mount on %s: %w", dir, err)
 	}

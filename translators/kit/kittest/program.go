@@ -1,0 +1,180 @@
+package kittest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Program is a translator program running with --mount.
+type Program struct {
+	Cmd    *exec.Cmd
+	Stderr *bytes.Buffer
+	exited chan struct{}
+	err    error
+}
+
+// RunMount starts bin with args and --mount mnt, as the current user, and
+// waits until mnt is mounted. The test's cleanup stops it with SIGTERM
+// and checks that it exits with status 0 and leaves nothing mounted.
+func RunMount(t testing.TB, bin, mnt string, args ...string) *Program {
+	t.Helper()
+	cmd := exec.Command(bin, append(append([]string{}, args...), "--mount", mnt)...)
+	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	cmd.Stderr = p.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	deadline := time.After(60 * time.Second)
+	for !IsMounted(mnt) {
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited before mounting: %v: %s", bin, p.err, p.Stderr)
+		case <-deadline:
+			cmd.Process.Kill()
+			t.Fatalf("%s did not mount %s: %s", bin, mnt, p.Stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.exited:
+				if p.err != nil {
+					t.Errorf("%s on SIGTERM: %v: %s", bin, p.err, p.Stderr)
+				}
+			case <-time.After(60 * time.Second):
+				cmd.Process.Kill()
+				<-p.exited
+				t.Errorf("%s did not stop on SIGTERM", bin)
+			}
+		}
+		if IsMounted(mnt) {
+			t.Errorf("%s still mounted after %s stopped", mnt, bin)
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	})
+	return p
+}
+
+// Wait waits for the program to exit on its own (umount, goaway) and
+// returns its error.
+func (p *Program) Wait(t testing.TB) error {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not exit", p.Cmd.Path)
+		return nil
+	}
+}
+
+// User returns the uid and gid of name, creating the user (useradd -M)
+// if missing, and opens /dev/fuse to everyone as distributions ship it.
+func User(t testing.TB, name string) (uid, gid uint32) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("creating test users needs root")
+	}
+	if _, err := user.Lookup(name); err != nil {
+		if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd %s: %v: %s", name, err, out)
+		}
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	u64, _ := strconv.ParseUint(u.Uid, 10, 32)
+	g64, _ := strconv.ParseUint(u.Gid, 10, 32)
+	return uint32(u64), uint32(g64)
+}
+
+// ShellPrelude defines waitmount PATH (wait until PATH is a mount point in
+// this namespace, or fail) for scripts given to AsUser.
+const ShellPrelude = `set -u
+waitmount() {
+	n=0
+	while ! grep -q " $1 " /proc/self/mountinfo; do
+		n=$((n+1))
+		if [ $n -gt 6000 ]; then echo "waitmount: $1 never mounted" >&2; return 1; fi
+		sleep 0.01
+	done
+}
+waitgone() {
+	n=0
+	while kill -0 "$1" 2>/dev/null; do
+		n=$((n+1))
+		if [ $n -gt 6000 ]; then echo "waitgone: $1 still running" >&2; return 1; fi
+		sleep 0.01
+	done
+}
+`
+
+// AsUser runs the shell script as the unprivileged user name; with userns
+// it runs inside a new user and mount namespace (unshare -Urm), where the
+// user may mount FUSE filesystems though fusermount3 is absent. It returns
+// the combined output.
+func AsUser(t testing.TB, name string, userns bool, script string) (string, error) {
+	t.Helper()
+	uid, gid := User(t, name)
+	var cmd *exec.Cmd
+	if userns {
+		cmd = exec.Command("unshare", "-Urm", "sh", "-c", ShellPrelude+script)
+	} else {
+		cmd = exec.Command("sh", "-c", ShellPrelude+script)
+	}
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/", "LANG=C"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(120 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		return out.String(), fmt.Errorf("script as %s timed out", name)
+	}
+}
+
+// Quote quotes s for sh.
+func Quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// TempDir returns a temporary directory every user can reach (mode 0755),
+// removed at cleanup.
+func TempDir(t testing.TB) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "kittest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d, 0o755)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}

@@ -135,9 +135,12 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 	if mode == callsAuto {
 		mode = callsStream
 		if dialLane != nil && hello.flags&helloLanes != 0 && len(hello.cookie) == cookieSize {
+			// Without a lane, calls still work over yamux; they just
+			// cost more and carry no descriptors.
 			if lane, err := dialLane(); err == nil {
-				if err := attachLane(lane, hello.cookie, deadline); err == nil {
-					c.useLane(lane.(*net.UnixConn))
+				uc, ok := lane.(*net.UnixConn)
+				if ok && attachLane(lane, hello.cookie, deadline) == nil {
+					c.useLane(uc)
 					mode = callsAuto
 				} else {
 					lane.Close()

@@ -120,11 +120,21 @@ func (se *session) end(why error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for h := range handles {
-		se.fs.Release(ctx, h)
+		se.safely("release", func() { se.fs.Release(ctx, h) })
 	}
 	for n, count := range lookups {
-		se.fs.Forget(ctx, n, count)
+		se.safely("forget", func() { se.fs.Forget(ctx, n, count) })
 	}
+}
+
+// safely runs f, turning a panic of the FileSystem into a log line.
+func (se *session) safely(what string, f func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			se.srv.logf("proto: %s: panic in %s: %v\n%s", se.srv.opts.Name, what, p, debug.Stack())
+		}
+	}()
+	f()
 }
 
 // addLookups records Entries handed out. If the session has ended while
@@ -140,7 +150,7 @@ func (se *session) addLookups(nodes ...NodeID) {
 	}
 	se.mu.Unlock()
 	for _, n := range nodes {
-		se.fs.Forget(context.Background(), n, 1)
+		se.safely("forget", func() { se.fs.Forget(context.Background(), n, 1) })
 	}
 }
 
@@ -152,7 +162,7 @@ func (se *session) addHandle(h HandleID) {
 		return
 	}
 	se.mu.Unlock()
-	se.fs.Release(context.Background(), h)
+	se.safely("release", func() { se.fs.Release(context.Background(), h) })
 }
 
 func (se *session) ownsHandle(h HandleID) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -22,7 +23,96 @@ import (
 	"herd/translators/kit/kittest"
 )
 
-func TestMain(m *testing.M) { testns.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv("KIT_TEST_PROGRAM") == "underlying" {
+		underlyingProgram()
+	}
+	testns.Main(m)
+}
+
+// underlyingProgram is a translator program (this test binary run again)
+// serving the contents of the node beneath it, as tarfs reads its archive.
+func underlyingProgram() {
+	flags := pflag.NewFlagSet("under", pflag.ContinueOnError)
+	upper := flags.Bool("upper", false, "upper-case")
+	kit.Main(kit.Translator{
+		Name:  "under",
+		Flags: flags,
+		Root: func([]string) (kit.Node, error) {
+			u := kit.Underlying()
+			if u == nil {
+				return nil, errors.New("no underlying node")
+			}
+			data, err := io.ReadAll(u)
+			if err != nil {
+				return nil, err
+			}
+			return kit.File(func() []byte {
+				if *upper {
+					return bytes.ToUpper(data)
+				}
+				return data
+			}), nil
+		},
+		Sync: func() error { return os.WriteFile(os.Getenv("KIT_TEST_SYNCED"), []byte("synced"), 0o644) },
+	})
+}
+
+// TestProgramFD3 runs a translator program as the fs server starts one:
+// socket on fd 3, underlying node on fd 4; fsysopts and goaway end to end.
+func TestProgramFD3(t *testing.T) {
+	dir := t.TempDir()
+	under := filepath.Join(dir, "node")
+	os.WriteFile(under, []byte("beneath\n"), 0o644)
+	f, err := os.Open(under)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	synced := filepath.Join(dir, "synced")
+	t.Setenv("KIT_TEST_PROGRAM", "underlying")
+	t.Setenv("KIT_TEST_SYNCED", synced)
+	c, p := kittest.RunListening(t, f, os.Args[0])
+	read := func() string {
+		e, err := c.Root(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Forget(ctx, e.Node, 1)
+		h, err := c.Open(ctx, e.Node, syscall.O_RDONLY)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release(ctx, h.Handle)
+		b, err := c.Read(ctx, h.Handle, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := read(); got != "beneath\n" {
+		t.Errorf("read %q", got)
+	}
+	if err := c.SetOptions(ctx, []string{"--upper"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "BENEATH\n" {
+		t.Errorf("after --upper: %q", got)
+	}
+	if opts, err := c.GetOptions(ctx); err != nil || fmt.Sprint(opts) != "[under --upper]" {
+		t.Errorf("options %q %v", opts, err)
+	}
+	if err := c.Goaway(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // as settrans -g hangs up once answered
+	if err := p.Wait(t); err != nil {
+		t.Errorf("exit after goaway: %v: %s", err, p.Stderr)
+	}
+	if b, _ := os.ReadFile(synced); string(b) != "synced" {
+		t.Error("goaway did not sync")
+	}
+}
 
 var ctx = context.Background()
 

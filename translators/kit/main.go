@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -157,8 +158,9 @@ func (in *Instance) FileSystem() proto.FileSystem {
 	return s
 }
 
-// Done is closed when a client asked the translator to go away (after the
-// reply had a moment to leave).
+// Done is closed when a client asked the translator to go away (and the
+// translator agreed). The reply may still be on its way: Main lets the
+// clients hang up first.
 func (in *Instance) Done() <-chan struct{} { return in.goaway }
 
 // Sync calls the translator's Sync.
@@ -250,16 +252,7 @@ func (in *Instance) doGoaway(ctx context.Context, flags uint32) error {
 			return err
 		}
 	}
-	in.goOnce.Do(func() {
-		go func() {
-			// Let the reply leave before the caller's connection closes.
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			close(in.goaway)
-		}()
-	})
+	in.goOnce.Do(func() { close(in.goaway) })
 	return nil
 }
 
@@ -340,9 +333,10 @@ func Run(t Translator, args []string) int {
 	if err != nil {
 		return fail(1, "%v", err)
 	}
+	ss := &sessions{idle: make(chan struct{}, 1)}
 	srv := proto.NewServer(fs, proto.ServerOptions{Name: t.Name})
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
+	go func() { served <- ss.serve(srv, l) }()
 	status := 0
 	select {
 	case err := <-served:
@@ -351,6 +345,11 @@ func Run(t Translator, args []string) int {
 		}
 	case <-sigs:
 	case <-in.Done():
+		// The goaway reply leaves after the call returned: let the
+		// clients hang up (settrans -g does once answered), and cut
+		// those that stay (a bridge) after a grace period.
+		l.Close()
+		ss.waitIdle(2 * time.Second)
 	}
 	if err := in.Sync(); err != nil {
 		status = fail(1, "sync: %v", err)
@@ -410,4 +409,58 @@ func checkMountPoint(dir string, fs proto.FileSystem) (rootMode uint32, err erro
 // the command line, as settrans names host translators' mounts.
 func mountSource(in *Instance) string {
 	return "herd:" + strings.Join(in.options(), " ")
+}
+
+// sessions serves each connection of l and counts those still served, so
+// a translator told to go away can wait for its clients to hang up. (The
+// connections stay *net.UnixConn for proto: peer credentials, lanes.)
+type sessions struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{}
+}
+
+func (ss *sessions) serve(srv *proto.Server, l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		ss.mu.Lock()
+		ss.n++
+		ss.mu.Unlock()
+		go func() {
+			srv.ServeConn(c)
+			ss.mu.Lock()
+			ss.n--
+			empty := ss.n == 0
+			ss.mu.Unlock()
+			if empty {
+				select {
+				case ss.idle <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+}
+
+func (ss *sessions) waitIdle(grace time.Duration) {
+	deadline := time.After(grace)
+	for {
+		ss.mu.Lock()
+		n := ss.n
+		ss.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ss.idle:
+		case <-deadline:
+			return
+		}
+	}
 }

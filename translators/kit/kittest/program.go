@@ -3,14 +3,18 @@ package kittest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"herd/proto"
 )
 
 // Program is a translator program running with --mount.
@@ -177,4 +181,56 @@ func TempDir(t testing.TB) string {
 	os.Chmod(d, 0o755)
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// RunListening starts bin as the fs server and settrans start a
+// translator: its listening socket as fd 3 with LISTEN_FDS=1 and, when
+// underlying is not nil, the node beneath as fd 4 with HERD_UNDERLYING=4.
+// It returns a client connected to it. The test's cleanup closes the
+// client and stops the program (SIGTERM) if it still runs.
+func RunListening(t testing.TB, underlying *os.File, bin string, args ...string) (*proto.Client, *Program) {
+	t.Helper()
+	sock := filepath.Join(TempDir(t), "t.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	lf, err := ul.File()
+	l.Close() // the program holds the duplicate
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
+	if underlying != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, underlying)
+		cmd.Env = append(cmd.Env, "HERD_UNDERLYING=4")
+	}
+	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	cmd.Stderr = p.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	c, err := proto.Dial(sock, proto.ClientOptions{Timeout: 60 * time.Second})
+	if err != nil {
+		cmd.Process.Kill()
+		<-p.exited
+		t.Fatalf("dial %s: %v: %s", bin, err, p.Stderr)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		select {
+		case <-p.exited:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-p.exited
+		}
+	})
+	return c, p
 }

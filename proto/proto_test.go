@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -599,5 +600,48 @@ func TestNotificationsBroadcast(t *testing.T) {
 		case <-time.After(time.Minute):
 			t.Fatalf("client %d got no notification", i)
 		}
+	}
+}
+
+// TestConcurrentCalls: replies reach the callers that asked, whatever the
+// order the server answers in.
+func TestConcurrentCalls(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			c, _ := tr.connect(t, fs, ClientOptions{Timeout: time.Minute})
+			or, err := c.Open(context.Background(), 5, 0)
+			noErr(t, "open", err)
+			if or.File != nil {
+				or.File.Close()
+			}
+			var wg sync.WaitGroup
+			for g := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 100 {
+						name := fmt.Sprintf("g%d-%d", g, i)
+						e, err := c.Lookup(context.Background(), 1, name)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if e != entryFor(name) {
+							t.Errorf("lookup %s got the entry of another call", name)
+							return
+						}
+						if i%50 == 0 { // long messages, cut in frames, between the small ones
+							size := 2<<20 + g
+							d, err := c.Read(context.Background(), or.Handle, int64(i), size)
+							if err != nil || !bytes.Equal(d, payload(int64(i), size)) {
+								t.Errorf("read %d bytes: %v", size, err)
+							}
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		})
 	}
 }

@@ -2,6 +2,7 @@ package kittest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"herd/proto"
+	"herd/translators/kit"
 )
 
 // Program is a translator program running with --mount.
@@ -233,4 +235,75 @@ func RunListening(t testing.TB, underlying *os.File, bin string, args ...string)
 		}
 	})
 	return c, p
+}
+
+// RunSocket starts bin with args and --socket sock and waits until it
+// answers there. The test's cleanup stops it (SIGTERM).
+func RunSocket(t testing.TB, bin, sock string, args ...string) *Program {
+	t.Helper()
+	cmd := exec.Command(bin, append(append([]string{}, args...), "--socket", sock)...)
+	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	cmd.Stderr = p.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-p.exited
+		}
+		if _, err := os.Stat(sock); err == nil {
+			t.Errorf("%s left its socket %s", bin, sock)
+		}
+	})
+	deadline := time.After(60 * time.Second)
+	for {
+		c, err := proto.Dial(sock, proto.ClientOptions{Timeout: 10 * time.Second})
+		if err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("%s exited: %v: %s", bin, p.err, p.Stderr)
+		case <-deadline:
+			t.Fatalf("%s does not answer on %s: %v", bin, sock, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Redirector is a directory (a kit.MemFS) in which looking up a name in
+// Redirects answers with a redirect to that translator socket, as the fs
+// server answers for a node with a passive translator. Mount it to test a
+// translator reached the way a subenvironment reaches it.
+type Redirector struct {
+	*kit.FS
+	Mem       *kit.MemFS
+	Redirects map[string]string // name -> socket
+}
+
+// NewRedirector returns a Redirector with a regular file for each name
+// (the underlying nodes).
+func NewRedirector(redirects map[string]string) *Redirector {
+	mem := kit.NewMemFSOwned(kit.MemOptions{})
+	for name := range redirects {
+		mem.Root().AddFile(name, nil, kit.Attrs{Mode: 0o644})
+	}
+	return &Redirector{FS: kit.NewFS(mem.Root()), Mem: mem, Redirects: redirects}
+}
+
+func (r *Redirector) Lookup(ctx context.Context, parent proto.NodeID, name string) (proto.Entry, error) {
+	e, err := r.FS.Lookup(ctx, parent, name)
+	if err != nil || parent != kit.RootID {
+		return e, err
+	}
+	if sock, ok := r.Redirects[name]; ok {
+		e.Redirect = &proto.Redirect{Socket: sock}
+	}
+	return e, nil
 }

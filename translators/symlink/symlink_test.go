@@ -75,7 +75,6 @@ func TestRootOverProto(t *testing.T) {
 	}
 }
 
-
 func TestBadInput(t *testing.T) {
 	node := filepath.Join(kittest.TempDir(t), "n")
 	os.WriteFile(node, nil, 0o644)

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"herd/internal/testbin"
-	"herd/internal/testns"
 	"herd/translators/hello"
 	"herd/translators/kit/kittest"
 )
@@ -19,11 +17,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	if testns.Inside() || os.Geteuid() != 0 {
-		bin = testbin.MustBuild("hello")
-		defer testbin.Cleanup()
-	}
-	testns.Main(m)
+	kittest.Main(m, map[string]*string{"hello": &bin})
 }
 
 func TestHello(t *testing.T) {

@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 
-	"herd/internal/testbin"
-	"herd/internal/testns"
 	"herd/translators/kit/kittest"
 	"herd/translators/symlink"
 )
@@ -17,11 +15,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	if testns.Inside() || os.Geteuid() != 0 {
-		bin = testbin.MustBuild("symlink")
-		defer testbin.Cleanup()
-	}
-	testns.Main(m)
+	kittest.Main(m, map[string]*string{"symlink": &bin})
 }
 
 // TestThroughRedirect: the symlink program (on --socket) reached through

@@ -3,20 +3,24 @@ package tmpfs_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 
-	"herd/internal/testns"
 	"herd/translators/kit/kittest"
 	"herd/translators/tmpfs"
 )
 
-func TestMain(m *testing.M) { testns.Main(m) }
+func TestMain(m *testing.M) {
+	kittest.Main(m, map[string]*string{"tmpfs": &bin})
+}
 
 // posixExceptions are the posixtest cases tmpfs does not pass, and why.
 var posixExceptions = map[string]string{
@@ -156,5 +160,73 @@ func TestBadSize(t *testing.T) {
 	}
 	if got, err := tmpfs.ParseSize("50%"); err != nil || got <= 0 {
 		t.Errorf("ParseSize(50%%) = %d, %v", got, err)
+	}
+}
+
+var bin string
+
+// TestProgram runs cmd/tmpfs with --mount as root and uses it from the
+// shell: the tree, the size limit, statfs.
+func TestProgram(t *testing.T) {
+	dir := filepath.Join(kittest.TempDir(t), "mnt")
+	os.Mkdir(dir, 0o755)
+	kittest.RunMount(t, bin, dir, "--size=1M")
+	if err := os.MkdirAll(filepath.Join(dir, "a/b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("sh", "-c", fmt.Sprintf(`cd %s && echo hi > a/b/f && ln a/b/f g && ln -s a/b/f s && cat s && stat -c '%%h %%s' g && df -B1 --output=size . | tail -1 && head -c 2000000 /dev/zero > big`, dir)).CombinedOutput()
+	if err == nil {
+		t.Fatalf("filling past --size succeeded: %s", out)
+	}
+	lines := strings.Split(string(out), "\n")
+	if len(lines) < 4 || lines[0] != "hi" || lines[1] != "2 3" || strings.TrimSpace(lines[2]) != "1048576" || !strings.Contains(lines[3], "No space left") {
+		t.Errorf("shell session: %q", out)
+	}
+}
+
+// TestProgramUnprivileged: a plain user runs tmpfs in a user namespace,
+// owns the files created there, and gets ENOSPC at the limit.
+func TestProgramUnprivileged(t *testing.T) {
+	dir := filepath.Join(kittest.TempDir(t), "mnt")
+	os.Mkdir(dir, 0o755)
+	out, err := kittest.AsUser(t, "herdkit", true, fmt.Sprintf(`
+%[1]s --mount %[2]s --size 64k & pid=$!
+waitmount %[2]s
+cd %[2]s
+mkdir d && echo data > d/f && cat d/f
+stat -c '%%u %%a' d/f .
+head -c 100000 /dev/zero > big 2>/dev/null || echo ENOSPC
+cd /
+kill $pid
+wait $pid
+echo "exit $?"
+`, kittest.Quote(bin), kittest.Quote(dir)))
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out != "data\n0 644\n0 1777\nENOSPC\nexit 0\n" {
+		t.Errorf("output %q", out)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	dir := kittest.TempDir(t)
+	for _, c := range []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{[]string{"--size=lots", "--mount", dir}, 2, "--size"},
+		{[]string{"--mode=999", "--mount", dir}, 2, "--mode"},
+		{[]string{"extra", "--mount", dir}, 2, "unexpected argument"},
+	} {
+		out, err := exec.Command(bin, c.args...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != c.status {
+			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
+		}
+		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
+		}
 	}
 }

@@ -40,4 +40,3 @@ func Main(m *testing.M, bins map[string]*string) {
 	testbin.Cleanup()
 	os.Exit(code)
 }
-

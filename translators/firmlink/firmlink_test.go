@@ -1,20 +1,24 @@
 package firmlink_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 
-	"herd/internal/testns"
 	"herd/translators/firmlink"
 	"herd/translators/kit/kittest"
 )
 
-func TestMain(m *testing.M) { testns.Main(m) }
+var bin string
+
+func TestMain(m *testing.M) { kittest.Main(m, map[string]*string{"firmlink": &bin}) }
 
 var posixExceptions = map[string]string{
 	"FcntlFlockLocksFile": "POSIX locks are per process: the kernel's local locking lets the same process lock again, as on any local filesystem",
@@ -97,5 +101,82 @@ func TestBadTarget(t *testing.T) {
 	}
 	if _, err := firmlink.Translator().Start(nil); err == nil {
 		t.Error("no target was accepted")
+	}
+}
+
+// TestProgram runs cmd/firmlink with --mount on a directory and on a file.
+func TestProgram(t *testing.T) {
+	base := kittest.TempDir(t)
+	target := filepath.Join(base, "target")
+	os.Mkdir(target, 0o755)
+	os.WriteFile(filepath.Join(target, "f"), []byte("host file\n"), 0o644)
+	node := filepath.Join(base, "node")
+	os.Mkdir(node, 0o755)
+	kittest.RunMount(t, bin, node, target)
+	out, err := exec.Command("sh", "-c", fmt.Sprintf(`cd %s && cat f && echo new > g && mkdir d && mv g d/h && ls`, node)).CombinedOutput()
+	if err != nil || string(out) != "host file\nd\nf\n" {
+		t.Fatalf("shell: %v: %q", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(target, "d", "h")); string(b) != "new\n" {
+		t.Errorf("target d/h holds %q", b)
+	}
+
+	fileTarget := filepath.Join(base, "target-file")
+	os.WriteFile(fileTarget, []byte("one\n"), 0o644)
+	fileNode := filepath.Join(base, "file-node")
+	os.WriteFile(fileNode, nil, 0o644)
+	kittest.RunMount(t, bin, fileNode, fileTarget)
+	if b, err := os.ReadFile(fileNode); err != nil || string(b) != "one\n" {
+		t.Errorf("file firmlink reads %q, %v", b, err)
+	}
+}
+
+// TestProgramUnprivileged: a plain user firmlinks their own directory.
+func TestProgramUnprivileged(t *testing.T) {
+	uid, gid := kittest.User(t, "herdkit")
+	base := kittest.TempDir(t)
+	target := filepath.Join(base, "target")
+	node := filepath.Join(base, "node")
+	for _, d := range []string{target, node} {
+		os.Mkdir(d, 0o755)
+		os.Chown(d, int(uid), int(gid))
+	}
+	out, err := kittest.AsUser(t, "herdkit", true, fmt.Sprintf(`
+%[1]s --mount %[2]s %[3]s & pid=$!
+waitmount %[2]s
+echo written > %[2]s/mine && cat %[3]s/mine
+kill $pid
+wait $pid
+echo "exit $?"
+`, kittest.Quote(bin), kittest.Quote(node), kittest.Quote(target)))
+	if err != nil || out != "written\nexit 0\n" {
+		t.Fatalf("%v: %q", err, out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(target, "mine"), &st); err != nil || st.Uid != uid {
+		t.Errorf("the file made through the firmlink: uid %d, %v; want %d", st.Uid, err, uid)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	node := kittest.TempDir(t)
+	for _, c := range []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{[]string{"--mount", node}, 2, "missing TARGET"},
+		{[]string{"a", "b", "--mount", node}, 2, "one TARGET only"},
+		{[]string{"/nonexistent/herd", "--mount", node}, 1, "no such file"},
+		{[]string{"/etc/hostname", "--mount", node}, 1, "mount it on a file"},
+	} {
+		out, err := exec.Command(bin, c.args...).CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != c.status {
+			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
+		}
+		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -164,7 +165,7 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 	go func() {
 		select {
 		case <-ys.CloseChan():
-			c.fail(errors.New("connection lost"))
+			c.fail(errors.New("connection closed"))
 		case <-c.done:
 		}
 	}()
@@ -349,7 +350,7 @@ func (c *Client) readReplies(fr *frameReader) {
 }
 
 func (c *Client) lostErr(op uint16) error {
-	return &Error{syscall.EIO, fmt.Sprintf("proto: %s: %v", opName(op), c.err)}
+	return &Error{syscall.EIO, fmt.Sprintf("proto: %s: %s", opName(op), strings.TrimPrefix(c.err.Error(), "proto: "))}
 }
 
 // call sends r and waits for its reply (or the deadline, or the loss of

@@ -645,3 +645,27 @@ func TestConcurrentCalls(t *testing.T) {
 		})
 	}
 }
+
+// TestGoawayAnswered: a program that closes its server as soon as Goaway
+// succeeded still gets the answer to its client.
+func TestGoawayAnswered(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			fs.gone = make(chan struct{})
+			c, srv := tr.connect(t, fs, ClientOptions{})
+			go func() {
+				<-fs.gone
+				srv.Close()
+			}()
+			if err := c.Goaway(context.Background(), GoawayForce); err != nil {
+				t.Fatalf("goaway: %v", err)
+			}
+			select {
+			case <-c.Done():
+			case <-time.After(time.Minute):
+				t.Fatal("the connection stayed up after the server closed")
+			}
+		})
+	}
+}

@@ -119,7 +119,12 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Close stops listening and ends every session.
+// closeGrace is how long Close lets running requests finish and answer.
+const closeGrace = time.Second
+
+// Close stops listening, lets the requests already running finish and
+// answer for up to a second (so the reply to a Goaway that made the
+// program exit still leaves), then ends every session.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -131,16 +136,28 @@ func (s *Server) Close() error {
 	for se := range s.sessions {
 		ss = append(ss, se)
 	}
-	for c := range s.conns {
-		c.Close()
-	}
 	s.mu.Unlock()
 	for _, l := range ls {
 		l.Close()
 	}
+	for deadline := time.Now().Add(closeGrace); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		busy := false
+		for _, se := range ss {
+			busy = busy || se.inflight.Load() > 0
+		}
+		if !busy {
+			break
+		}
+	}
 	for _, se := range ss {
 		se.end(errors.New("server closed"))
 	}
+	// And the connections still in their handshake.
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
 	return nil
 }
 

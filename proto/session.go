@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +40,9 @@ type session struct {
 	ctx    context.Context // cancelled when the session ends
 	cancel context.CancelFunc
 	sem    chan struct{}
+	// inflight counts requests from their start to their reply's write,
+	// so Server.Close can let answers (Goaway's above all) leave first.
+	inflight atomic.Int64
 
 	mu      sync.Mutex
 	closed  bool
@@ -288,8 +292,9 @@ func (cs *callStream) start(m *message) error {
 		cancel()
 		return nil
 	}
+	se.inflight.Add(1)
 	go func() {
-		defer func() { <-se.sem }()
+		defer func() { <-se.sem; se.inflight.Add(-1) }()
 		rep, err := se.dispatch(ctx, req)
 		if noReply {
 			cancel()

@@ -26,6 +26,7 @@ type testFS struct {
 	notifier  Notifier
 
 	fast []byte // when set, Read answers slices of it (benchmarks)
+	gone chan struct{} // when set, a successful Goaway closes it
 
 	hang chan struct{} // calls on hangNode block until this closes
 	// entered is told when a call reaches a hang.
@@ -166,6 +167,12 @@ func (f *testFS) Goaway(ctx context.Context, flags uint32) error {
 	f.record(ctx, "goaway", flags)
 	if flags == 0 {
 		return syscall.EBUSY
+	}
+	f.mu.Lock()
+	gone := f.gone
+	f.mu.Unlock()
+	if gone != nil {
+		close(gone)
 	}
 	return nil
 }

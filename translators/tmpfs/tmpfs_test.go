@@ -182,6 +182,16 @@ func TestProgram(t *testing.T) {
 	if len(lines) < 4 || lines[0] != "hi" || lines[1] != "2 3" || strings.TrimSpace(lines[2]) != "1048576" || !strings.Contains(lines[3], "No space left") {
 		t.Errorf("shell session: %q", out)
 	}
+	os.Remove(filepath.Join(dir, "big"))
+	// Another user: owns what they create, is refused what root keeps.
+	uid, _ := kittest.User(t, "herdkit")
+	sout, err := kittest.AsUser(t, "herdkit", false, fmt.Sprintf(`cd %s
+echo mine > mine && stat -c %%u mine
+(echo no > a/b/f) 2>/dev/null || echo refused
+rm g 2>/dev/null || echo refused`, dir))
+	if err != nil || sout != fmt.Sprintf("%d\nrefused\nrefused\n", uid) {
+		t.Errorf("as herdkit: %v: %q", err, sout)
+	}
 }
 
 // TestProgramUnprivileged: a plain user runs tmpfs in a user namespace,

@@ -13,12 +13,19 @@
 //
 // NewFS turns the tree into a proto.FileSystem: it numbers nodes, counts
 // lookups (a number lives while the client holds a lookup of it), keeps
-// open handles, and answers for the interfaces a node lacks. Ready nodes:
+// open handles, answers READDIRPLUS, and answers for the interfaces a node
+// lacks. A node is one node to the client for as long as it is the same
+// pointer, or has the same Key (Keyer: a host file's device and inode).
+// Forgetter tells a node the client dropped it. Ready nodes:
 //
 //   - File / StaticFile: one file whose contents come from a function
-//     (the node itself is the file, as the Hurd's hello).
+//     (the node itself is the file, as the Hurd's hello); writable with
+//     FileNode.Save.
+//   - Dir: a fixed directory of nodes.
 //   - MemFS: a full in-memory POSIX tree (tmpfs; archive translators fill
-//     one with AddDir/AddFile/AddLazyFile and write it back with Walk).
+//     one with AddDir/AddFile/AddLazyFile/AddSymlink/AddLink, read it back
+//     with Walk/Contents/Attr, and know it changed from Generation).
+//   - Loopback: a host file or directory, read-write (firmlink).
 //
 // # Programs
 //
@@ -62,7 +69,20 @@
 //	}
 //	func (d *dir) Readdir(ctx context.Context) ([]proto.DirEntry, syscall.Errno) { ... }
 //
-// Tests serve a translator in-process and mount it with package kittest.
+// Tests serve a translator in-process and mount it with package kittest
+// (Mount, MountNode, MountTranslator: over proto.Pipe and the fs bridge on
+// a temporary directory), run its program (RunMount, RunSocket,
+// RunListening, AsUser for an unprivileged user in a user namespace), and
+// reach it through a redirect as a subenvironment does (Redirector).
+//
+// # Mounting on the host
+//
+// Mount (what --mount does) calls mount(2) itself as root or as root of a
+// user namespace (unshare -Urm), so a one-file translator mounts on a file,
+// as the Hurd's hello sits on a file node; otherwise it leaves the mount
+// to fsbridge.Mount (fusermount3). A symlink cannot be a mount's root on
+// Linux: the symlink translator is reached through a redirect (settrans -p
+// inside a subenvironment), not mounted on the host.
 //
 // # Concurrency
 //

@@ -84,10 +84,10 @@ func node(v any) kit.Node {
 	return kit.Dir(entries)
 }
 
-// name makes a key a file name: '/' and '%' are percent-escaped, and the
-// names a directory cannot hold ("", ".", "..") too.
+// name makes a key a file name: '/', NUL and '%' are percent-escaped, and
+// the names a directory cannot hold ("", ".", "..") too.
 func name(k string) string {
-	k = strings.NewReplacer("%", "%25", "/", "%2F").Replace(k)
+	k = strings.NewReplacer("%", "%25", "/", "%2F", "\x00", "%00").Replace(k)
 	if k == "" || k == "." || k == ".." {
 		var b bytes.Buffer
 		for i := 0; i < len(k); i++ {

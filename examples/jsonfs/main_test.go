@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"herd/translators/kit"
 	"herd/translators/kit/kittest"
 )
 
@@ -95,4 +98,36 @@ func TestProgram(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.HasPrefix(string(out), "jsonfs: not JSON") || strings.Count(string(out), "\n") != 1 {
 		t.Errorf("broken document: %v: %q", err, out)
 	}
+}
+
+// FuzzParse: any input either fails to parse or gives a tree whose names
+// are all valid file names.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(doc))
+	f.Add([]byte(`{"": {".": [1, {"/": null}]}, "%": ".."}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		root, err := parse(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var walk func(n kit.Node, depth int)
+		walk = func(n kit.Node, depth int) {
+			l, ok := n.(kit.Readdirer)
+			if !ok || depth > 100 {
+				return
+			}
+			ents, _ := l.Readdir(context.Background())
+			for _, e := range ents {
+				if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
+					t.Fatalf("bad name %q", e.Name)
+				}
+				c, errno := n.(kit.Lookuper).Lookup(context.Background(), e.Name)
+				if errno != 0 {
+					t.Fatalf("listed %q does not look up: %v", e.Name, errno)
+				}
+				walk(c, depth+1)
+			}
+		}
+		walk(root, 0)
+	})
 }

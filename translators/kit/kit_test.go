@@ -542,3 +542,77 @@ func TestTranslatorOptions(t *testing.T) {
 		t.Error("goaway did not sync")
 	}
 }
+
+// TestConcurrentTree hammers one MemFS through FUSE from many goroutines
+// (create, link, rename, unlink, mkdir, rmdir, stat, list), then checks the
+// tree is consistent and that, once unmounted, every lookup was given back.
+func TestConcurrentTree(t *testing.T) {
+	mem := kit.NewMemFSOwned(kit.MemOptions{})
+	fs := kit.NewFS(mem.Root())
+	t.Run("hammer", func(t *testing.T) {
+		m := kittest.Mount(t, fs)
+		var wg sync.WaitGroup
+		for g := range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := func(i int) string { return filepath.Join(m.Dir, fmt.Sprint("n", i%7)) }
+				for i := range 300 {
+					switch (g + i) % 7 {
+					case 0:
+						os.WriteFile(p(i), []byte("x"), 0o644)
+					case 1:
+						os.Link(p(i), p(i+1))
+					case 2:
+						os.Rename(p(i), p(i+3))
+					case 3:
+						os.Remove(p(i))
+					case 4:
+						os.Mkdir(p(i), 0o755)
+					case 5:
+						os.Stat(p(i))
+						os.ReadDir(m.Dir)
+					case 6:
+						os.Remove(p(i + 2))
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		// What the kernel sees matches what MemFS holds.
+		ents, err := os.ReadDir(m.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		mem.Root().Walk(func(p string, n *kit.MemNode) error {
+			if filepath.Dir(p) == "." && p != "." {
+				names = append(names, p)
+			}
+			return nil
+		})
+		if len(ents) != len(names) {
+			t.Errorf("listing has %d names, the tree %d", len(ents), len(names))
+		}
+		for _, e := range ents {
+			n := mem.Root().Child(e.Name())
+			if n == nil {
+				t.Errorf("%s listed but not in the tree", e.Name())
+				continue
+			}
+			var st syscall.Stat_t
+			if err := syscall.Lstat(filepath.Join(m.Dir, e.Name()), &st); err != nil {
+				t.Errorf("lstat %s: %v", e.Name(), err)
+			} else if a := n.Attr(); a.Ino != st.Ino || a.Nlink != uint32(st.Nlink) {
+				t.Errorf("%s: kernel ino %d nlink %d, tree %d %d", e.Name(), st.Ino, st.Nlink, a.Ino, a.Nlink)
+			}
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for fs.Known() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if fs.Known() != 1 {
+		t.Errorf("known %d after unmount, want 1", fs.Known())
+	}
+}

@@ -32,6 +32,8 @@ type Translator struct {
 	// Flags are the translator's options. They are parsed from the command
 	// line at start and again from fsysopts at run time (the Hurd's one
 	// argp for both), and GetOptions reports those set. nil: no options.
+	// Main adds --mount, --socket, --fuse-debug and -h/--help: those names
+	// are taken.
 	Flags *pflag.FlagSet
 
 	// Root builds the tree from the positional arguments (flags are parsed
@@ -276,7 +278,7 @@ func Run(t Translator, args []string) int {
 	cmd.SortFlags = false
 	mount := cmd.String("mount", "", "mount on `DIR` by FUSE and serve until it is unmounted (on the host)")
 	socket := cmd.String("socket", "", "listen on the unix socket `PATH` instead of fd 3")
-	debug := cmd.Bool("debug", false, "log every FUSE request (with --mount)")
+	debug := cmd.Bool("fuse-debug", false, "log every FUSE request (with --mount)")
 	help := cmd.BoolP("help", "h", false, "show this help")
 	cmd.AddFlagSet(t.Flags)
 	fail := func(status int, format string, a ...any) int {

@@ -240,3 +240,15 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseSize: ParseSize never panics and never gives a negative size.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"", "0", "10", "4k", "2M", "1g", "3T", "50%", "100%", "0.5%", "x", "-1", "9223372036854775807k"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if n, err := tmpfs.ParseSize(s); err == nil && n < 0 {
+			t.Fatalf("ParseSize(%q) = %d", s, n)
+		}
+	})
+}

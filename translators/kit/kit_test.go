@@ -58,6 +58,19 @@ func underlyingProgram() {
 	})
 }
 
+// TestProgramMountUnderlying: with --mount, the node mounted over is the
+// underlying node.
+func TestProgramMountUnderlying(t *testing.T) {
+	node := filepath.Join(kittest.TempDir(t), "node")
+	os.WriteFile(node, []byte("covered\n"), 0o644)
+	t.Setenv("KIT_TEST_PROGRAM", "underlying")
+	t.Setenv("KIT_TEST_SYNCED", filepath.Join(t.TempDir(), "synced"))
+	kittest.RunMount(t, os.Args[0], node, "--upper")
+	if b, err := os.ReadFile(node); err != nil || string(b) != "COVERED\n" {
+		t.Errorf("read %q, %v", b, err)
+	}
+}
+
 // TestProgramFD3 runs a translator program as the fs server starts one:
 // socket on fd 3, underlying node on fd 4; fsysopts and goaway end to end.
 func TestProgramFD3(t *testing.T) {

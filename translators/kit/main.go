@@ -76,20 +76,50 @@ func IsUsage(err error) bool {
 	return errors.As(err, &u) || errors.Is(err, pflag.ErrHelp)
 }
 
-var underlying = sync.OnceValue(func() *os.File {
-	n, err := strconv.Atoi(os.Getenv("HERD_UNDERLYING"))
-	if err != nil || n < 3 {
-		return nil
-	}
-	syscall.CloseOnExec(n)
-	return os.NewFile(uintptr(n), "underlying node")
-})
+// underlying is the node beneath the translator: fd 4 as the fs server and
+// settrans hand it over, or the mount point Main opened before mounting.
+// Process-wide, as fd 4 is.
+var (
+	underlyingOnce sync.Once
+	underlyingFile *os.File
+)
 
 // Underlying returns the node the translator sits on, as the fs server
-// hands it over (fd 4, HERD_UNDERLYING=4), or nil when there is none
-// (started by hand, or mounted with --mount). tarfs reads its archive from
-// it when no ARCHIVE is given.
-func Underlying() *os.File { return underlying() }
+// hands it over (fd 4, HERD_UNDERLYING=4) or, with --mount, the file or
+// directory mounted over (opened before the mount hides it); nil when there
+// is none. tarfs reads its archive from it when no ARCHIVE is given.
+func Underlying() *os.File {
+	underlyingOnce.Do(func() {
+		n, err := strconv.Atoi(os.Getenv("HERD_UNDERLYING"))
+		if err != nil || n < 3 {
+			return
+		}
+		syscall.CloseOnExec(n)
+		underlyingFile = os.NewFile(uintptr(n), "underlying node")
+	})
+	return underlyingFile
+}
+
+// openMountPoint opens what --mount is about to cover, for Underlying:
+// read-write if allowed, else read-only; only files and directories (a
+// fifo would block the open).
+func openMountPoint(path string) {
+	if os.Getenv("HERD_UNDERLYING") != "" {
+		return
+	}
+	fi, err := os.Stat(path)
+	if err != nil || !(fi.Mode().IsRegular() || fi.IsDir()) {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		f, err = os.Open(path)
+	}
+	if err != nil {
+		return
+	}
+	underlyingOnce.Do(func() { underlyingFile = f })
+}
 
 // Instance is a started translator: its file system with the fsys calls
 // answered by the kit.
@@ -295,6 +325,9 @@ func Run(t Translator, args []string) int {
 	listenFD := os.Getenv("LISTEN_FDS") == "1" && (os.Getenv("LISTEN_PID") == "" || os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getpid()))
 	if *mount == "" && *socket == "" && !listenFD {
 		return fail(2, "nowhere to serve: give --mount DIR, or let settrans start it (see %s --help)", t.Name)
+	}
+	if *mount != "" {
+		openMountPoint(*mount)
 	}
 	in, err := t.build(cmd.Args())
 	if err != nil {

@@ -100,7 +100,7 @@ func FuzzParseIP(f *testing.F) {
 	f.Add(rawIPv4("10.0.2.15", "10.0.2.2", 17, []byte("x")))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 0, 17, 64})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, src, dst, ok := parseIP(b)
+		_, src, dst, ok := parseIP(b, len(b))
 		if ok && (!src.IsValid() || !dst.IsValid()) {
 			t.Fatal("ok without addresses")
 		}

@@ -109,51 +109,78 @@ func (l *tunLink) readLoop() {
 	// is seen (and dropped) instead of silently cut.
 	size := int(l.mtu) + 1
 	for {
-		v := buffer.NewViewSize(size)
-		n, err := l.f.Read(v.AsSlice())
+		// Headers and payload in separate chunks: gVisor clones a
+		// packet's whole chunk to make its headers writable when the
+		// chunk is shared, which for one 64 KiB chunk is a 64 KiB copy
+		// per packet; a small header chunk makes that copy small.
+		hv := buffer.NewViewSize(hdrChunk)
+		pv := buffer.NewViewSize(size - hdrChunk)
+		var n int
+		var rerr error
+		err := l.raw.Read(func(fd uintptr) bool {
+			n, rerr = unix.Readv(int(fd), [][]byte{hv.AsSlice(), pv.AsSlice()})
+			return rerr != unix.EAGAIN
+		})
+		if err == nil {
+			err = rerr
+		}
 		if err != nil {
-			v.Release()
-			if errors.Is(err, syscall.EINTR) || errors.Is(err, syscall.EAGAIN) {
+			hv.Release()
+			pv.Release()
+			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
 			return
 		}
 		if n == 0 {
-			v.Release()
+			hv.Release()
+			pv.Release()
 			continue
 		}
 		l.rxPackets.Add(1)
 		l.rxBytes.Add(uint64(n))
 		if n > int(l.mtu) {
 			l.srv.stats.oversized.Add(1)
-			v.Release()
+			hv.Release()
+			pv.Release()
 			continue
 		}
-		v.CapLength(n)
-		proto, src, dst, ok := parseIP(v.AsSlice())
+		var buf buffer.Buffer
+		if n <= hdrChunk {
+			hv.CapLength(n)
+			pv.Release()
+			buf = buffer.MakeWithView(hv)
+		} else {
+			pv.CapLength(n - hdrChunk)
+			buf = buffer.MakeWithView(hv)
+			buf.Append(pv)
+		}
+		var head [header.IPv6MinimumSize]byte
+		k, _ := buf.ReadAt(head[:], 0)
+		proto, src, dst, ok := parseIP(head[:k], n)
 		if !ok {
 			l.srv.stats.malformed.Add(1)
-			v.Release()
+			buf.Release()
 			continue
 		}
 		if !l.sourceOK(src) {
 			l.srv.stats.spoofed.Add(1)
-			v.Release()
+			buf.Release()
 			continue
 		}
 		if peer := l.srv.lanPeer(dst, l); peer != nil {
-			peer.writeRaw(v.AsSlice())
-			v.Release()
+			peer.writeRaw(buf.Flatten())
+			buf.Release()
 			continue
 		}
 		l.mu.RLock()
 		d := l.dispatcher
 		l.mu.RUnlock()
 		if d == nil {
-			v.Release()
+			buf.Release()
 			return
 		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
 		d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 	}
@@ -168,9 +195,14 @@ func (l *tunLink) sourceOK(src netip.Addr) bool {
 	return src.Is6() && (src.IsLinkLocalUnicast() || src.IsUnspecified())
 }
 
-// parseIP checks that b is a whole IPv4 or IPv6 packet and returns its
-// protocol and addresses.
-func parseIP(b []byte) (tcpip.NetworkProtocolNumber, netip.Addr, netip.Addr, bool) {
+// hdrChunk is the size of the first chunk a frame is read into: room for
+// the IP and TCP headers with options.
+const hdrChunk = 128
+
+// parseIP checks that a frame of n bytes starting with b (at least its
+// first 40 bytes, or all of it) is a whole IPv4 or IPv6 packet and returns
+// its protocol and addresses.
+func parseIP(b []byte, n int) (tcpip.NetworkProtocolNumber, netip.Addr, netip.Addr, bool) {
 	if len(b) < 1 {
 		return 0, netip.Addr{}, netip.Addr{}, false
 	}
@@ -181,7 +213,7 @@ func parseIP(b []byte) (tcpip.NetworkProtocolNumber, netip.Addr, netip.Addr, boo
 		}
 		ihl := int(b[0]&0xf) * 4
 		total := int(b[2])<<8 | int(b[3])
-		if ihl < header.IPv4MinimumSize || total < ihl || total > len(b) {
+		if ihl < header.IPv4MinimumSize || total < ihl || total > n {
 			break
 		}
 		src := netip.AddrFrom4([4]byte(b[12:16]))
@@ -192,7 +224,7 @@ func parseIP(b []byte) (tcpip.NetworkProtocolNumber, netip.Addr, netip.Addr, boo
 			break
 		}
 		plen := int(b[4])<<8 | int(b[5])
-		if header.IPv6MinimumSize+plen > len(b) {
+		if header.IPv6MinimumSize+plen > n {
 			break
 		}
 		src := netip.AddrFrom16([16]byte(b[8:24]))

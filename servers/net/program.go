@@ -7,6 +7,7 @@ import (
 	stdnet "net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,6 +118,13 @@ func Main(args []string, base Options) int {
 		return 1
 	}
 
+	if p := os.Getenv("HERD_NET_CPUPROFILE"); p != "" {
+		// For measuring: bench/net.sh and people chasing a slowdown.
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	srv, err := New(opts)
 	if err != nil {
 		return fail("%v", err)

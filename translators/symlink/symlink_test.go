@@ -43,6 +43,20 @@ func TestThroughRedirect(t *testing.T) {
 	}
 }
 
+// TestUnprivileged: the symlink program run by a plain user, reached
+// through a redirect.
+func TestUnprivileged(t *testing.T) {
+	uid, gid := kittest.User(t, "herdkit")
+	dir := kittest.TempDir(t)
+	os.Chown(dir, int(uid), int(gid))
+	sock := filepath.Join(dir, "symlink.sock")
+	kittest.RunSocketAs(t, &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}, bin, sock, "/target/of/herdkit")
+	m := kittest.Mount(t, kittest.NewRedirector(map[string]string{"link": sock}))
+	if got, err := os.Readlink(filepath.Join(m.Dir, "link")); err != nil || got != "/target/of/herdkit" {
+		t.Errorf("readlink %q, %v", got, err)
+	}
+}
+
 func TestRootOverProto(t *testing.T) {
 	c, p := kittest.RunListening(t, nil, bin, "/some/where")
 	e, err := c.Root(t.Context())

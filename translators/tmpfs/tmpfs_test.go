@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 
@@ -251,4 +252,50 @@ func FuzzParseSize(f *testing.F) {
 			t.Fatalf("ParseSize(%q) = %d", s, n)
 		}
 	})
+}
+
+// BenchmarkRead reads a 16 MiB file through the kit, proto and the bridge.
+func BenchmarkRead(b *testing.B) {
+	m := kittest.MountTranslator(b, tmpfs.Translator())
+	p := filepath.Join(m.Dir, "f")
+	data := bytes.Repeat([]byte("herd"), 4<<20)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for b.Loop() {
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			n, err := f.Read(buf)
+			if n == 0 || err != nil {
+				break
+			}
+		}
+		f.Close()
+	}
+}
+
+// BenchmarkCreateUnlink creates, stats and removes a file per iteration.
+func BenchmarkCreateUnlink(b *testing.B) {
+	m := kittest.MountTranslator(b, tmpfs.Translator())
+	p := filepath.Join(m.Dir, "f")
+	var st syscall.Stat_t
+	start := time.Now()
+	for b.Loop() {
+		fd, err := syscall.Open(p, syscall.O_CREAT|syscall.O_WRONLY, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		syscall.Close(fd)
+		syscall.Stat(p, &st)
+		if err := syscall.Unlink(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "files/s")
 }

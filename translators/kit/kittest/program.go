@@ -241,10 +241,17 @@ func RunListening(t testing.TB, underlying *os.File, bin string, args ...string)
 // answers there. The test's cleanup stops it (SIGTERM).
 func RunSocket(t testing.TB, bin, sock string, args ...string) *Program {
 	t.Helper()
+	return RunSocketAs(t, nil, bin, sock, args...)
+}
+
+// RunSocketAs is RunSocket with the program running as cred (nil: as the
+// test). The socket's directory must be writable by cred's user.
+func RunSocketAs(t testing.TB, cred *syscall.Credential, bin, sock string, args ...string) *Program {
+	t.Helper()
 	cmd := exec.Command(bin, append(append([]string{}, args...), "--socket", sock)...)
 	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -541,11 +541,19 @@ func TestTranslatorOptions(t *testing.T) {
 	if fmt.Sprint(opts) != "[greet --loud --word=bye world]" {
 		t.Errorf("options %q", opts)
 	}
-	for _, bad := range [][]string{{"--nope"}, {"other"}, {"--loud=maybe"}} {
+	for _, bad := range [][]string{{"--nope"}, {"other"}, {"--loud=maybe"}, {"--word=half", "--nope"}} {
 		err := m.Client.SetOptions(ctx, bad)
 		if !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("SetOptions(%q) = %v, want EINVAL", bad, err)
 		}
+	}
+	// A refused change changes nothing; what GetOptions says can be set
+	// back as it is (fsysopts NODE $(fsysopts NODE)).
+	if got := read(); got != "bye world!" {
+		t.Errorf("after refused changes: %q", got)
+	}
+	if err := m.Client.SetOptions(ctx, opts); err != nil {
+		t.Errorf("setting back %q: %v", opts, err)
 	}
 	if err := m.Client.Goaway(ctx, 0); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,39 +238,65 @@ func (in *Instance) setOptions(opts []string) error {
 		opts = opts[1:]
 	}
 	in.mu.Lock()
-	before := map[string]string{}
-	in.t.Flags.VisitAll(func(f *pflag.Flag) { before[f.Name] = f.Value.String() })
+	type saved struct {
+		value   string
+		changed bool
+	}
+	before := map[string]saved{}
+	in.t.Flags.VisitAll(func(f *pflag.Flag) { before[f.Name] = saved{f.Value.String(), f.Changed} })
 	var changed []string
 	err := in.t.Flags.Parse(opts)
-	if err == nil && len(in.t.Flags.Args()) > 0 {
-		err = fmt.Errorf("arguments %q cannot change at run time", in.t.Flags.Args())
+	if rest := in.t.Flags.Args(); err == nil && len(rest) > 0 && !slices.Equal(rest, in.args) {
+		err = fmt.Errorf("arguments %q cannot change at run time", rest)
 	}
 	if err == nil {
-		seen := map[string]bool{}
-		for _, o := range opts {
-			name, _, _ := strings.Cut(strings.TrimLeft(o, "-"), "=")
-			if f := in.t.Flags.Lookup(name); f != nil && !seen[name] && strings.HasPrefix(o, "-") {
-				seen[name] = true
-				changed = append(changed, name)
+		in.t.Flags.VisitAll(func(f *pflag.Flag) {
+			if b := before[f.Name]; f.Changed != b.changed || f.Value.String() != b.value || mentioned(opts, f) {
+				changed = append(changed, f.Name)
 			}
-		}
-		for name, v := range before {
-			if !seen[name] && in.t.Flags.Lookup(name).Value.String() != v {
-				changed = append(changed, name) // a shorthand
-			}
-		}
+		})
 		if in.t.SetOptions != nil {
 			err = in.t.SetOptions(changed)
 		}
 	}
+	if err != nil {
+		// Leave the options as they were (scalar flags; a slice flag
+		// cannot be set back through pflag.Value).
+		in.t.Flags.VisitAll(func(f *pflag.Flag) {
+			b := before[f.Name]
+			if _, slice := f.Value.(pflag.SliceValue); !slice && f.Value.String() != b.value {
+				f.Value.Set(b.value)
+			}
+			f.Changed = b.changed
+		})
+	}
 	in.mu.Unlock()
 	if err != nil {
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			return fmt.Errorf("%s: %w", in.t.Name, err)
+		}
 		return fmt.Errorf("%s: %v: %w", in.t.Name, err, syscall.EINVAL)
 	}
 	if inv, ok := in.inner.(interface{ InvalidateAll() }); ok {
 		inv.InvalidateAll()
 	}
 	return nil
+}
+
+// mentioned reports whether opts name f (set again to the same value still
+// counts as changed: the translator may want to act on it).
+func mentioned(opts []string, f *pflag.Flag) bool {
+	for _, o := range opts {
+		if o == "--" {
+			return false
+		}
+		name, _, _ := strings.Cut(o, "=")
+		if name == "--"+f.Name || (f.Shorthand != "" && strings.HasPrefix(o, "-"+f.Shorthand) && !strings.HasPrefix(o, "--")) {
+			return true
+		}
+	}
+	return false
 }
 
 func (in *Instance) doGoaway(ctx context.Context, flags uint32) error {

@@ -69,8 +69,11 @@ func InitMain(args []string) int {
 		}
 		return code
 	}
-	ctl.Close()
-	return reap(pid)
+	if cfg.TTY < 0 {
+		ctl.Close()
+		ctl = nil
+	}
+	return reap(pid, cfg.TTY, ctl)
 }
 
 func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
@@ -188,8 +191,9 @@ func progError(name string, err error) error {
 // reap waits for the program, reaping every orphan that the pid namespace
 // hands to pid 1 meanwhile, and forwards the launcher's signals to the
 // program. When the program ends, the init ends, and the kernel kills what
-// is left in the namespace.
-func reap(pid int) int {
+// is left in the namespace. With a terminal (tty >= 0), a program stopped
+// by ^Z stops subenv too (see initProc.stopped) and is continued with it.
+func reap(pid, tty int, ctl *os.File) int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	go func() {
@@ -197,9 +201,30 @@ func reap(pid int) int {
 			unix.Kill(pid, s.(syscall.Signal))
 		}
 	}()
+	flags := 0
+	var cont chan bool
+	if ctl != nil {
+		flags = unix.WUNTRACED
+		cont = make(chan bool)
+		go func() {
+			for {
+				m, err := recvMsg(ctl)
+				if err != nil {
+					close(cont)
+					return
+				}
+				if m.kind == msgContinue {
+					cont <- len(m.data) > 0 && m.data[0] == 1
+				}
+			}
+		}()
+		// Taking the terminal back for the program happens from the
+		// background.
+		signal.Ignore(unix.SIGTTOU)
+	}
 	for {
 		var ws unix.WaitStatus
-		p, err := unix.Wait4(-1, &ws, 0, nil)
+		p, err := unix.Wait4(-1, &ws, flags, nil)
 		if err == unix.EINTR {
 			continue
 		}
@@ -207,6 +232,21 @@ func reap(pid int) int {
 			return 1
 		}
 		if p != pid {
+			continue
+		}
+		if ws.Stopped() {
+			if sig := ws.StopSignal(); sig != unix.SIGTSTP && sig != unix.SIGTTIN && sig != unix.SIGTTOU {
+				continue // a SIGSTOP from inside is none of the terminal's business
+			}
+			if sendMsg(ctl, msgStopped, nil) != nil {
+				unix.Kill(-pid, unix.SIGCONT)
+				continue
+			}
+			fg, ok := <-cont
+			if ok && fg {
+				unix.IoctlSetPointerInt(tty, unix.TIOCSPGRP, pid)
+			}
+			unix.Kill(-pid, unix.SIGCONT)
 			continue
 		}
 		if ws.Signaled() {

@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -246,10 +247,24 @@ func Run(cfg Config) (status int, err error) {
 
 	var died string
 	var grace <-chan time.Time
+	var initErr error
+	msgs := in.msgs
 	for {
 		select {
 		case s := <-sigs:
 			in.cmd.Process.Signal(s)
+		case m, ok := <-msgs:
+			if !ok {
+				msgs = nil
+				continue
+			}
+			switch m.kind {
+			case msgError:
+				// The init failed before the program ran (not found, ...).
+				initErr = in.errorOf(m)
+			case msgStopped:
+				in.stopped()
+			}
 		case died = <-gone:
 			// The program now gets EIO from the bridge; give it a moment to
 			// notice and end by itself, then end the whole namespace.
@@ -259,14 +274,20 @@ func Run(cfg Config) (status int, err error) {
 			grace = nil
 			in.cmd.Process.Kill()
 		case <-in.exited:
+			in.restoreTTY()
 			// The init's last word, if it failed before the program ran.
-			if m, err := in.next(); m.kind == msgError {
-				in.restoreTTY()
-				return 0, err
+			if msgs != nil {
+				for m := range msgs {
+					if m.kind == msgError {
+						initErr = in.errorOf(m)
+					}
+				}
+			}
+			if initErr != nil {
+				return 0, initErr
 			}
 			status = in.status()
 			tr.step("init ended: status %d", status)
-			in.restoreTTY()
 			if died == "" {
 				select {
 				case died = <-gone:
@@ -283,6 +304,29 @@ func Run(cfg Config) (status int, err error) {
 			return status, nil
 		}
 	}
+}
+
+// stopped is job control across the namespace boundary: the program was
+// stopped from the terminal (^Z), so subenv stops too, and the user's shell
+// sees a stopped job. When the shell continues us (fg or bg), the init
+// continues the program, giving it the terminal back if we are in the
+// foreground again (fg).
+func (in *initProc) stopped() {
+	in.restoreTTY()
+	// Sent to this thread, the stop takes effect before the call returns;
+	// sent to the process, another thread might take it while this one
+	// runs on and continues the program before we are even stopped.
+	runtime.LockOSThread()
+	unix.Tgkill(os.Getpid(), unix.Gettid(), unix.SIGSTOP)
+	runtime.UnlockOSThread()
+	// Continued.
+	var fg byte
+	if in.tty >= 0 {
+		if pg, err := unix.IoctlGetInt(in.tty, unix.TIOCGPGRP); err == nil && pg == in.pgrp {
+			fg = 1
+		}
+	}
+	sendMsg(in.ctl, msgContinue, []byte{fg})
 }
 
 func orNone(s string) string {

@@ -533,3 +533,94 @@ func TestKilledLauncherSwept(t *testing.T) {
 	}
 	// checkClean (at cleanup) finds no runtime dir and no process left.
 }
+
+// expecter reads a terminal's output and waits for patterns in it.
+type expecter struct {
+	t    *testing.T
+	out  chan []byte
+	buf  []byte
+	done bool
+}
+
+func newExpecter(t *testing.T, ptm *os.File) *expecter {
+	e := &expecter{t: t, out: make(chan []byte, 64)}
+	go func() {
+		for {
+			b := make([]byte, 4096)
+			n, err := ptm.Read(b)
+			if n > 0 {
+				e.out <- b[:n]
+			}
+			if err != nil {
+				close(e.out)
+				return
+			}
+		}
+	}()
+	return e
+}
+
+// expect waits until the output since the last match matches re.
+func (e *expecter) expect(re string) {
+	e.t.Helper()
+	rx := regexp.MustCompile(re)
+	timeout := time.After(time.Minute)
+	for {
+		if loc := rx.FindIndex(e.buf); loc != nil {
+			e.buf = e.buf[loc[1]:]
+			return
+		}
+		select {
+		case b, ok := <-e.out:
+			if !ok {
+				e.t.Fatalf("terminal closed waiting for %q; output: %q", re, e.buf)
+			}
+			e.buf = append(e.buf, b...)
+		case <-timeout:
+			e.t.Fatalf("no %q in the terminal's output: %q", re, e.buf)
+		}
+	}
+}
+
+// ^Z on a program inside stops subenv as a job of the user's shell; fg
+// continues the program with the terminal, bg without.
+func TestJobControl(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal("bash is needed for the job control test")
+	}
+	e := newEnv(t, false)
+	ptm, pts := openPTY(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sh := exec.CommandContext(ctx, bash, "--norc", "--noprofile", "-i")
+	sh.Env = append(e.command(ctx).Env, "PS1=P$ ", "TERM=dumb", "PATH="+filepath.Dir(subenvBin)+":"+os.Getenv("PATH"))
+	sh.Stdin, sh.Stdout, sh.Stderr = pts, pts, pts
+	sh.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close()
+	x := newExpecter(t, ptm)
+	x.expect(`P\$ `)
+	fmt.Fprintf(ptm, "subenv run -- sh -c 'echo started; read line; echo got=$line'\n")
+	x.expect("\nstarted")
+	ptm.Write([]byte{0x1a}) // ^Z
+	x.expect(`Stopped\s+subenv run`)
+	x.expect(`P\$ `)
+	fmt.Fprintf(ptm, "fg\n")
+	x.expect("subenv run")
+	fmt.Fprintf(ptm, "hello\n")
+	x.expect("got=hello")
+	x.expect(`P\$ `)
+	fmt.Fprintf(ptm, "subenv run -- sh -c 'echo sleeping; exec sleep 1000'\n")
+	x.expect("\nsleeping")
+	ptm.Write([]byte{0x1a})
+	x.expect(`Stopped\s+subenv run -- sh`)
+	fmt.Fprintf(ptm, "bg; kill %%1; wait %%1; echo status=$?\n")
+	x.expect("status=143")
+	fmt.Fprintf(ptm, "exit\n")
+	if err := sh.Wait(); err != nil {
+		t.Errorf("bash: %v", err)
+	}
+}

@@ -410,7 +410,7 @@ func (fs *FS) Create(ctx context.Context, parent proto.NodeID, name string, flag
 		return proto.Entry{}, proto.OpenResult{}, errno
 	}
 	e := proto.Entry{Node: id, Attr: attr}
-	return e, proto.OpenResult{Handle: fs.addHandle(node, h), Flags: oflags}, nil
+	return e, proto.OpenResult{Handle: fs.addHandle(node, h), Flags: oflags, File: backing(h)}, nil
 }
 
 func (fs *FS) Unlink(ctx context.Context, parent proto.NodeID, name string) error {
@@ -602,7 +602,18 @@ func (fs *FS) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto.Op
 			return proto.OpenResult{}, syscall.EROFS
 		}
 	}
-	return proto.OpenResult{Handle: fs.addHandle(n, h), Flags: oflags}, nil
+	return proto.OpenResult{Handle: fs.addHandle(n, h), Flags: oflags, File: backing(h)}, nil
+}
+
+// backing is the host file behind h, if any, for the client to use
+// directly; the client owns (closes) it.
+func backing(h Handle) *os.File {
+	if bf, ok := h.(BackingFiler); ok {
+		if f, err := bf.BackingFile(); err == nil {
+			return f
+		}
+	}
+	return nil
 }
 
 func (fs *FS) Read(ctx context.Context, hid proto.HandleID, off int64, size int) ([]byte, error) {

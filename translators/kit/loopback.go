@@ -183,6 +183,15 @@ func own(ctx context.Context, dirfd int, name string) {
 // hostFile is an open host file (a plain descriptor: no poller).
 type hostFile struct{ fd int }
 
+// BackingFile lets the client read and write the host file itself.
+func (f *hostFile) BackingFile() (*os.File, error) {
+	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "backing file"), nil
+}
+
 func (n *hostNode) Create(ctx context.Context, name string, flags, mode uint32) (Node, Handle, uint32, syscall.Errno) {
 	fd, err := unix.Openat(n.fd, name, int(flags&^unix.O_DIRECT)|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&07777)
 	if err != nil {

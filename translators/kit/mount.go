@@ -44,7 +44,9 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 	if mo.Source == "" {
 		mo.Source = "herd:" + mo.Name
 	}
-	bo := fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: mo.Debug, Notifier: mo.Notifier}
+	// Passthrough: files a translator backs by host files (Loopback) are read
+	// and written by the kernel itself where it allows.
+	bo := fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: mo.Debug, Notifier: mo.Notifier, Passthrough: true}
 	rootMode, err := checkMountPoint(dir, fs)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package kit
 
 import (
 	"context"
+	"os"
 	"syscall"
 
 	"herd/proto"
@@ -135,6 +136,14 @@ type Forgetter interface {
 // with a nil Handle, read-only unless it is a Writer.
 type Opener interface {
 	Open(ctx context.Context, flags uint32) (Handle, uint32, syscall.Errno)
+}
+
+// BackingFiler is a Handle backed by a host file (Loopback's). The
+// adapter passes a duplicate of it to the client (proto.OpenResult.File),
+// which may then read and write the file itself, or hand it to the kernel
+// (FUSE passthrough), without a round trip to the translator per call.
+type BackingFiler interface {
+	BackingFile() (*os.File, error)
 }
 
 // Reader reads up to size bytes at off; fewer at the end of the file.

@@ -25,7 +25,10 @@
 //   - MemFS: a full in-memory POSIX tree (tmpfs; archive translators fill
 //     one with AddDir/AddFile/AddLazyFile/AddSymlink/AddLink, read it back
 //     with Walk/Contents/Attr, and know it changed from Generation).
-//   - Loopback: a host file or directory, read-write (firmlink).
+//   - Loopback: a host file or directory, read-write (firmlink). Its open
+//     files are BackingFilers: the client gets the host file itself
+//     (OpenResult.File) and the kernel reads and writes it directly
+//     (FUSE passthrough) where it allows.
 //
 // # Programs
 //

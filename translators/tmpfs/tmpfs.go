@@ -23,9 +23,18 @@ func Translator() kit.Translator {
 	var fs *kit.MemFS
 	return kit.Translator{
 		Name:  "tmpfs",
-		Doc:   "Serves a directory held in memory: files, directories, links, xattrs, all of POSIX. Contents go when the translator does.",
+		Args:  "[SIZE]",
+		Doc:   "Serves a directory held in memory: files, directories, links, xattrs, all of POSIX. Contents go when the translator does. SIZE, as the Hurd's tmpfs takes it, is --size.",
 		Flags: flags,
-		Root: func([]string) (kit.Node, error) {
+		Root: func(args []string) (kit.Node, error) {
+			switch {
+			case len(args) > 1:
+				return nil, kit.Usagef("one SIZE only")
+			case len(args) == 1 && *size != "":
+				return nil, kit.Usagef("SIZE given twice (argument and --size)")
+			case len(args) == 1:
+				*size = args[0]
+			}
 			limit, err := ParseSize(*size)
 			if err != nil {
 				return nil, kit.Usagef("--size: %v", err)

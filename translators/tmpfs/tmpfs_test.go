@@ -116,6 +116,18 @@ func equal(a, b []string) bool {
 	return true
 }
 
+// TestHurdSize: the Hurd's spelling, tmpfs SIZE.
+func TestHurdSize(t *testing.T) {
+	m := kittest.MountTranslator(t, tmpfs.Translator(), "2M")
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(m.Dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := int64(st.Blocks) * int64(st.Bsize); got != 2<<20 {
+		t.Errorf("size %d, want 2M", got)
+	}
+}
+
 func TestSparse(t *testing.T) {
 	m := kittest.MountTranslator(t, tmpfs.Translator(), "--size=1M")
 	p := filepath.Join(m.Dir, "sparse")
@@ -229,7 +241,9 @@ func TestBadInput(t *testing.T) {
 	}{
 		{[]string{"--size=lots", "--mount", dir}, 2, "--size"},
 		{[]string{"--mode=999", "--mount", dir}, 2, "--mode"},
-		{[]string{"extra", "--mount", dir}, 2, "unexpected argument"},
+		{[]string{"1M", "2M", "--mount", dir}, 2, "one SIZE only"},
+		{[]string{"1M", "--size=2M", "--mount", dir}, 2, "SIZE given twice"},
+		{[]string{"lots", "--mount", dir}, 2, "--size"},
 	} {
 		out, err := exec.Command(bin, c.args...).CombinedOutput()
 		ee, ok := err.(*exec.ExitError)

@@ -53,6 +53,10 @@ type Client struct {
 	// callsPerStream mode.
 	calls     *frameWriter
 	callsConn net.Conn
+	// callsDone closes when the reader of the call lane or stream has
+	// stopped: after it delivered every reply that reached us, so a
+	// reply that raced with the connection's end still gets through.
+	callsDone chan struct{}
 
 	mu      sync.Mutex
 	pending map[uint32]chan *message
@@ -111,8 +115,9 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 		opts:    opts,
 		timeout: opts.Timeout,
 		conn:    conn,
-		pending: make(map[uint32]chan *message),
-		done:    make(chan struct{}),
+		pending:   make(map[uint32]chan *message),
+		done:      make(chan struct{}),
+		callsDone: make(chan struct{}),
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -160,6 +165,7 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 		c.callsConn = st
 		go c.readReplies(newFrameReader(st))
 	case callsPerStream:
+		close(c.callsDone)
 	}
 	go c.readNotifications(hs)
 	go func() {
@@ -198,9 +204,10 @@ func (c *Client) handshake(deadline time.Time) (net.Conn, *helloReply, error) {
 	var hb [8]byte
 	copy(hb[:], "HERD")
 	binary.LittleEndian.PutUint16(hb[4:], Version)
-	if _, err := st.Write(hb[:]); err != nil {
-		return nil, nil, fmt.Errorf("proto: handshake: %w", err)
-	}
+	// A write error is not the end: yamux may report a shutdown for a
+	// frame it did send, and a refusing server answers and hangs up at
+	// once. The hello it sent is what matters.
+	_, werr := st.Write(hb[:])
 	fr := newFrameReader(st)
 	m, err := fr.read()
 	if err != nil {
@@ -209,6 +216,9 @@ func (c *Client) handshake(deadline time.Time) (net.Conn, *helloReply, error) {
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, nil, &Error{syscall.ETIMEDOUT, "proto: handshake: server did not answer in time"}
+		}
+		if werr != nil {
+			err = werr
 		}
 		return nil, nil, fmt.Errorf("proto: handshake failed (not a herd server, or it closed the connection): %w", err)
 	}
@@ -281,7 +291,13 @@ func (c *Client) fail(err error) {
 		c.err = err
 		close(c.done)
 		if c.callsConn != nil {
-			c.callsConn.Close()
+			if uc, ok := c.callsConn.(*net.UnixConn); ok && err != errClosed {
+				// A lost session: let the lane's reader take what
+				// the server sent before it went, then stop.
+				uc.SetReadDeadline(time.Now().Add(time.Second))
+			} else {
+				c.callsConn.Close()
+			}
 		}
 		c.ysess.Close()
 		c.conn.Close()
@@ -322,9 +338,11 @@ func (c *Client) readNotifications(hs net.Conn) {
 
 func (c *Client) readReplies(fr *frameReader) {
 	defer func() {
+		c.callsConn.Close()
 		if fr.fds != nil {
 			fr.fds.closeAll()
 		}
+		close(c.callsDone)
 	}()
 	for {
 		m, err := fr.read()
@@ -350,6 +368,9 @@ func (c *Client) readReplies(fr *frameReader) {
 }
 
 func (c *Client) lostErr(op uint16) error {
+	if c.Err() == nil { // not yet told why: the reader is ending
+		return &Error{syscall.EIO, fmt.Sprintf("proto: %s: connection to server %q lost", opName(op), c.name)}
+	}
 	return &Error{syscall.EIO, fmt.Sprintf("proto: %s: %s", opName(op), strings.TrimPrefix(c.err.Error(), "proto: "))}
 }
 
@@ -401,12 +422,15 @@ func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error)
 		c.forget(h.tag)
 		return nil, nil, err
 	}
+	// (A write that failed with the connection still counts as sent: yamux
+	// may report a shutdown for a frame it did send, and the reply may be
+	// on its way. The reader's end settles it.)
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case m := <-ch:
 		return c.finish(r.op, m)
-	case <-c.done:
+	case <-c.callsDone:
 		select {
 		case m := <-ch:
 			return c.finish(r.op, m)
@@ -440,7 +464,7 @@ func (c *Client) send(h header, e *enc, deadline time.Time) error {
 		return &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not take the call in time", opName(h.op))}
 	}
 	c.fail(err)
-	return c.lostErr(h.op)
+	return nil
 }
 
 func (c *Client) forget(tag uint32) {

@@ -112,9 +112,9 @@ func dialUnix(path string, timeout time.Duration) (net.Conn, error) {
 
 func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, error)) (*Client, error) {
 	c := &Client{
-		opts:    opts,
-		timeout: opts.Timeout,
-		conn:    conn,
+		opts:      opts,
+		timeout:   opts.Timeout,
+		conn:      conn,
 		pending:   make(map[uint32]chan *message),
 		done:      make(chan struct{}),
 		callsDone: make(chan struct{}),

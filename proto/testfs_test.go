@@ -25,7 +25,7 @@ type testFS struct {
 	nextH     HandleID
 	notifier  Notifier
 
-	fast []byte // when set, Read answers slices of it (benchmarks)
+	fast []byte        // when set, Read answers slices of it (benchmarks)
 	gone chan struct{} // when set, a successful Goaway closes it
 
 	hang chan struct{} // calls on hangNode block until this closes

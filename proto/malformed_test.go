@@ -67,7 +67,9 @@ func frame(h header, body []byte) []byte {
 // server, and never another session.
 func TestMalformedInput(t *testing.T) {
 	fs := newTestFS(t)
-	_, sock := serveUnix(t, fs, ServerOptions{Name: "victim"})
+	srv := NewServer(fs, ServerOptions{Name: "victim"})
+	srv.hsTimeout = time.Second // for the peer that never says hello
+	_, sock := serveUnixWith(t, srv)
 	good, err := Dial(sock, ClientOptions{})
 	noErr(t, "dial", err)
 	defer good.Close()

@@ -19,13 +19,16 @@ import (
 
 // serveUnix starts a server of fs on a unix socket in a temp dir.
 func serveUnix(t testing.TB, fs FileSystem, opts ServerOptions) (*Server, string) {
+	return serveUnixWith(t, NewServer(fs, opts))
+}
+
+func serveUnixWith(t testing.TB, srv *Server) (*Server, string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "fs.sock")
 	l, err := Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(fs, opts)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {

@@ -42,6 +42,8 @@ type Server struct {
 	fs   FileSystem
 	opts ServerOptions
 	euid uint32
+	// hsTimeout is handshakeTimeout; tests shorten it.
+	hsTimeout time.Duration
 
 	mu        sync.Mutex
 	closed    bool
@@ -61,6 +63,7 @@ func NewServer(fs FileSystem, opts ServerOptions) *Server {
 		fs:        fs,
 		opts:      opts,
 		euid:      uint32(os.Geteuid()),
+		hsTimeout: handshakeTimeout,
 		listeners: make(map[net.Listener]struct{}),
 		sessions:  make(map[*session]struct{}),
 		byCookie:  make(map[[cookieSize]byte]*session),
@@ -186,7 +189,7 @@ func (s *Server) ServeConn(c net.Conn) {
 	}
 	defer s.trackConn(c, false)
 	refusal := s.checkPeer(c)
-	c.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	c.SetReadDeadline(time.Now().Add(s.hsTimeout))
 	br := bufio.NewReaderSize(c, 64<<10)
 	magic, err := br.Peek(len(laneMagic))
 	if err != nil {
@@ -256,12 +259,12 @@ func (s *Server) serveSession(c net.Conn, br *bufio.Reader, refusal string) {
 		return
 	}
 	defer ys.Close()
-	hs, err := acceptWithTimeout(ys, handshakeTimeout)
+	hs, err := acceptWithTimeout(ys, s.hsTimeout)
 	if err != nil {
 		s.logf("proto: %s: no handshake: %v", s.opts.Name, err)
 		return
 	}
-	hs.SetDeadline(time.Now().Add(handshakeTimeout))
+	hs.SetDeadline(time.Now().Add(s.hsTimeout))
 	var hb [8]byte
 	if _, err := io.ReadFull(hs, hb[:]); err != nil {
 		s.logf("proto: %s: handshake: %v", s.opts.Name, err)

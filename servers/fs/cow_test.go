@@ -232,3 +232,21 @@ func TestManyDirs(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatingOpenCopiesNoData: O_TRUNC on a lower file copies it up
+// without its contents but with its metadata.
+func TestTruncatingOpenCopiesNoData(t *testing.T) {
+	e := cowEnv(t, func(d string) {
+		writeHost(t, filepath.Join(d, "f"), "old contents")
+		os.Chmod(filepath.Join(d, "f"), 0o640)
+	})
+	r, err := e.s.Open(bg, e.node("f"), unix.O_WRONLY|unix.O_TRUNC)
+	must(t, err)
+	r.File.Close()
+	must(t, e.s.Release(bg, r.Handle))
+	a, err := e.s.GetAttr(bg, e.node("f"))
+	must(t, err)
+	if a.Size != 0 || a.Mode != unix.S_IFREG|0o640 {
+		t.Fatalf("after O_TRUNC: size %d mode %o", a.Size, a.Mode)
+	}
+}

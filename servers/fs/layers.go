@@ -349,6 +349,12 @@ var copySeq atomic.Uint64
 // copyUpPath makes sure comps exists in the upper layer, copying it (and its
 // parents) from the lower layer. It returns true when it copied something.
 func (s *Server) copyUpPath(comps []string, lowerHidden bool) (bool, error) {
+	return s.copyUp(comps, lowerHidden, false)
+}
+
+// copyUp is copyUpPath; with noData a regular file's contents are not
+// copied (it is about to be truncated).
+func (s *Server) copyUp(comps []string, lowerHidden, noData bool) (bool, error) {
 	if !s.cow || len(comps) == 0 {
 		return false, nil
 	}
@@ -363,15 +369,15 @@ func (s *Server) copyUpPath(comps []string, lowerHidden bool) (bool, error) {
 		if _, err := statAt(s.upper, comps[:i]); err == nil {
 			continue
 		}
-		if err := s.copyUpOne(comps[:i]); err != nil {
+		if err := s.copyUpOne(comps[:i], false); err != nil {
 			return false, err
 		}
 	}
-	return true, s.copyUpOne(comps)
+	return true, s.copyUpOne(comps, noData)
 }
 
 // copyUpOne copies one entry whose parent exists in the upper layer.
-func (s *Server) copyUpOne(comps []string) error {
+func (s *Server) copyUpOne(comps []string, noData bool) error {
 	parent, name := comps[:len(comps)-1], comps[len(comps)-1]
 	lpfd, err := openDirAt(s.lower, parent)
 	if err != nil {
@@ -385,7 +391,7 @@ func (s *Server) copyUpOne(comps []string) error {
 	defer unix.Close(upfd)
 	var pst unix.Stat_t
 	unix.Fstat(upfd, &pst)
-	err = s.copyEntry(lpfd, upfd, name, name)
+	err = s.copyEntry(lpfd, upfd, name, name, noData)
 	if err == nil {
 		copyTransRecord(lpfd, name, upfd, name)
 	}
@@ -406,7 +412,7 @@ func restoreTimes(fd int, st *unix.Stat_t) {
 
 // copyEntry copies lower name in lpfd to upper newName in upfd with its
 // data, mode, owner, xattrs and times. A directory is created empty.
-func (s *Server) copyEntry(lpfd, upfd int, name, newName string) error {
+func (s *Server) copyEntry(lpfd, upfd int, name, newName string, noData bool) error {
 	var st unix.Stat_t
 	if err := unix.Fstatat(lpfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
@@ -432,7 +438,11 @@ func (s *Server) copyEntry(lpfd, upfd int, name, newName string) error {
 		if err != nil {
 			return err
 		}
-		if err := copyData(src, dst, st.Size); err != nil {
+		size := st.Size
+		if noData {
+			size = 0
+		}
+		if err := copyData(src, dst, size); err != nil {
 			unix.Close(dst)
 			unix.Unlinkat(upfd, tmp, 0)
 			return err
@@ -655,7 +665,7 @@ func (s *Server) copyUpTree(comps []string, lowerHidden bool) error {
 			}
 			continue
 		}
-		if err := s.copyEntry(v.lfd, v.ufd, e.name, e.name); err != nil {
+		if err := s.copyEntry(v.lfd, v.ufd, e.name, e.name, false); err != nil {
 			return err
 		}
 		copyTransRecord(v.lfd, e.name, v.ufd, e.name)

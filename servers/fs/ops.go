@@ -1208,7 +1208,8 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 		s.wlock()
 		comps, err := s.pathOf(n)
 		if err == nil {
-			copied, err = s.copyUpPath(comps, n.lowerHidden)
+			// O_TRUNC: the old contents would be thrown away at once.
+			copied, err = s.copyUp(comps, n.lowerHidden, flags&unix.O_TRUNC != 0)
 		}
 		s.wunlock()
 		if err != nil {

@@ -55,6 +55,9 @@ neither is given. Translator sockets go under $HERD_RUNTIME_DIR/trans.
 	if *rw {
 		*upper = ""
 	}
+	if *hideTmp && *upper == "" {
+		fail("--hide-tmp needs an upper directory (--upper or $HERD_UPPER)")
+	}
 	for _, d := range []struct{ what, path string }{{"--root", *root}, {"--upper", *upper}} {
 		if d.path == "" {
 			continue

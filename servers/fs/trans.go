@@ -351,6 +351,14 @@ func (s *Server) startTranslator(n *node, argv []string, uid, gid uint32, passiv
 		return nil, tr.err
 	}
 	close(tr.ready)
+	s.tmu.Lock()
+	closed = s.closed
+	s.tmu.Unlock()
+	if closed {
+		// Close ran meanwhile and did not see this one.
+		s.stopTranslator(n, true)
+		return nil, syscall.ESHUTDOWN
+	}
 	s.logf("translator %q started on node %d at %s", argv, n.id, tr.socket)
 	s.invalNodeEntry(n)
 	return tr, nil

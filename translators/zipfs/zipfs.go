@@ -1,0 +1,277 @@
+// Package zipfs is the zipfs translator: a zip archive served as a
+// read-only directory tree. Members are decompressed when read (stored ones
+// are read in place); a member whose data is corrupt (a bad checksum, a
+// broken deflate stream, data past the end of a truncated file) gives EIO,
+// and the rest of the tree is served.
+package zipfs
+
+import (
+	"archive/zip"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+
+	"herd/proto"
+	"herd/translators/kit"
+)
+
+// Translator is zipfs, for kit.Main.
+func Translator() kit.Translator {
+	return kit.Translator{
+		Name: "zipfs",
+		Args: "[ARCHIVE]",
+		Doc: "Serves the zip archive ARCHIVE as a read-only directory. Without ARCHIVE it serves the node it\n" +
+			"sits on (settrans -p x.zip zipfs).",
+		FileSystem: func(args []string) (proto.FileSystem, error) {
+			var f *os.File
+			switch {
+			case len(args) > 1:
+				return nil, kit.Usagef("one ARCHIVE only")
+			case len(args) == 1:
+				var err error
+				if f, err = os.Open(args[0]); err != nil {
+					return nil, err
+				}
+			case kit.Underlying() != nil:
+				f = kit.Underlying()
+			default:
+				return nil, kit.Usagef("no ARCHIVE, and no node beneath to read it from")
+			}
+			mem, err := Load(f, func(format string, args ...any) {
+				fmt.Fprintf(os.Stderr, "zipfs: "+format+"\n", args...)
+			})
+			if err != nil {
+				return nil, err
+			}
+			return ReadOnly(kit.NewFS(mem.Root())), nil
+		},
+	}
+}
+
+// Load reads the zip archive f's directory into a MemFS whose files read
+// their data from f when read. logf is told about members left out.
+func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", f.Name())
+	}
+	zr, err := zip.NewReader(f, fi.Size())
+	if err != nil {
+		if errors.Is(err, zip.ErrFormat) {
+			return nil, fmt.Errorf("%s: not a zip archive (or its central directory, at the end, is lost)", f.Name())
+		}
+		return nil, fmt.Errorf("%s: %v", f.Name(), err)
+	}
+	mem := kit.NewMemFSOwned(kit.MemOptions{})
+	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
+	dirs := map[string]*kit.MemNode{"": mem.Root()}
+	var mkdirAll func(p string) *kit.MemNode
+	mkdirAll = func(p string) *kit.MemNode {
+		if p == "." {
+			p = ""
+		}
+		if d := dirs[p]; d != nil {
+			return d
+		}
+		parent := mkdirAll(path.Dir(p))
+		if parent == nil {
+			return nil
+		}
+		d, err := parent.AddDir(path.Base(p), kit.Attrs{Mode: 0o755, Uid: uid, Gid: gid})
+		if err != nil {
+			return nil
+		}
+		dirs[p] = d
+		return d
+	}
+	type dirTimes struct {
+		n *kit.MemNode
+		f *zip.File
+	}
+	var later []dirTimes
+	for _, zf := range zr.File {
+		name := path.Clean("/" + zf.Name)[1:]
+		if strings.Contains("/"+zf.Name+"/", "/../") {
+			logf("skipping %q: it names a place outside the archive", zf.Name)
+			continue
+		}
+		if name == "" {
+			continue
+		}
+		parent := mkdirAll(path.Dir(name))
+		if parent == nil {
+			logf("skipping %s: a parent is not a directory", name)
+			continue
+		}
+		base := path.Base(name)
+		mode := zf.Mode()
+		a := kit.Attrs{Mode: uint32(mode.Perm()), Uid: uid, Gid: gid, Mtime: zf.Modified}
+		if mode&fs.ModeSetuid != 0 {
+			a.Mode |= syscall.S_ISUID
+		}
+		if mode&fs.ModeSetgid != 0 {
+			a.Mode |= syscall.S_ISGID
+		}
+		if mode&fs.ModeSticky != 0 {
+			a.Mode |= syscall.S_ISVTX
+		}
+		if u, g, ok := unixOwner(zf.Extra); ok {
+			a.Uid, a.Gid = u, g
+		}
+		if old := parent.Child(base); old != nil {
+			if old.Attr().Mode&syscall.S_IFMT == syscall.S_IFDIR {
+				if mode.IsDir() {
+					later = append(later, dirTimes{old, zf})
+				}
+				continue
+			}
+			parent.Unlink(context.Background(), base)
+		}
+		var err error
+		switch {
+		case mode.IsDir():
+			var d *kit.MemNode
+			if d, err = parent.AddDir(base, a); err == nil {
+				dirs[name] = d
+				later = append(later, dirTimes{d, zf})
+			}
+		case mode&fs.ModeSymlink != 0:
+			target, rerr := readAll(zf)
+			if rerr != nil {
+				logf("skipping symlink %s: %v", name, rerr)
+				continue
+			}
+			_, err = parent.AddSymlink(base, string(target), a)
+		default:
+			_, err = parent.AddLazyFile(base, member(zf), int64(zf.UncompressedSize64), a)
+		}
+		if err != nil {
+			logf("skipping %s: %v", name, err)
+		}
+	}
+	for _, d := range later {
+		var out proto.Attr
+		d.n.Setattr(context.Background(), nil, proto.SetAttrIn{Valid: proto.SetAttrMtime, Mtime: proto.Timespec{Sec: d.f.Modified.Unix()}}, &out)
+	}
+	return mem, nil
+}
+
+// unixOwner reads the uid and gid Info-ZIP's zip stores in its "ux" extra
+// field (0x7875: version 1, then size-prefixed little-endian ids).
+func unixOwner(extra []byte) (uid, gid uint32, ok bool) {
+	for len(extra) >= 4 {
+		tag, size := binary.LittleEndian.Uint16(extra), int(binary.LittleEndian.Uint16(extra[2:]))
+		if 4+size > len(extra) {
+			return 0, 0, false
+		}
+		body := extra[4 : 4+size]
+		extra = extra[4+size:]
+		if tag != 0x7875 || len(body) < 2 || body[0] != 1 {
+			continue
+		}
+		id := func(b []byte) (uint32, []byte, bool) {
+			if len(b) < 1 || len(b) < 1+int(b[0]) || b[0] > 8 {
+				return 0, nil, false
+			}
+			var v uint64
+			for i := int(b[0]); i >= 1; i-- {
+				v = v<<8 | uint64(b[i])
+			}
+			return uint32(v), b[1+int(b[0]):], true
+		}
+		u, rest, ok1 := id(body[1:])
+		g, _, ok2 := id(rest)
+		if ok1 && ok2 {
+			return u, g, true
+		}
+	}
+	return 0, 0, false
+}
+
+func readAll(zf *zip.File) ([]byte, error) {
+	if zf.UncompressedSize64 > 4096 {
+		return nil, errors.New("too long for a symlink")
+	}
+	rc, err := zf.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// member returns the data of zf as an io.ReaderAt: one reader (inflating,
+// and checking the CRC at the end) that reads on from where the last read
+// stopped, as the kernel reads files front to back, and starts again for a
+// read behind it.
+func member(zf *zip.File) io.ReaderAt { return &deflated{zf: zf} }
+
+type deflated struct {
+	zf  *zip.File
+	mu  sync.Mutex
+	rc  io.ReadCloser
+	pos int64
+}
+
+func (d *deflated) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	size := int64(d.zf.UncompressedSize64)
+	if off >= size {
+		return 0, io.EOF
+	}
+	if d.rc == nil || off < d.pos {
+		if d.rc != nil {
+			d.rc.Close()
+		}
+		rc, err := d.zf.Open()
+		if err != nil {
+			d.rc = nil
+			return 0, syscall.EIO
+		}
+		d.rc, d.pos = rc, 0
+	}
+	if off > d.pos {
+		k, err := io.CopyN(io.Discard, d.rc, off-d.pos)
+		d.pos += k
+		if err != nil {
+			return d.fail()
+		}
+	}
+	n, err := io.ReadFull(d.rc, p[:min(int64(len(p)), size-off)])
+	d.pos += int64(n)
+	if err != nil {
+		return d.fail()
+	}
+	if d.pos == size {
+		// The end: the reader checks the CRC when asked for more.
+		if k, err := io.CopyN(io.Discard, d.rc, 1); k != 0 || err != io.EOF {
+			return d.fail()
+		}
+		d.rc.Close()
+		d.rc = nil
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (d *deflated) fail() (int, error) {
+	if d.rc != nil {
+		d.rc.Close()
+		d.rc = nil
+	}
+	return 0, syscall.EIO
+}

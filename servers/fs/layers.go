@@ -244,6 +244,20 @@ func readDirFD(root int, comps []string) ([]rawDirent, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	return getdents(fd)
+}
+
+// readDirAt lists the directory dirfd (an O_PATH descriptor) names.
+func readDirAt(dirfd int) ([]rawDirent, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return getdents(fd)
+}
+
+func getdents(fd int) ([]rawDirent, error) {
 	var out []rawDirent
 	buf := make([]byte, 32*1024)
 	for {
@@ -311,7 +325,7 @@ func (s *Server) mergedList(v *view) ([]rawDirent, error) {
 	var out []rawDirent
 	seen := map[string]bool{}
 	if v.ufd >= 0 {
-		ents, err := readDirFD(s.upper, v.comps)
+		ents, err := readDirAt(v.ufd)
 		if err != nil {
 			return nil, err
 		}
@@ -328,7 +342,7 @@ func (s *Server) mergedList(v *view) ([]rawDirent, error) {
 		}
 	}
 	if v.lfd >= 0 {
-		ents, err := readDirFD(s.lower, v.comps)
+		ents, err := readDirAt(v.lfd)
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"herd/proto"
 )
 
 // cowEnv is a copy-on-write server whose lower tree must never change.
@@ -248,5 +250,41 @@ func TestTruncatingOpenCopiesNoData(t *testing.T) {
 	must(t, err)
 	if a.Size != 0 || a.Mode != unix.S_IFREG|0o640 {
 		t.Fatalf("after O_TRUNC: size %d mode %o", a.Size, a.Mode)
+	}
+}
+
+// TestRootAttrs: in copy-on-write mode the root shows the lower root's
+// attributes until they are changed, then the change, kept in the upper
+// layer (also for a later server on the same upper layer).
+func TestRootAttrs(t *testing.T) {
+	e := newEnv(t, true, nil)
+	must(t, os.Chmod(e.lower, 0o751))
+	must(t, os.Chmod(e.upper, 0o700))
+	before := snapshot(t, e.lower)
+	a, err := e.s.GetAttr(bg, e.node(""))
+	must(t, err)
+	if a.Mode != unix.S_IFDIR|0o751 {
+		t.Fatalf("root mode %o, want the lower root's 751", a.Mode)
+	}
+	a, err = e.s.SetAttr(bg, e.node(""), proto.SetAttrIn{Valid: proto.SetAttrMode, Mode: 0o755})
+	must(t, err)
+	if a.Mode != unix.S_IFDIR|0o755 {
+		t.Fatalf("after chmod %o", a.Mode)
+	}
+	if a, _ = e.s.GetAttr(bg, e.node("")); a.Mode != unix.S_IFDIR|0o755 {
+		t.Fatalf("getattr after chmod %o", a.Mode)
+	}
+	if got := e.list(""); len(got) != 0 {
+		t.Fatalf("root lists %v", got)
+	}
+	s2, err := New(Options{Root: e.lower, Upper: e.upper})
+	must(t, err)
+	defer s2.Close()
+	r, _ := s2.Root(bg)
+	if r.Attr.Mode != unix.S_IFDIR|0o755 {
+		t.Fatalf("second server's root %o", r.Attr.Mode)
+	}
+	if after := snapshot(t, e.lower); after != before {
+		t.Fatal("lower root changed")
 	}
 }

@@ -44,6 +44,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -121,6 +122,7 @@ type Server struct {
 
 	notifier proto.Notifier
 	readOnly bool
+	rootUp   atomic.Bool // copy-on-write: the root's attributes are the upper root's
 
 	transDir  string     // RuntimeDir/trans/PID.N: this server's translator sockets
 	tmu       sync.Mutex // translators
@@ -169,6 +171,7 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("fs: upper %s: %w", opts.Upper, err)
 		}
 		s.upper, s.lower, s.cow = upFD, rootFD, true
+		s.rootUp.Store(exists(upFD, rootMarker))
 	} else {
 		s.upper = rootFD
 	}

@@ -195,11 +195,11 @@ func (s *Server) locate(n *node) (st unix.Stat_t, inUpper bool, comps []string, 
 		return st, false, nil, err
 	}
 	if n == s.root {
-		if s.cow {
+		if s.cow && !s.rootUp.Load() {
 			st, err = statAt(s.lower, nil)
-		} else {
-			st, err = statAt(s.upper, nil)
+			return st, false, comps, err
 		}
+		st, err = statAt(s.upper, nil)
 		return st, true, comps, err
 	}
 	name, pcomps := comps[len(comps)-1], comps[:len(comps)-1]
@@ -734,4 +734,49 @@ func removeXattrPath(p, name string) error {
 		return unix.Removexattr(p, name)
 	}
 	return unix.Lremovexattr(p, name)
+}
+
+// rootMarker in the upper root says the root's own attributes live in the
+// upper layer (they were changed); until then the lower root's are shown,
+// not those of whatever directory holds the upper layer.
+const rootMarker = whPrefix + whPrefix + "root"
+
+// copyUpRoot gives the upper root the lower root's owner, mode, xattrs and
+// times, once, before the root's attributes change.
+func (s *Server) copyUpRoot() error {
+	if !s.cow || s.rootUp.Load() {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(s.lower, &st); err != nil {
+		return err
+	}
+	if s.euid == 0 || int(st.Uid) == s.euid {
+		unix.Fchownat(s.upper, "", int(st.Uid), int(st.Gid), unix.AT_EMPTY_PATH)
+	}
+	copyXattrsAt(s.lower, "", s.upper, "")
+	if err := chmodAt(s.upper, "", st.Mode&0o7777); err != nil {
+		return err
+	}
+	fd, err := createAt(s.upper, rootMarker, unix.O_CREAT|unix.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
+	restoreTimes(s.upper, &st)
+	s.rootUp.Store(true)
+	return nil
+}
+
+// chmodAt changes the mode of name in dirfd without following a symlink, or
+// of dirfd itself when name is "" (through /proc where fchmodat2 is missing).
+func chmodAt(dirfd int, name string, mode uint32) error {
+	if name != "" {
+		return unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	err := unix.Fchmodat(dirfd, "", mode, unix.AT_EMPTY_PATH)
+	if err == unix.EOPNOTSUPP || err == unix.EINVAL || err == unix.ENOSYS {
+		err = unix.Fchmodat(unix.AT_FDCWD, xpath(dirfd, ""), mode, 0)
+	}
+	return err
 }

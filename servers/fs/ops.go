@@ -228,6 +228,9 @@ func (s *Server) upperAt(n *node) (dirfd int, name string, copied bool, err erro
 		return -1, "", false, err
 	}
 	if len(comps) == 0 {
+		if err := s.copyUpRoot(); err != nil {
+			return -1, "", false, err
+		}
 		fd, err := openDirAt(s.upper, nil)
 		return fd, "", copied, err
 	}
@@ -242,7 +245,7 @@ func (s *Server) anyAt(n *node) (dirfd int, name string, err error) {
 		return -1, "", err
 	}
 	root := s.upper
-	if !inUpper || (n == s.root && s.cow) {
+	if !inUpper {
 		root = s.lower
 	}
 	if len(comps) == 0 {
@@ -328,7 +331,7 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 		}
 	}
 	if in.Valid&proto.SetAttrMode != 0 {
-		if err := unix.Fchmodat(dirfd, name, in.Mode&0o7777, atFlags(name)); err != nil {
+		if err := chmodAt(dirfd, name, in.Mode&0o7777); err != nil {
 			return proto.Attr{}, errno(err)
 		}
 	}
@@ -1223,7 +1226,7 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 		return proto.OpenResult{}, errno(err)
 	}
 	root := s.upper
-	if !inUpper || (n == s.root && s.cow) {
+	if !inUpper {
 		root = s.lower
 	}
 	of := int(flags&openFlagsKept) | unix.O_NOFOLLOW

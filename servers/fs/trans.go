@@ -391,7 +391,7 @@ func (s *Server) underlyingFD(n *node) (*os.File, error) {
 		return nil, err
 	}
 	root := s.upper
-	if !inUpper || (n == s.root && s.cow) {
+	if !inUpper {
 		root = s.lower
 	}
 	p := joinPath(comps)

@@ -400,7 +400,9 @@ func (s *Server) underlyingFD(n *node) (*os.File, error) {
 	case unix.S_IFREG:
 		fd = -1
 		if root == s.upper && !s.isReadOnly() {
-			fd, err = openBeneath(root, p, unix.O_RDWR|unix.O_NOFOLLOW)
+			if fd, err = openBeneath(root, p, unix.O_RDWR|unix.O_NOFOLLOW); err != nil {
+				fd = -1
+			}
 		}
 		if fd < 0 {
 			fd, err = openBeneath(root, p, unix.O_RDONLY|unix.O_NOFOLLOW)

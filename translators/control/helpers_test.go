@@ -99,6 +99,12 @@ type result struct {
 // identity and returns what it printed and its status.
 func (e *env) run(prog string, args ...string) result {
 	e.t.Helper()
+	return e.runEnv(nil, prog, args...)
+}
+
+// runEnv is run with more environment variables.
+func (e *env) runEnv(extra []string, prog string, args ...string) result {
+	e.t.Helper()
 	if !strings.Contains(prog, "/") {
 		if _, err := os.Stat(filepath.Join(binDir, prog)); err == nil {
 			prog = filepath.Join(binDir, prog)
@@ -108,6 +114,7 @@ func (e *env) run(prog string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = append(withoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "HERD_TRANSLATORS"), "XDG_RUNTIME_DIR="+e.runtime)
+	cmd.Env = append(cmd.Env, extra...)
 	cmd.Dir = e.dir
 	if e.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}

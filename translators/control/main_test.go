@@ -3,6 +3,7 @@ package control_test
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -11,8 +12,28 @@ import (
 	"herd/internal/testns"
 )
 
-// binDir holds the programs under test, built once per test binary.
-var binDir string
+// binDir holds the programs under test, built once per test binary;
+// visibleBinDir a copy that subenvironments see.
+var binDir, visibleBinDir string
+
+func copyPrograms(from string, names []string) (string, error) {
+	dir, err := os.MkdirTemp("/var/tmp", "herd-control-bin-")
+	if err != nil {
+		return "", err
+	}
+	os.Chmod(dir, 0o755)
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(from, n))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, n), b, 0o755)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", err
+		}
+	}
+	return dir, nil
+}
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() == 0 && !testns.Inside() {
@@ -27,12 +48,21 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
-	if _, err := testbin.Build("settrans", "showtrans", "fsysopts", "hello", "hostmux", "usermux"); err != nil {
+	programs := []string{"settrans", "showtrans", "fsysopts", "hello", "hostmux", "usermux", "subenv"}
+	if _, err := testbin.Build(programs...); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binDir, _ = testbin.Dir()
+	// A subenvironment starts with an empty /tmp, where testbin builds:
+	// the programs run inside from a copy in /var/tmp.
+	var err error
+	if visibleBinDir, err = copyPrograms(binDir, programs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	os.RemoveAll(visibleBinDir)
 	testbin.Cleanup()
 	os.Exit(code)
 }

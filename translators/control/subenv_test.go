@@ -1,0 +1,82 @@
+package control_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// inSubenv runs sh -c script in a subenvironment as the env's identity,
+// with the programs under test first on PATH (inside and for the fs
+// server, which finds translators there).
+func (e *env) inSubenv(script string) result {
+	e.t.Helper()
+	return e.runEnv([]string{"PATH=" + visibleBinDir + ":/usr/local/bin:/usr/bin:/bin"},
+		filepath.Join(visibleBinDir, "subenv"), "run", "--", "sh", "-c", script)
+}
+
+// visibleDir makes a directory a subenvironment sees (not under /tmp),
+// owned by the env's identity.
+func (e *env) visibleDir() string {
+	e.t.Helper()
+	d, err := os.MkdirTemp("/var/tmp", "herd-control-nodes-")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { os.RemoveAll(d) })
+	os.Chmod(d, 0o755)
+	if e.cred != nil {
+		os.Chown(d, int(e.cred.Uid), int(e.cred.Gid))
+	}
+	return d
+}
+
+// TestPassiveFromHostInSubenv: a record settrans -p stores on a host file
+// takes effect where herd serves that tree: in a subenvironment, the
+// node is the translator.
+func TestPassiveFromHostInSubenv(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			d := e.visibleDir()
+			node := filepath.Join(d, "h")
+			e.ok("sh", "-c", "echo underneath > "+node)
+			e.ok("settrans", "-p", node, "hello", "--contents", "from the host\n")
+			r := e.inSubenv("cat " + node)
+			if r.code != 0 || r.stdout != "from the host\n" {
+				t.Fatalf("cat inside: %+v", r)
+			}
+			// On the host the file is unchanged, the record still there.
+			if got := e.ok("cat", node); got != "underneath\n" {
+				t.Fatalf("host file = %q", got)
+			}
+			if got := e.ok("showtrans", node); got != "hello --contents $'from the host\\n'\n" {
+				t.Fatalf("showtrans on the host = %q", got)
+			}
+		})
+	}
+}
+
+// TestActiveInSubenv: inside a subenvironment settrans -a asks the fs
+// server to start the translator; bad input gets clear errors there too.
+func TestActiveInSubenv(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			r := e.inSubenv(`settrans -ac /tmp/h hello --contents "active inside
+" && cat /tmp/h`)
+			if r.code != 0 || r.stdout != "active inside\n" {
+				t.Fatalf("settrans -a inside: %+v", r)
+			}
+			r = e.inSubenv(`settrans -a /tmp/missing hello`)
+			if r.code == 0 || !strings.Contains(r.stderr, "settrans: /tmp/missing: no such file or directory") {
+				t.Fatalf("missing node inside: %+v", r)
+			}
+			r = e.inSubenv(`touch /tmp/x && settrans -a /tmp/x no-such-translator`)
+			if r.code == 0 || !strings.Contains(r.stderr, "translator no-such-translator not found") {
+				t.Fatalf("missing translator inside: %+v", r)
+			}
+		})
+	}
+}

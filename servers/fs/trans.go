@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -52,8 +53,18 @@ func readSideTable(dirfd int) map[string]string {
 	}
 	f := os.NewFile(uintptr(fd), transTable)
 	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil
+	}
+	return parseSideTable(b)
+}
+
+// parseSideTable decodes a side table: a JSON object from names to
+// NUL-joined argvs. Anything else (a corrupt file) counts as empty.
+func parseSideTable(b []byte) map[string]string {
 	var m map[string]string
-	if json.NewDecoder(f).Decode(&m) != nil {
+	if json.Unmarshal(b, &m) != nil {
 		return nil
 	}
 	return m

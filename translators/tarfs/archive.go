@@ -96,7 +96,7 @@ func Open(opts Options) (*Archive, error) {
 	}
 	if fi.Size() > 0 {
 		if a.comp != Auto && a.comp != found {
-			return nil, fmt.Errorf("%s: %s-compressed, not %s (leave out -z/-j/-J to tell from the data)", name, found, a.comp)
+			return nil, fmt.Errorf("%s: not %s-compressed (leave out -z/-j/-J to tell from the data)", name, a.comp)
 		}
 		a.comp = found
 	} else if a.comp == Auto {
@@ -108,14 +108,8 @@ func Open(opts Options) (*Archive, error) {
 		if a.store, err = tempFile(""); err != nil {
 			return nil, err
 		}
-		w := bufio.NewWriterSize(a.store, 1<<20)
-		derr := decompress(a.comp, io.NewSectionReader(a.file, 0, fi.Size()), w)
-		if err := w.Flush(); err != nil {
-			a.store.Close()
-			return nil, fmt.Errorf("%s: decompressing into a temporary file: %v", name, err)
-		}
-		if derr != nil {
-			a.logf("%s: %v: members past the damage are lost", name, derr)
+		if err := decompress(a.comp, io.NewSectionReader(a.file, 0, fi.Size()), a.store); err != nil {
+			a.logf("%s: %v: members past the damage are lost", name, err)
 		}
 	}
 	size, err := a.store.Seek(0, io.SeekEnd)
@@ -533,7 +527,7 @@ func (a *Archive) writeTar(w io.Writer) (map[*kit.MemNode]int64, error) {
 		}
 		h := &tar.Header{Name: name, Mode: int64(attr.Mode & 0o7777), Uid: int(attr.Uid), Gid: int(attr.Gid),
 			Uname: a.uname(attr.Uid), Gname: a.gname(attr.Gid),
-			ModTime: time.Unix(attr.Mtime.Sec, int64(attr.Mtime.Nsec))}
+			ModTime: time.Unix(attr.Mtime.Sec, 0)} // whole seconds, as tar shows them
 		switch attr.Mode & syscall.S_IFMT {
 		case syscall.S_IFDIR:
 			h.Typeflag, h.Name = tar.TypeDir, name+"/"

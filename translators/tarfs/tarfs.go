@@ -61,7 +61,7 @@ func Translator() kit.Translator {
 			case kit.Underlying() != nil:
 				opts.File = kit.Underlying()
 				if fi, err := opts.File.Stat(); err == nil && fi.IsDir() {
-					return nil, kit.Usagef("the node beneath is a directory: name the ARCHIVE")
+					return nil, kit.Usagef("no ARCHIVE given, and the node beneath is a directory")
 				}
 			default:
 				return nil, kit.Usagef("no ARCHIVE, and no node beneath to read it from")

@@ -23,13 +23,13 @@ type Active struct {
 	State *State
 }
 
-// Argv is the translator's command line: from the state file, else from
-// the mount's source.
-func (a *Active) Argv() []string {
+// Show is the translator's command line for a person: from the state
+// file, else as the mount's source has it (another user's translator).
+func (a *Active) Show() string {
 	if a.State != nil {
-		return a.State.Argv
+		return ShowArgv(a.State.Argv)
 	}
-	return strings.Fields(strings.TrimPrefix(a.Mount.Source, TranslatorSourcePrefix))
+	return strings.TrimPrefix(a.Mount.Source, TranslatorSourcePrefix)
 }
 
 // UnderPath is a path that reaches the host file under the mount (the

@@ -63,7 +63,11 @@ func GetOptions(nodeArg string, timeout time.Duration) ([]string, error) {
 		return nil, err
 	}
 	if inside {
-		return insideGet(node, XattrOptions)
+		opts, err := insideGet(node, XattrOptions)
+		if err == nil && len(opts) == 0 {
+			err = errors.New("no options reported: no active translator here, or the node is translated and the request reached its translator instead of the fs server")
+		}
+		return opts, controlErr(err)
 	}
 	act, err := FindActive(node)
 	if err != nil {

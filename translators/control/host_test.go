@@ -262,3 +262,27 @@ func TestCreateActive(t *testing.T) {
 		})
 	}
 }
+
+// TestPassiveSideTable: where the file refuses user xattrs (a fifo), the
+// record goes to the directory's side table, in servers/fs's format.
+func TestPassiveSideTable(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			fifo := filepath.Join(e.dir, "fifo")
+			e.ok("mkfifo", fifo)
+			e.ok("settrans", fifo, "hello", "--contents", "z")
+			b, err := os.ReadFile(filepath.Join(e.dir, control.SideTable))
+			if err != nil || string(b) != `{"fifo":"hello\u0000--contents\u0000z"}` {
+				t.Fatalf("side table: %q %v", b, err)
+			}
+			if got := e.ok("showtrans", fifo); got != "hello --contents z\n" {
+				t.Fatalf("showtrans = %q", got)
+			}
+			e.ok("settrans", fifo)
+			if _, err := os.Stat(filepath.Join(e.dir, control.SideTable)); !os.IsNotExist(err) {
+				t.Fatalf("side table left after clearing: %v", err)
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package control
 
 import (
 	"errors"
+	"fmt"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,19 +22,29 @@ func insideGet(path, name string) ([]string, error) {
 	return DecodeArgv(v), nil
 }
 
+// controlErr explains a refused control xattr: on a translated node the
+// kernel's path lookup ends at the translator's root, so the request went
+// to the translator (which does not know it) instead of the fs server.
+func controlErr(err error) error {
+	if err != nil && xattrRefused(err) {
+		return fmt.Errorf("the node is translated and the request reached its translator, not the fs server (translator control of a translated node is not routed through the fs bridge yet): %w", err)
+	}
+	return err
+}
+
 func insideSetPassive(path string, argv []string) error {
 	if len(argv) == 0 {
 		err := unix.Removexattr(path, XattrPassive)
 		if errors.Is(err, unix.ENODATA) {
 			return nil
 		}
-		return err
+		return controlErr(err)
 	}
-	return unix.Setxattr(path, XattrPassive, EncodeArgv(argv), 0)
+	return controlErr(unix.Setxattr(path, XattrPassive, EncodeArgv(argv), 0))
 }
 
 func insideStart(path string, argv []string) error {
-	return unix.Setxattr(path, XattrActive, EncodeArgv(argv), 0)
+	return controlErr(unix.Setxattr(path, XattrActive, EncodeArgv(argv), 0))
 }
 
 func insideGoaway(path string, force bool) error {
@@ -41,9 +52,9 @@ func insideGoaway(path string, force bool) error {
 	if force {
 		v = []byte("force")
 	}
-	return unix.Setxattr(path, XattrGoaway, v, 0)
+	return controlErr(unix.Setxattr(path, XattrGoaway, v, 0))
 }
 
 func insideSetOptions(path string, opts []string) error {
-	return unix.Setxattr(path, XattrOptions, EncodeArgv(opts), 0)
+	return controlErr(unix.Setxattr(path, XattrOptions, EncodeArgv(opts), 0))
 }

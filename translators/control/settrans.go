@@ -224,7 +224,7 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 				}
 				host = node
 			case !o.keep:
-				return fmt.Errorf("has an active translator (%s); use -g to stop it or -k to keep it running: %w", ShowArgv(act.Argv()), syscall.EBUSY)
+				return fmt.Errorf("has an active translator (%s); use -g to stop it or -k to keep it running: %w", act.Show(), syscall.EBUSY)
 			}
 			if host == "" {
 				return errors.New("cannot reach the file under the active translator")
@@ -237,7 +237,7 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 	if act != nil {
 		switch {
 		case o.excl:
-			return fmt.Errorf("already has an active translator (%s): %w", ShowArgv(act.Argv()), syscall.EBUSY)
+			return fmt.Errorf("already has an active translator (%s): %w", act.Show(), syscall.EBUSY)
 		case len(argv) == 0:
 			return StopActive(act, o.force, timeout)
 		case o.orphan:
@@ -249,7 +249,7 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 				return err
 			}
 		default:
-			return fmt.Errorf("already has an active translator (%s); use settrans -g first, or -f to replace it: %w", ShowArgv(act.Argv()), syscall.EBUSY)
+			return fmt.Errorf("already has an active translator (%s); use settrans -g first, or -f to replace it: %w", act.Show(), syscall.EBUSY)
 		}
 		host = node
 	}
@@ -411,7 +411,7 @@ func settransInside(o settransOpts, node string, argv []string, active, passive 
 func chrootRun(o settransOpts, node string, argv []string, program string, timeout time.Duration, stdout, stderr io.Writer) error {
 	if len(argv) > 0 {
 		if act, _ := FindActive(node); act != nil {
-			return fmt.Errorf("already has an active translator (%s): %w", ShowArgv(act.Argv()), syscall.EBUSY)
+			return fmt.Errorf("already has an active translator (%s): %w", act.Show(), syscall.EBUSY)
 		}
 		if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create, Timeout: timeout}); err != nil {
 			return err

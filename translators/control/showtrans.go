@@ -57,29 +57,37 @@ func Showtrans(args []string, stdout, stderr io.Writer) int {
 	status := 1
 	failed := false
 	for _, n := range nodes {
-		var lines [][]string
+		var lines []string
 		var err error
-		if both {
-			var p, a []string
-			if p, err = ShowPassive(n); err == nil {
-				a, err = ShowActive(n)
+		passiveLine := func() {
+			var p []string
+			if p, err = ShowPassive(n); err == nil && len(p) > 0 {
+				lines = append(lines, ShowArgv(p))
 			}
-			if len(p) > 0 {
-				lines = append(lines, append([]string{"passive:"}, p...))
+		}
+		activeLine := func() {
+			var a string
+			if a, err = ShowActive(n); err == nil && a != "" {
+				lines = append(lines, a)
 			}
-			if len(a) > 0 {
-				lines = append(lines, append([]string{"active:"}, a...))
+		}
+		switch {
+		case both:
+			passiveLine()
+			if err == nil && len(lines) == 1 {
+				lines[0] = "passive: " + lines[0]
 			}
-		} else {
-			var argv []string
-			if *active {
-				argv, err = ShowActive(n)
-			} else {
-				argv, err = ShowPassive(n)
+			if err == nil {
+				had := len(lines)
+				activeLine()
+				if len(lines) > had {
+					lines[had] = "active: " + lines[had]
+				}
 			}
-			if len(argv) > 0 {
-				lines = [][]string{argv}
-			}
+		case *active:
+			activeLine()
+		default:
+			passiveLine()
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "showtrans: %s: %v\n", n, err)
@@ -98,15 +106,11 @@ func Showtrans(args []string, stdout, stderr io.Writer) int {
 			}
 			continue
 		}
-		for _, argv := range lines {
-			s := ShowArgv(argv)
-			if both {
-				s = argv[0] + " " + ShowArgv(argv[1:])
-			}
+		for _, l := range lines {
 			if showPrefix {
-				fmt.Fprintf(stdout, "%s: %s\n", n, s)
+				fmt.Fprintf(stdout, "%s: %s\n", n, l)
 			} else {
-				fmt.Fprintln(stdout, s)
+				fmt.Fprintln(stdout, l)
 			}
 		}
 	}
@@ -136,25 +140,32 @@ func ShowPassive(nodeArg string) ([]string, error) {
 	return GetPassive(host)
 }
 
-// ShowActive returns the command line of NODE's active translator (nil:
-// none).
-func ShowActive(nodeArg string) ([]string, error) {
+// ShowActive returns the command line of NODE's active translator, as
+// showtrans prints it ("" for none).
+func ShowActive(nodeArg string) (string, error) {
+	argv, act, err := activeOf(nodeArg)
+	if act != nil {
+		return act.Show(), err
+	}
+	return ShowArgv(argv), err
+}
+
+// activeOf returns NODE's active translator: its argv inside a
+// subenvironment, its host mount outside.
+func activeOf(nodeArg string) ([]string, *Active, error) {
 	node, inside, err := locate(nodeArg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if inside {
 		argv, err := insideGet(node, XattrActive)
 		if xattrRefused(err) {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return argv, err
+		return argv, nil, err
 	}
 	act, err := FindActive(node)
-	if err != nil || act == nil {
-		return nil, err
-	}
-	return act.Argv(), nil
+	return nil, act, err
 }
 
 // locate returns NODE's canonical path and whether it lies inside a

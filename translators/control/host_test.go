@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -285,4 +286,51 @@ func TestPassiveSideTable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestActiveEnds: a translator that dies, or a mount someone else
+// unmounts, takes the rest with it: no mount, no process, no runtime file.
+func TestActiveEnds(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := e.file("k", "under\n")
+			e.ok("settrans", "-a", node, "hello", "--contents", "doomed\n")
+			st := e.state(node)
+			if st == nil {
+				t.Fatal("no state")
+			}
+			if err := syscall.Kill(st.TranslatorPid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			waitGone(t, st.HolderPid)
+			if mounted(t, node) {
+				t.Fatal("still mounted after the translator died")
+			}
+			if got := e.ok("cat", node); got != "under\n" {
+				t.Fatalf("cat = %q", got)
+			}
+
+			e.ok("settrans", "-a", node, "hello", "--contents", "again\n")
+			st = e.state(node)
+			umount := []string{"fusermount3", "-u", node}
+			if who == "root" {
+				umount = []string{"umount", node}
+			}
+			e.ok(umount[0], umount[1:]...)
+			waitGone(t, st.HolderPid)
+			waitGone(t, st.TranslatorPid)
+			if got := e.ok("cat", node); got != "under\n" {
+				t.Fatalf("cat = %q", got)
+			}
+		})
+	}
+}
+
+// TestChrootUsage: -C takes a command up to `--`.
+func TestChrootUsage(t *testing.T) {
+	e := newEnv(t, "root")
+	node := e.file("c", "")
+	e.fails("--chroot command must be terminated", "settrans", "-C", "ls", node, "hello")
+	e.fails("--chroot must be followed by a command", "settrans", "-C", "--", node, "hello")
 }

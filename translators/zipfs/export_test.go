@@ -1,0 +1,4 @@
+package zipfs
+
+// UnixOwner is unixOwner, for the fuzz target.
+var UnixOwner = unixOwner

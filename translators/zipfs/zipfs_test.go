@@ -1,0 +1,236 @@
+package zipfs_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"herd/translators/kit/kittest"
+	"herd/translators/zipfs"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	// The fuzzer's workers need neither the program nor a namespace.
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") {
+			os.Exit(m.Run())
+		}
+	}
+	kittest.Main(m, map[string]*string{"zipfs": &bin})
+}
+
+func run(t testing.TB, dir, cmdline string) string {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", cmdline)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", cmdline, err, out)
+	}
+	return string(out)
+}
+
+func goroot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Fatalf("go env GOROOT: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// tree is Go's archive/ and compress/ sources (test data included: big
+// text files, binary files), a symlink, an empty directory, odd modes, and
+// a zip of it made by real zip -r (-y: symlinks stored as such).
+func tree(t testing.TB) string {
+	t.Helper()
+	dir := kittest.TempDir(t)
+	run(t, dir, fmt.Sprintf(`mkdir tree && cp -a %[1]s/src/archive %[1]s/src/compress tree/ && cd tree &&
+		ln -s archive/tar/reader.go link && mkdir empty && echo x > exec && chmod 754 exec &&
+		zip -q -r -y ../a.zip . && cd .. && mkdir x && cd x && unzip -q ../a.zip`, goroot(t)))
+	return dir
+}
+
+func diffTrees(t testing.TB, a, b string) {
+	t.Helper()
+	out, err := exec.Command("diff", "-r", "--no-dereference", a, b).CombinedOutput()
+	if err != nil {
+		t.Fatalf("diff -r %s %s: %v\n%.3000s", a, b, err, out)
+	}
+}
+
+// TestTree: the mount is what unzip extracts, with modes and mtimes, and
+// refuses changes.
+func TestTree(t *testing.T) {
+	dir := tree(t)
+	m := kittest.MountTranslator(t, zipfs.Translator(), filepath.Join(dir, "a.zip"))
+	diffTrees(t, filepath.Join(dir, "x"), m.Dir)
+	for _, name := range []string{"exec", "link", "empty", "archive/zip/reader.go", "compress/testdata/e.txt"} {
+		var want, got syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(dir, "x", name), &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Lstat(filepath.Join(m.Dir, name), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Mode != want.Mode || got.Size != want.Size || (want.Mode&syscall.S_IFMT != syscall.S_IFLNK && got.Mtim.Sec != want.Mtim.Sec) {
+			t.Errorf("%s: mode %o size %d mtime %d, unzip gives %o %d %d", name, got.Mode, got.Size, got.Mtim.Sec, want.Mode, want.Size, want.Mtim.Sec)
+		}
+	}
+	for what, err := range map[string]error{
+		"create": os.WriteFile(filepath.Join(m.Dir, "new"), nil, 0o644),
+		"write":  os.WriteFile(filepath.Join(m.Dir, "exec"), nil, 0o644),
+		"remove": os.Remove(filepath.Join(m.Dir, "exec")),
+		"mkdir":  os.Mkdir(filepath.Join(m.Dir, "d"), 0o755),
+		"chmod":  os.Chmod(filepath.Join(m.Dir, "exec"), 0o777),
+	} {
+		if !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s: %v, want EROFS", what, err)
+		}
+	}
+}
+
+// TestProgram: the program with --mount, as root, and read by another user.
+func TestProgram(t *testing.T) {
+	dir := tree(t)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	kittest.RunMount(t, bin, mnt, filepath.Join(dir, "a.zip"))
+	diffTrees(t, filepath.Join(dir, "x"), mnt)
+	out, err := kittest.AsUser(t, "herdkit", false, fmt.Sprintf("cat %s/archive/zip/reader.go | wc -c", mnt))
+	want, _ := os.ReadFile(filepath.Join(dir, "x/archive/zip/reader.go"))
+	if err != nil || strings.TrimSpace(out) != fmt.Sprint(len(want)) {
+		t.Errorf("read as herdkit: %v: %q", err, out)
+	}
+}
+
+// TestUnprivileged: a plain user runs zipfs in a user namespace.
+func TestUnprivileged(t *testing.T) {
+	dir := tree(t)
+	out, err := kittest.AsUser(t, "herdkit", true, fmt.Sprintf(`
+mnt=$(mktemp -d)
+%[2]s %[1]s/a.zip --mount $mnt & pid=$!
+waitmount $mnt
+diff -r --no-dereference %[1]s/x $mnt && echo same
+touch $mnt/new 2>/dev/null || echo refused
+kill $pid
+wait $pid
+echo "exit $?"
+rmdir $mnt
+`, dir, kittest.Quote(bin)))
+	if err != nil || out != "same\nrefused\nexit 0\n" {
+		t.Errorf("as herdkit: %v: %q", err, out)
+	}
+}
+
+// corrupt flips bytes in the middle of name's data in the zip at p.
+func corrupt(t testing.TB, p, name string) {
+	t.Helper()
+	zr, err := zip.OpenReader(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var off, size int64 = -1, 0
+	for _, f := range zr.File {
+		if f.Name == name {
+			off, _ = f.DataOffset()
+			size = int64(f.CompressedSize64)
+		}
+	}
+	zr.Close()
+	if off < 0 || size < 16 {
+		t.Fatalf("%s not in %s (or too small)", name, p)
+	}
+	b, _ := os.ReadFile(p)
+	for i := off + size/2; i < off+size/2+8; i++ {
+		b[i] ^= 0x5a
+	}
+	os.WriteFile(p, b, 0o644)
+}
+
+// TestCorrupt: a member with damaged data gives EIO, deflated or stored;
+// the others read fine.
+func TestCorrupt(t *testing.T) {
+	for _, level := range []string{"-6", "-0"} {
+		t.Run(level, func(t *testing.T) {
+			dir := kittest.TempDir(t)
+			run(t, dir, fmt.Sprintf(`mkdir t && cp %s/src/archive/tar/*.go t/ && cd t && zip -q %s ../a.zip *.go`, goroot(t), level))
+			corrupt(t, filepath.Join(dir, "a.zip"), "reader.go")
+			m := kittest.MountTranslator(t, zipfs.Translator(), filepath.Join(dir, "a.zip"))
+			if _, err := os.ReadFile(filepath.Join(m.Dir, "reader.go")); !errors.Is(err, syscall.EIO) {
+				t.Errorf("damaged reader.go: %v, want EIO", err)
+			}
+			names, _ := filepath.Glob(filepath.Join(dir, "t", "*.go"))
+			for _, p := range names {
+				if filepath.Base(p) == "reader.go" {
+					continue
+				}
+				got, err := os.ReadFile(filepath.Join(m.Dir, filepath.Base(p)))
+				want, _ := os.ReadFile(p)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("%s: %v", filepath.Base(p), err)
+				}
+			}
+		})
+	}
+}
+
+// TestBadInput: one line naming the cause, nothing mounted.
+func TestBadInput(t *testing.T) {
+	dir := kittest.TempDir(t)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	os.WriteFile(filepath.Join(dir, "text"), bytes.Repeat([]byte("not an archive\n"), 100), 0o644)
+	for _, c := range []struct {
+		args   []string
+		status int
+		want   string
+	}{
+		{[]string{"text"}, 1, "not a zip archive"},
+		{[]string{"missing.zip"}, 1, "no such file"},
+		{[]string{"a", "b"}, 2, "one ARCHIVE only"},
+	} {
+		cmd := exec.Command(bin, append(c.args, "--mount", mnt)...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != c.status {
+			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
+		}
+		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
+			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
+		}
+		if kittest.IsMounted(mnt) {
+			t.Fatalf("%q left %s mounted", c.args, mnt)
+		}
+	}
+}
+
+// FuzzUnixOwner: the "ux" extra field decoder never panics.
+func FuzzUnixOwner(f *testing.F) {
+	ux := func(uid, gid uint32) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, 0x7875)
+		b = binary.LittleEndian.AppendUint16(b, 11)
+		b = append(b, 1, 4)
+		b = binary.LittleEndian.AppendUint32(b, uid)
+		b = append(b, 4)
+		return binary.LittleEndian.AppendUint32(b, gid)
+	}
+	f.Add(ux(1000, 1000))
+	f.Add(append([]byte{0x55, 0x54, 5, 0, 3, 1, 2, 3, 4}, ux(0, 0)...))
+	f.Add([]byte{0x75, 0x78, 0xff, 0xff, 1})
+	f.Fuzz(func(t *testing.T, extra []byte) {
+		zipfs.UnixOwner(extra)
+	})
+}

@@ -80,3 +80,13 @@ func TestActiveInSubenv(t *testing.T) {
 		})
 	}
 }
+
+// TestHostmuxInSubenv: the mux as an active translator inside, its
+// children reached by redirect from the fs bridge.
+func TestHostmuxInSubenv(t *testing.T) {
+	e := newEnv(t, "user")
+	r := e.inSubenv(`settrans -ac /tmp/mux hostmux hello --contents && cat /tmp/mux/foo && echo && ls /tmp/mux`)
+	if r.code != 0 || r.stdout != "foo\nfoo\n" {
+		t.Fatalf("hostmux inside: %+v", r)
+	}
+}

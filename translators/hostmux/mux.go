@@ -62,7 +62,7 @@ type Mux struct {
 	mu      sync.Mutex
 	byName  map[string]*child
 	byNode  map[proto.NodeID]*child
-	listed  map[string]uint32 // names whose child started once: their type
+	listed  map[string]proto.Entry // names whose child started: what a lookup answered
 	next    proto.NodeID
 	stopped bool
 }
@@ -86,7 +86,7 @@ func (m *Mux) init() {
 	m.once.Do(func() {
 		m.byName = map[string]*child{}
 		m.byNode = map[proto.NodeID]*child{}
-		m.listed = map[string]uint32{}
+		m.listed = map[string]proto.Entry{}
 		m.next = rootNode + 1
 		m.uid, m.gid = uint32(os.Geteuid()), uint32(os.Getegid())
 		now := time.Now()
@@ -177,14 +177,27 @@ func (m *Mux) ReadDir(ctx context.Context, dir proto.NodeID) ([]proto.DirEntry, 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []proto.DirEntry
-	for _, c := range m.byName {
-		mode, ok := m.listed[c.name]
-		if !ok {
-			continue
-		}
-		out = append(out, proto.DirEntry{Name: c.name, Ino: uint64(c.node), Mode: mode})
+	for name, e := range m.listed {
+		out = append(out, proto.DirEntry{Name: name, Ino: uint64(e.Node), Mode: e.Attr.Mode & syscall.S_IFMT})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ReadDirPlus is ReadDir with the lookups' answers: children come with
+// their redirect (the client looks them up itself, which restarts one that
+// died), links with their attributes.
+func (m *Mux) ReadDirPlus(ctx context.Context, dir proto.NodeID) ([]proto.DirEntryPlus, error) {
+	ents, err := m.ReadDir(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]proto.DirEntryPlus, 0, len(ents))
+	for _, de := range ents {
+		out = append(out, proto.DirEntryPlus{DirEntry: de, Entry: m.listed[de.Name]})
+	}
 	return out, nil
 }
 
@@ -231,18 +244,23 @@ func (m *Mux) Lookup(ctx context.Context, parent proto.NodeID, name string) (pro
 		}
 		m.mu.Lock()
 		stopped := m.stopped
-		m.listed[name] = c.attr.Mode & syscall.S_IFMT
+		m.listed[name] = c.entry()
 		m.mu.Unlock()
 		if stopped {
 			c.stop()
 			return proto.Entry{}, syscall.ESHUTDOWN
 		}
 	}
+	return c.entry(), nil
+}
+
+// entry is the answer to a lookup of the child. Called with c.mu held.
+func (c *child) entry() proto.Entry {
 	e := proto.Entry{Node: c.node, Attr: c.attr}
 	if c.spec.Symlink == "" {
 		e.Redirect = &proto.Redirect{Socket: c.socket}
 	}
-	return e, nil
+	return e
 }
 
 // running reports whether the child is there to be used (a symlink always
@@ -441,3 +459,8 @@ func cleanEnv() []string {
 	}
 	return out
 }
+
+var (
+	_ proto.FileSystem    = (*Mux)(nil)
+	_ proto.DirPlusReader = (*Mux)(nil)
+)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,6 +126,7 @@ func TestDemos(t *testing.T) {
 	for _, name := range demoNames(t) {
 		t.Run(name, func(t *testing.T) {
 			before := demoMounts(t)
+			dirsBefore, _ := filepath.Glob("/var/tmp/herd-demo-" + name + ".*")
 			out, err := runDemo(t, name)
 			last := lastLine(out)
 			if err != nil || last != "DEMO "+name+": PASSED" {
@@ -133,7 +135,7 @@ func TestDemos(t *testing.T) {
 			if after := demoMounts(t); len(after) > len(before) {
 				t.Errorf("demo %s left mounts behind:\n%s", name, strings.Join(after, "\n"))
 			}
-			if left, _ := filepath.Glob("/var/tmp/herd-demo-" + name + ".*"); len(left) > 0 {
+			if left, _ := filepath.Glob("/var/tmp/herd-demo-" + name + ".*"); len(left) > len(dirsBefore) {
 				t.Errorf("demo %s left its scratch directories: %v", name, left)
 			}
 		})
@@ -147,11 +149,25 @@ func runDemo(t *testing.T, name string) ([]byte, error) {
 	cmd.Env = append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	// A server the demo forgot would hold the output pipe open forever.
+	// The demo gets a process group of its own, so a demo that overruns is
+	// stopped with everything it started (a shell holds a TERM until its
+	// running command ends, and that command may be what hangs).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A server that slipped out of the group would hold the output pipe open.
 	cmd.WaitDelay = 10 * time.Second
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("timed out: %v", err)
+	}
+	// Whatever the demo left running in its group is a leak (servers get
+	// a while to finish exiting).
+	for end := time.Now().Add(15 * time.Second); syscall.Kill(-cmd.Process.Pid, 0) == nil && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if syscall.Kill(-cmd.Process.Pid, 0) == nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		t.Errorf("demo %s left processes running (killed now)", name)
 	}
 	return out.Bytes(), err
 }

@@ -127,10 +127,17 @@ chmod 0640 "$stage/etc/shadow"
 } >"$stage/etc/motd"
 
 # --- initramfs ----------------------------------------------------------------
-echo "== initramfs (cpio, xz)"
-# The kernel's xz decoder wants CRC32 checks.
+compress=${HERD_ISO_COMPRESS:-xz}
+echo "== initramfs (cpio, $compress)"
+case $compress in
+# The kernel's xz decoder wants CRC32 checks. xz -9's 64 MiB window also
+# finds the Go runtime and libraries our programs share.
+xz) zip="xz -9 --check=crc32 -T0" ;;
+gzip) zip="gzip -9" ;;
+*) die "HERD_ISO_COMPRESS=$compress: use xz or gzip" ;;
+esac
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R +0:+0 --quiet) \
-	| xz -9 --check=crc32 -T0 >"$isodir/boot/initrd.img"
+	| $zip >"$isodir/boot/initrd.img"
 # (cpio -R makes every file root's, so a build as a plain user gives the same
 # image; /init hands /home/demo to the demo user.)
 

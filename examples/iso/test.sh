@@ -15,6 +15,7 @@
 # seconds (600 under TCG, 300 under KVM) is stopped and fails.
 #
 # Logs: out/console.log (BIOS boot), out/console-uefi.log (UEFI boot).
+# HERD_ISO_BOOTS="bios" (or "uefi") boots only one way, for quicker trials.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -67,7 +68,7 @@ boot() {
 	rm -f "$log"
 	: >"$log"
 	echo "== boot $name ($accel, timeout ${timeout} s), console: $log"
-	local t0 first= now
+	local t0 first= kstart= now
 	t0=$(date +%s.%N)
 	qemu-system-x86_64 -machine pc -accel "$accel" -m 1024 -smp 2 \
 		-display none -monitor none -serial "file:$log" -no-reboot \
@@ -80,7 +81,10 @@ boot() {
 	# for the end; qemu exits when the image powers off.
 	while kill -0 "$qemu_pid" 2>/dev/null; do
 		now=$(date +%s.%N)
-		if [ -z "$first" ] && grep -q '^==> demo ' "$log"; then
+		if [ -z "$kstart" ] && grep -aq 'Linux version' "$log"; then
+			kstart=$(echo "$now - $t0" | awk '{print $1 - $3}')
+		fi
+		if [ -z "$first" ] && grep -aq '^==> demo ' "$log"; then
 			first=$(echo "$now - $t0" | awk '{print $1 - $3}')
 		fi
 		if awk -v n="$now" -v t="$t0" -v l="$timeout" 'BEGIN { exit !(n - t > l) }'; then
@@ -101,11 +105,11 @@ boot() {
 		sed 's/^/  qemu: /' "$tmp/qemu.out"
 	fi
 	# A boot quicker than one poll: the first demo came before the end.
-	[ -n "$first" ] || ! grep -q '^==> demo ' "$log" || first="<$(printf '%.0f' "$total")"
+	[ -n "$first" ] || ! grep -aq '^==> demo ' "$log" || first="<$(printf '%.0f' "$total")"
 	local kfirst
 	kfirst=$(sed -n 's/^==> demo .*(uptime \([0-9.]*\) s).*/\1/p' "$log" | head -n1 | tr -d '\r')
-	printf '   boot to first demo: %s s wall clock (kernel uptime %s s); whole boot %.0f s\n' \
-		"${first:-?}" "${kfirst:-?}" "$total"
+	printf '   boot to first demo: %s s wall clock (kernel started after %s s, first demo at kernel uptime %s s); whole boot %.0f s\n' \
+		"${first:-?}" "${kstart:-?}" "${kfirst:-?}" "$total"
 	local summary
 	summary=$(grep -a '^HERD-DEMOS' "$log" | tr -d '\r' || true)
 	grep -a '^DEMO .*: ' "$log" | tr -d '\r' | sed 's/^/   /' || true
@@ -123,11 +127,16 @@ boot() {
 }
 
 st=0
-boot BIOS "$out/console.log" || st=1
-cp "$ovmf_vars" "$tmp/vars.fd"
-boot UEFI "$out/console-uefi.log" \
-	-drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
-	-drive "if=pflash,format=raw,unit=1,file=$tmp/vars.fd" || st=1
+boots=${HERD_ISO_BOOTS:-bios uefi}
+case " $boots " in *" bios "*)
+	boot BIOS "$out/console.log" || st=1
+esac
+case " $boots " in *" uefi "*)
+	cp "$ovmf_vars" "$tmp/vars.fd"
+	boot UEFI "$out/console-uefi.log" \
+		-drive "if=pflash,format=raw,unit=0,readonly=on,file=$ovmf_code" \
+		-drive "if=pflash,format=raw,unit=1,file=$tmp/vars.fd" || st=1
+esac
 if [ $st = 0 ]; then
 	echo "== iso-test: $ndemos demos passed in BIOS and UEFI boots"
 else

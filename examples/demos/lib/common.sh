@@ -153,7 +153,7 @@ passed() {
 _on_exit() {
 	st=$?
 	set +e
-	trap - EXIT INT TERM
+	trap - EXIT INT TERM HUP PIPE
 	# Clean up without letting a failing step stop the rest.
 	printf '%s\n' "$_cleanup" | while IFS= read -r c; do
 		if [ -n "$c" ]; then eval "$c" >/dev/null 2>&1; fi
@@ -168,3 +168,5 @@ _on_exit() {
 trap _on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE

@@ -1,7 +1,9 @@
 package control_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -333,4 +335,42 @@ func TestChrootUsage(t *testing.T) {
 	node := e.file("c", "")
 	e.fails("--chroot command must be terminated", "settrans", "-C", "ls", node, "hello")
 	e.fails("--chroot must be followed by a command", "settrans", "-C", "--", node, "hello")
+}
+
+// TestChroot: settrans -C runs a command chroot'd to the translated node
+// (here herd-fs serving a small tree with a static busybox), then the
+// translator goes away.
+func TestChroot(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal("busybox (Debian's busybox-static) is needed: ", err)
+	}
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			tree := filepath.Join(e.dir, "tree")
+			mnt := filepath.Join(e.dir, "mnt")
+			for _, d := range []string{tree, filepath.Join(tree, "bin"), mnt} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := os.ReadFile(busybox)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(tree, "bin", "busybox"), b, 0o755)
+			os.WriteFile(filepath.Join(tree, "greeting"), []byte("chrooted\n"), 0o644)
+			if e.cred != nil {
+				exec.Command("chown", "-R", fmt.Sprintf("%d:%d", e.cred.Uid, e.cred.Gid), tree, mnt).Run()
+			}
+			got := e.ok("settrans", "-C", "/bin/busybox", "cat", "/greeting", "--", mnt, "herd-fs", "--root", tree)
+			if got != "chrooted\n" {
+				t.Fatalf("settrans -C = %q", got)
+			}
+			if mounted(t, mnt) {
+				t.Fatal("translator left mounted after -C")
+			}
+		})
+	}
 }

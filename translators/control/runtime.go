@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -141,4 +142,23 @@ func Alive(pid int) bool {
 		return s[i+2] != 'Z' && s[i+2] != 'X'
 	}
 	return true
+}
+
+// lockRuntime takes the runtime directory's lock (flock on the directory
+// itself, so no lock file is left behind).
+func lockRuntime() (func(), error) {
+	dir, err := RuntimeDir()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(fd, syscall.LOCK_EX); err != nil {
+		syscall.Close(fd)
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { syscall.Close(fd) }) }, nil
 }

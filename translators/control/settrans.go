@@ -172,6 +172,13 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 		return settransInside(o, node, argv, active, passive)
 	}
 
+	// One settrans at a time per user on the host: two racing for one node
+	// would both find it free.
+	unlock, err := lockRuntime()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	act, err := FindActive(node)
 	if err != nil {
 		return err
@@ -212,7 +219,7 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 	}
 
 	if o.chroot != nil {
-		return chrootRun(o, node, argv, program, timeout, stdout, stderr)
+		return chrootRun(o, node, argv, program, timeout, unlock, stdout, stderr)
 	}
 
 	if passive && !active {
@@ -408,7 +415,7 @@ func settransInside(o settransOpts, node string, argv []string, active, passive 
 // away when the command ends. On Linux the translator is mounted on NODE
 // for the command's time, and the command runs in a user namespace of its
 // own (mapping only the caller), where chroot needs no privilege.
-func chrootRun(o settransOpts, node string, argv []string, program string, timeout time.Duration, stdout, stderr io.Writer) error {
+func chrootRun(o settransOpts, node string, argv []string, program string, timeout time.Duration, unlock func(), stdout, stderr io.Writer) error {
 	if len(argv) > 0 {
 		if act, _ := FindActive(node); act != nil {
 			return fmt.Errorf("already has an active translator (%s): %w", act.Show(), syscall.EBUSY)
@@ -422,6 +429,7 @@ func chrootRun(o settransOpts, node string, argv []string, program string, timeo
 			}
 		}()
 	}
+	unlock() // the command may run long: other settrans need not wait
 	if !strings.HasPrefix(o.chrootDir, "/") {
 		return errors.New("--chroot-chdir must be absolute")
 	}

@@ -321,10 +321,14 @@ func (h *holder) stop(failed bool) {
 	if h.client != nil {
 		h.client.Close()
 	}
-	os.Remove(h.cfg.Paths.Socket)
-	os.Remove(h.cfg.Paths.State)
-	if !failed {
-		os.Remove(h.cfg.Paths.Log)
+	// An orphaned translator's holder (settrans -o) outlives it on the
+	// node: the paths are then its successor's, and stay.
+	if st, err := ReadState(h.cfg.Paths.State); err != nil || st.HolderPid == os.Getpid() {
+		os.Remove(h.cfg.Paths.Socket)
+		os.Remove(h.cfg.Paths.State)
+		if !failed {
+			os.Remove(h.cfg.Paths.Log)
+		}
 	}
 	if h.under != nil {
 		h.under.Close()

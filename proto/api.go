@@ -241,19 +241,21 @@ type Unimplemented struct{}
 
 var errNoSys error = syscall.ENOSYS
 
-func (Unimplemented) Root(context.Context) (Entry, error)             { return Entry{}, errNoSys }
-func (Unimplemented) GetOptions(context.Context) ([]string, error)    { return nil, nil }
-func (Unimplemented) SetOptions(context.Context, []string) error      { return errNoSys }
-func (Unimplemented) Goaway(context.Context, uint32) error            { return nil }
+func (Unimplemented) Root(context.Context) (Entry, error)          { return Entry{}, errNoSys }
+func (Unimplemented) GetOptions(context.Context) ([]string, error) { return nil, nil }
+func (Unimplemented) SetOptions(context.Context, []string) error   { return errNoSys }
+func (Unimplemented) Goaway(context.Context, uint32) error         { return nil }
 func (Unimplemented) Lookup(context.Context, NodeID, string) (Entry, error) {
 	return Entry{}, syscall.ENOENT
 }
-func (Unimplemented) Forget(context.Context, NodeID, uint64)             {}
-func (Unimplemented) GetAttr(context.Context, NodeID) (Attr, error)      { return Attr{}, errNoSys }
+func (Unimplemented) Forget(context.Context, NodeID, uint64)        {}
+func (Unimplemented) GetAttr(context.Context, NodeID) (Attr, error) { return Attr{}, errNoSys }
 func (Unimplemented) SetAttr(context.Context, NodeID, SetAttrIn) (Attr, error) {
 	return Attr{}, syscall.EROFS
 }
-func (Unimplemented) ReadDir(context.Context, NodeID) ([]DirEntry, error) { return nil, syscall.ENOTDIR }
+func (Unimplemented) ReadDir(context.Context, NodeID) ([]DirEntry, error) {
+	return nil, syscall.ENOTDIR
+}
 func (Unimplemented) Mkdir(context.Context, NodeID, string, uint32) (Entry, error) {
 	return Entry{}, syscall.EROFS
 }

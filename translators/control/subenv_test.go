@@ -10,10 +10,11 @@ import (
 // inSubenv runs sh -c script in a subenvironment as the env's identity,
 // with the programs under test first on PATH (inside and for the fs
 // server, which finds translators there).
-func (e *env) inSubenv(script string) result {
+func (e *env) inSubenv(script string, flags ...string) result {
 	e.t.Helper()
-	return e.runEnv([]string{"PATH=" + visibleBinDir + ":/usr/local/bin:/usr/bin:/bin"},
-		filepath.Join(visibleBinDir, "subenv"), "run", "--", "sh", "-c", script)
+	args := append(append([]string{"run"}, flags...), "--", "sh", "-c", script)
+	return e.runEnv([]string{"PATH=" + visibleBinDir + ":/usr/local/bin:/usr/bin:/bin", "XDG_DATA_HOME=" + filepath.Join(e.runtime, "data")},
+		filepath.Join(visibleBinDir, "subenv"), args...)
 }
 
 // visibleDir makes a directory a subenvironment sees (not under /tmp),
@@ -88,5 +89,32 @@ func TestHostmuxInSubenv(t *testing.T) {
 	r := e.inSubenv(`settrans -ac /tmp/mux hostmux hello --contents && cat /tmp/mux/foo && echo && ls /tmp/mux`)
 	if r.code != 0 || r.stdout != "foo\nfoo\n" {
 		t.Fatalf("hostmux inside: %+v", r)
+	}
+}
+
+// TestPassiveInSubenv: a passive record set inside a subenvironment (on
+// its copy-on-write layer) starts its translator on a later lookup: here in
+// the next subenvironment on the same kept layer.
+func TestPassiveInSubenv(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			os.Mkdir(filepath.Join(e.runtime, "data"), 0o700)
+			if e.cred != nil {
+				os.Chown(filepath.Join(e.runtime, "data"), int(e.cred.Uid), int(e.cred.Gid))
+			}
+			// Inside /tmp: a plain user's subenvironment writes there (and
+			// --keep keeps it).
+			node := "/tmp/herd-control-passive"
+			r := e.inSubenv(`settrans -pc `+node+` hello --contents "set inside
+"`, "--keep", "ctl")
+			if r.code != 0 {
+				t.Fatalf("settrans -p inside: %+v", r)
+			}
+			r = e.inSubenv("cat "+node, "--keep", "ctl")
+			if r.code != 0 || r.stdout != "set inside\n" {
+				t.Fatalf("cat in the next subenvironment: %+v", r)
+			}
+		})
 	}
 }

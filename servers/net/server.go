@@ -120,9 +120,9 @@ func New(opts Options) (*Server, error) {
 	// program's kernel keeps its own TIME_WAIT.
 	tw := tcpip.TCPTimeWaitTimeoutOption(time.Second)
 	s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &tw)
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 4 << 20, Max: 16 << 20}
 	s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 8 << 20, Max: 32 << 20}
 	s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)

@@ -367,6 +367,10 @@ func (ns *NS) Close() error {
 }
 
 func holderMain() int {
+	// What runs inside must not think it is a holder too.
+	os.Unsetenv(roleEnv)
+	spec := os.Getenv("HERD_NSTEST_TUN")
+	os.Unsetenv("HERD_NSTEST_TUN")
 	ctl := os.NewFile(3, "ctl")
 	c, err := net.FileConn(ctl)
 	if err != nil {
@@ -375,7 +379,7 @@ func holderMain() int {
 	}
 	ctl.Close()
 	uc := c.(*net.UnixConn)
-	if spec := os.Getenv("HERD_NSTEST_TUN"); spec != "" {
+	if spec != "" {
 		cfg, err := netattach.ParseTUNConfig(spec)
 		var tun *os.File
 		if err == nil {

@@ -35,6 +35,9 @@ import (
 	"herd/subenv/fsbridge"
 )
 
+// cleanupTimeout bounds how long subenv waits for its servers to stop.
+const cleanupTimeout = 10 * time.Second
+
 // Config is one `subenv run`.
 type Config struct {
 	Prog     []string // program and arguments, looked up on PATH inside
@@ -121,9 +124,25 @@ func Run(cfg Config) (status int, err error) {
 	}
 	var cleanups []func()
 	defer func() {
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			cleanups[i]()
-			tr.step("cleanup %d", i)
+		// Stopping must not hang subenv's exit: what runs in this process
+		// (the built-in server, the bridge) ends with it anyway, and the
+		// external server and the init have a parent-death signal.
+		done := make(chan struct{})
+		go func() {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+				tr.step("cleanup %d", i)
+			}
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(cleanupTimeout):
+			fmt.Fprintf(os.Stderr, "subenv: stopping the servers took over %v; exiting anyway\n", cleanupTimeout)
+			if tr.on {
+				buf := make([]byte, 1<<20)
+				os.Stderr.Write(buf[:runtime.Stack(buf, true)])
+			}
 		}
 		rt.remove()
 		tr.step("cleaned up")

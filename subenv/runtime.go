@@ -153,7 +153,7 @@ func sweepStale(base, self string) {
 			continue
 		}
 		if syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			(&runtimeDir{Path: p}).remove()
+			(&runtimeDir{Path: p, lockFD: -1}).remove()
 		}
 		syscall.Close(fd)
 	}

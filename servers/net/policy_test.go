@@ -62,8 +62,10 @@ func TestAllowDeny(t *testing.T) {
 	if got := dial(b); got != "ECONNREFUSED" {
 		t.Fatalf("port %d not in the allowlist: %s, want ECONNREFUSED", b, got)
 	}
-	if st := srv.Stats(); st.Refused != 1 {
-		t.Fatalf("refused = %d, want 1", st.Refused)
+	// (At least: under load the program's kernel may resend its SYN
+	// before the RST arrives, and each one is refused.)
+	if st := srv.Stats(); st.Refused < 1 {
+		t.Fatalf("refused = %d, want >= 1", st.Refused)
 	}
 	// At run time (what fsysopts does): deny a, allow everything else.
 	ctl := &Control{S: srv}

@@ -125,14 +125,31 @@ func TestUsermux(t *testing.T) {
 				t.Fatal(err)
 			}
 			um := filepath.Join(e.dir, "users")
+			// With the firmlink translator installed beside usermux, a
+			// user's name is their home directory itself.
 			e.ok("settrans", "-ac", um, "usermux")
-			if got, err := os.Readlink(filepath.Join(um, "root")); who == "root" && (err != nil || got != root.HomeDir) {
-				t.Fatalf("readlink users/root = %q, %v", got, err)
+			if got := e.ok("stat", "-c", "%F", filepath.Join(um, "root")); got != "directory\n" {
+				t.Fatalf("users/root is a %q", got)
+			}
+			if who == "root" {
+				want, _ := os.ReadDir(root.HomeDir)
+				got, err := os.ReadDir(filepath.Join(um, "root"))
+				if err != nil || len(got) != len(want) {
+					t.Fatalf("users/root lists %d names (%v), the home %d", len(got), err, len(want))
+				}
+			}
+			e.fails("No such file", "ls", filepath.Join(um, "no-such-user-here"))
+			e.ok("settrans", "-g", um)
+
+			// Without it, a symbolic link.
+			r := e.runEnv([]string{"HERD_TRANSLATORS=" + filepath.Join(e.dir, "none"), "PATH=/usr/bin:/bin"},
+				filepath.Join(binDir, "settrans"), "-a", um, filepath.Join(binDir, "usermux"))
+			if r.code != 0 {
+				t.Fatalf("settrans usermux: %+v", r)
 			}
 			if got := e.ok("readlink", filepath.Join(um, "root")); got != root.HomeDir+"\n" {
 				t.Fatalf("readlink = %q", got)
 			}
-			e.fails("No such file", "ls", filepath.Join(um, "no-such-user-here"))
 			e.ok("settrans", "-g", um)
 
 			marker := fmt.Sprintf("um-%d-%s", time.Now().UnixNano(), who)

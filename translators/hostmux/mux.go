@@ -441,8 +441,8 @@ func socketName(name string) string {
 		}
 	}
 	s := b.String()
-	if len(s) > 40 {
-		s = s[:40]
+	if len(s) > 20 { // a unix socket's path has 108 bytes in all
+		s = s[:20]
 	}
 	return fmt.Sprintf("%s.%d.sock", s, time.Now().UnixNano()%1e9)
 }

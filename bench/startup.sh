@@ -8,11 +8,8 @@ ROUNDS=${ROUNDS:-200}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 chmod 755 "$tmp"
-if [ -x bin/subenv ] && [ -x bin/herd-fs ]; then
-	cp bin/subenv bin/herd-fs "$tmp/"
-else
-	CGO_ENABLED=0 go build -o "$tmp/" ./cmd/subenv ./cmd/herd-fs || exit 1
-fi
+# Built from this tree (not ./bin, which may be older), static as shipped.
+CGO_ENABLED=0 go build -o "$tmp/" ./cmd/subenv ./cmd/herd-fs || exit 1
 subenv=$tmp/subenv
 herdfs=$tmp/herd-fs
 
@@ -35,7 +32,7 @@ cd /
 for ((r = 0; r < rounds; r++)); do
 	for ((i = 0; i < n; i++)); do
 		t0=$EPOCHREALTIME
-		${cmds[$i]} >/dev/null 2>&1 || echo "${names[$i]} FAILED"
+		${cmds[$i]} </dev/null >/dev/null 2>&1 || echo "${names[$i]} FAILED"
 		t1=$EPOCHREALTIME
 		echo "${names[$i]} $(( (${t1/./} - ${t0/./}) ))"
 	done
@@ -43,7 +40,7 @@ done
 LOOP
 available=()
 for i in "${!names[@]}"; do
-	if ${cmds[$i]} >/dev/null 2>&1; then available+=("$i"); else echo "# ${names[$i]}: not available here (${cmds[$i]})"; fi
+	if timeout 60 ${cmds[$i]} </dev/null >/dev/null 2>&1; then available+=("$i"); else echo "# ${names[$i]}: not available here (${cmds[$i]})"; fi
 done
 run_names=(); run_cmds=()
 for i in "${available[@]}"; do run_names+=("${names[$i]}"); run_cmds+=("${cmds[$i]}"); done

@@ -216,7 +216,7 @@ func Run(cfg Config) (status int, err error) {
 	fuseFile := m.files[0]
 	gone := make(chan string, 1)
 	identity := os.Geteuid() == 0
-	bridge, err := fsbridge.Serve(fuseFile, srv.client, fsbridge.Options{
+	bridge, err := fsbridge.Serve(fuseFile, srv.root(), fsbridge.Options{
 		IDMap:       fsbridge.IDMap{HostUid: uint32(os.Geteuid()), HostGid: uint32(os.Getegid()), Identity: identity},
 		Passthrough: identity,
 		Notifier:    srv.notes,

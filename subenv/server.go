@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,8 +25,9 @@ const handshakeTimeout = 15 * time.Second
 type fsServer struct {
 	desc   string // how messages name it: "herd-fs (built in)", "./myfs (pid 123)"
 	socket string
-	client *proto.Client
-	notes  *fsbridge.Notifier
+	client *proto.Client      // external servers: the bridge's connection
+	notes  *fsbridge.Notifier // the client's notifier, attached to the bridge
+	direct proto.FileSystem   // built in: the server itself, for the bridge
 
 	// built in
 	fs  *fs.Server
@@ -52,9 +54,18 @@ func (p fsParams) clientOpts(n *fsbridge.Notifier) proto.ClientOptions {
 	return proto.ClientOptions{Notifier: n}
 }
 
-// startBuiltinFS runs servers/fs in this process on a unix socket in the
-// runtime dir (so translators and tools reach it as they would an external
-// server), and connects to it.
+// root is what the bridge serves the FUSE root from.
+func (s *fsServer) root() proto.FileSystem {
+	if s.direct != nil {
+		return s.direct
+	}
+	return s.client
+}
+
+// startBuiltinFS runs servers/fs in this process. It listens on a unix
+// socket in the runtime dir, so translators and tools reach it as they would
+// an external server, but the bridge calls it directly: no protocol hop on
+// the path of every FUSE request.
 func startBuiltinFS(p fsParams) (*fsServer, error) {
 	fsrv, err := fs.New(fs.Options{Root: p.Root, Upper: p.Upper, HideTmp: p.Upper != "", RuntimeDir: p.RuntimeDir})
 	if err != nil {
@@ -66,15 +77,44 @@ func startBuiltinFS(p fsParams) (*fsServer, error) {
 		return nil, fmt.Errorf("fs server socket: %v", err)
 	}
 	os.Chmod(p.Socket, 0o600)
-	srv := proto.NewServer(fsrv, proto.ServerOptions{Name: "herd-fs"})
+	tee := &teeFS{Server: fsrv}
+	fsrv.SetNotifier(tee)
+	srv := proto.NewServer(tee, proto.ServerOptions{Name: "herd-fs"})
 	go srv.Serve(l)
-	s := &fsServer{desc: "herd-fs (built in)", socket: p.Socket, fs: fsrv, srv: srv, notes: fsbridge.NewNotifier()}
-	s.client, err = proto.Dial(p.Socket, p.clientOpts(s.notes))
-	if err != nil {
-		s.stop()
-		return nil, fmt.Errorf("fs server: %v", err)
+	return &fsServer{desc: "herd-fs (built in)", socket: p.Socket, fs: fsrv, srv: srv, direct: tee}, nil
+}
+
+// teeFS is the built-in server as both the proto server and the bridge see
+// it: each sets itself as the server's Notifier, and each must hear about
+// every change, so the server notifies teeFS, which tells them all.
+type teeFS struct {
+	*fs.Server
+	mu sync.Mutex
+	ns []proto.Notifier
+}
+
+func (t *teeFS) SetNotifier(n proto.Notifier) {
+	t.mu.Lock()
+	t.ns = append(t.ns, n)
+	t.mu.Unlock()
+}
+
+func (t *teeFS) notifiers() []proto.Notifier {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ns
+}
+
+func (t *teeFS) InvalNode(node proto.NodeID, off, length int64) {
+	for _, n := range t.notifiers() {
+		n.InvalNode(node, off, length)
 	}
-	return s, nil
+}
+
+func (t *teeFS) InvalEntry(parent proto.NodeID, name string) {
+	for _, n := range t.notifiers() {
+		n.InvalEntry(parent, name)
+	}
 }
 
 // startExternalFS starts a server program with its listening socket as fd 3

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"herd/internal/testbin"
+	"herd/proto"
 )
 
 const acceptance = `echo hi > /tmp/%s; cat /tmp/%s; cat /etc/os-release`
@@ -622,5 +623,63 @@ func TestJobControl(t *testing.T) {
 	fmt.Fprintf(ptm, "exit\n")
 	if err := sh.Wait(); err != nil {
 		t.Errorf("bash: %v", err)
+	}
+}
+
+// The built-in server is on a socket in the runtime dir for other clients
+// (translators, tools) while the bridge calls it directly; a change made
+// through the socket reaches the program's view (the bridge hears the
+// server's invalidations too).
+func TestBuiltinSocket(t *testing.T) {
+	e := newEnv(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := e.command(ctx, "run", "--", "sh", "-c", `test -e /tmp/f || echo absent; read x; cat /tmp/f`)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	br := bufio.NewReader(stdout)
+	if l, err := br.ReadString('\n'); err != nil || l != "absent\n" {
+		t.Fatalf("got %q, %v; stderr %s", l, err, stderr.String())
+	}
+	socks, _ := filepath.Glob(filepath.Join(e.runtime, "herd", "*", "fs.sock"))
+	if len(socks) != 1 {
+		t.Fatalf("want one fs.sock in the runtime dir, got %v", socks)
+	}
+	c, err := proto.Dial(socks[0], proto.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cctx := proto.WithCaller(ctx, proto.Caller{})
+	root, err := c.Root(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := c.Lookup(cctx, root.Node, "tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, or, err := c.Create(cctx, tmp.Node, "f", uint32(os.O_WRONLY|os.O_CREATE), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if or.File != nil {
+		or.File.Close()
+	}
+	if _, err := c.Write(cctx, or.Handle, 0, []byte("via socket\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.Release(cctx, or.Handle)
+	fmt.Fprintln(stdin, "go")
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "via socket\n" {
+		t.Errorf("program saw %q after the change through the socket; stderr %s", rest, stderr.String())
 	}
 }

@@ -171,7 +171,8 @@ func Mount(dir string, fs proto.FileSystem, opts Options) (*Bridge, error) {
 // mounted /dev/fuse in the subenvironment's namespaces and passed the fd
 // out). Serve uses a duplicate of fuseFD; the caller may close its copy.
 // Mount options given to mount(2) (default_permissions, allow_other, fsname)
-// are the mounter's to choose.
+// are the mounter's to choose. A process that also opens files in the
+// mount it serves must call PollHack first.
 func Serve(fuseFD *os.File, fs proto.FileSystem, opts Options) (*Bridge, error) {
 	fd, err := unix.FcntlInt(fuseFD.Fd(), unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
@@ -193,6 +194,25 @@ func Serve(fuseFD *os.File, fs proto.FileSystem, opts Options) (*Bridge, error) 
 	}
 	b.start(srv)
 	return b, nil
+}
+
+// PollHack prepares a mount made with Serve for use by the serving process
+// itself (tests; the launcher's bridge does not use its own mount). Go
+// registers every file it opens with its netpoller; on a FUSE file that
+// epoll_ctl sends the kernel's first POLL request, from inside the runtime,
+// holding a scheduler slot, and a garbage collection starting then waits
+// for that slot while the request waits for the bridge: a deadlock. Asking
+// once with a plain poll(2) makes the bridge answer ENOSYS, after which the
+// kernel never sends POLL again. (Mount does this itself.)
+func PollHack(mountPoint string) error {
+	// go-fuse answers this name itself, without the server.
+	fd, err := unix.Open(filepath.Join(mountPoint, ".go-fuse-epoll-hack"), unix.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("fsbridge: poll hack on %s: %w", mountPoint, err)
+	}
+	defer unix.Close(fd)
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLPRI | unix.POLLOUT}}, 0)
+	return nil
 }
 
 func newBridge(fs proto.FileSystem, opts Options) (*Bridge, error) {

@@ -560,6 +560,9 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
+	if err := PollHack(dir); err != nil {
+		t.Fatal(err)
+	}
 	if d, err := os.ReadFile(filepath.Join(dir, "mine")); err != nil || string(d) != "mine" {
 		t.Fatalf("read through the served fd: %q %v", d, err)
 	}

@@ -71,6 +71,10 @@ func (b *Bridge) reply(p *inode, name string, e proto.Entry, out *fuse.EntryOut)
 		in.attached[attachment{p.id, name}] = struct{}{}
 		b.mu.Unlock()
 		b.fillEntry(tc, in, &root, out)
+		// The name belongs to the parent, which notifies when it changes
+		// (and the bridge invalidates it when the translator dies); the
+		// attributes are the translator's.
+		out.SetEntryTimeout(c.ttl())
 		return fuse.OK
 	}
 	in := b.add(c, &e, 1)

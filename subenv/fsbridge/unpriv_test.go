@@ -171,6 +171,9 @@ func unprivilegedChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := PollHack(mnt); err != nil {
+		t.Fatal(err)
+	}
 	want, err := os.ReadFile(filepath.Join(lower, "big"))
 	if err != nil {
 		t.Fatal(err)

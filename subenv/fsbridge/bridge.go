@@ -316,8 +316,16 @@ func (b *Bridge) start(srv *fuse.Server) {
 func (b *Bridge) stop() {
 	b.notes.close()
 	b.forget.close()
+	type forget struct {
+		node proto.NodeID
+		n    uint64
+	}
+	var (
+		cs       []*conn
+		releases []proto.HandleID
+		forgets  []forget
+	)
 	b.mu.Lock()
-	var cs []*conn
 	for _, c := range b.conns {
 		cs = append(cs, c)
 	}
@@ -325,8 +333,40 @@ func (b *Bridge) stop() {
 	for fh, h := range b.handles {
 		h.closeFile()
 		delete(b.handles, fh)
+		if h.conn != b.root {
+			continue
+		}
+		if h.dir == nil {
+			releases = append(releases, h.h)
+			continue
+		}
+		for i := range h.dir.plus {
+			if !h.dir.delivered[i] && h.dir.plus[i].Entry.Node != 0 {
+				forgets = append(forgets, forget{h.dir.plus[i].Entry.Node, 1})
+			}
+		}
 	}
+	for id, in := range b.inodes {
+		if in.conn == b.root && in.server > 0 {
+			forgets = append(forgets, forget{in.node, in.server})
+		}
+		delete(b.inodes, id)
+	}
+	b.byNode = map[nodeKey]*inode{}
 	b.mu.Unlock()
+	// Give the root server back what the kernel no longer holds. Over a
+	// connection the end of the session would do it; an in-process server
+	// (the launcher's) lives on and would keep it all.
+	if b.root != nil && !b.root.dead.Load() && (len(releases) > 0 || len(forgets) > 0) {
+		ctx, cancel := context.WithTimeout(b.bgCtx(), 10*time.Second)
+		for _, h := range releases {
+			b.root.fs.Release(ctx, h)
+		}
+		for _, f := range forgets {
+			b.root.fs.Forget(ctx, f.node, f.n)
+		}
+		cancel()
+	}
 	for _, c := range cs {
 		c.close()
 	}

@@ -587,3 +587,58 @@ func TestServe(t *testing.T) {
 		t.Fatal("Wait did not return after the unmount")
 	}
 }
+
+// TestLookupAccounting: every lookup the bridge got from the server goes
+// back, when the kernel forgets the inode and, for the rest, when the
+// bridge stops; every handle is released. The server is in-process (no
+// session whose end would clean up after the bridge).
+func TestLookupAccounting(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	for _, plus := range []bool{false, true} {
+		t.Run(map[bool]string{false: "readdir", true: "readdirplus"}[plus], func(t *testing.T) {
+			m := newMemFS()
+			d := m.add(1, "dir", syscall.S_IFDIR|0o755, "")
+			for i := 0; i < 50; i++ {
+				m.add(d, fmt.Sprintf("f%d", i), syscall.S_IFREG|0o644, "data")
+			}
+			var fsys proto.FileSystem = m
+			if plus {
+				fsys = memPlus{m}
+			}
+			b, dir := mount(t, fsys, Options{})
+			ents, err := os.ReadDir(filepath.Join(dir, "dir"))
+			if err != nil || len(ents) != 50 {
+				t.Fatalf("ls: %d entries, %v", len(ents), err)
+			}
+			for _, e := range ents {
+				if d, err := os.ReadFile(filepath.Join(dir, "dir", e.Name())); err != nil || string(d) != "data" {
+					t.Fatalf("read %s: %q %v", e.Name(), d, err)
+				}
+			}
+			if l, _ := m.held(); len(l) < 50 {
+				t.Fatalf("only %d nodes looked up", len(l))
+			}
+			// Make the kernel forget what it can: the bridge must pass
+			// the forgets on.
+			if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "forgets reach the server", func() bool {
+				l, _ := m.held()
+				for id := range l {
+					if id != 1 && id != d {
+						return false
+					}
+				}
+				return true
+			})
+			if err := b.Unmount(); err != nil {
+				t.Fatal(err)
+			}
+			b.Wait()
+			if l, h := m.held(); len(l) != 0 || h != 0 {
+				t.Errorf("after unmount the server still counts lookups %v and %d handles", l, h)
+			}
+		})
+	}
+}

@@ -80,7 +80,40 @@ func (m *memFS) attr(n *memNode) proto.Attr {
 func (m *memFS) Root(ctx context.Context) (proto.Entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.nodes[1].nlookup++
 	return proto.Entry{Node: 1, Attr: m.attr(m.nodes[1])}, nil
+}
+
+// held returns the lookups and handles clients hold.
+func (m *memFS) held() (lookups map[proto.NodeID]uint64, handles int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	lookups = map[proto.NodeID]uint64{}
+	for id, n := range m.nodes {
+		if n.nlookup != 0 {
+			lookups[id] = n.nlookup
+		}
+	}
+	return lookups, len(m.handles)
+}
+
+// memPlus is memFS with READDIRPLUS.
+type memPlus struct{ *memFS }
+
+func (m memPlus) ReadDirPlus(ctx context.Context, dir proto.NodeID) ([]proto.DirEntryPlus, error) {
+	ents, err := m.ReadDir(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]proto.DirEntryPlus, len(ents))
+	for i, e := range ents {
+		n := m.nodes[proto.NodeID(e.Ino)]
+		n.nlookup++
+		out[i] = proto.DirEntryPlus{DirEntry: e, Entry: proto.Entry{Node: n.id, Attr: m.attr(n)}}
+	}
+	return out, nil
 }
 
 func (m *memFS) lookupCount(name string) int {

@@ -311,6 +311,11 @@ func Run(cfg Config) (status int, err error) {
 				select {
 				case died = <-gone:
 				default:
+					// The program may have seen EIO and ended before the
+					// bridge's watcher told us; the connection knows.
+					if err := srv.lost(); err != nil {
+						died = srv.deathCause(err)
+					}
 				}
 			}
 			if died != "" {

@@ -246,6 +246,23 @@ func (s *fsServer) stop() {
 	}
 }
 
+// lost returns why the connection to the server was lost, or nil if it
+// was not.
+func (s *fsServer) lost() error {
+	if s.client == nil {
+		return nil
+	}
+	select {
+	case <-s.client.Done():
+		if err := s.client.Err(); err != nil {
+			return err
+		}
+		return syscall.EIO
+	default:
+		return nil
+	}
+}
+
 // deathCause says why the server's connection was lost, preferring what
 // the process table knows.
 func (s *fsServer) deathCause(err error) string {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -720,4 +721,58 @@ func TestBuiltinSocket(t *testing.T) {
 	if string(rest) != "via socket\n" {
 		t.Errorf("program saw %q after the change through the socket; stderr %s", rest, stderr.String())
 	}
+}
+
+// A program that does not notice its fs server died (it touches no file)
+// is ended after the grace period, with the whole pid namespace.
+func TestServerKilledGrace(t *testing.T) {
+	e := newEnv(t, false)
+	fsBin := herdFS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := e.command(ctx, "run", "-v", "--fs", fsBin+" --hide-tmp", "--", "sh", "-c",
+		`sleep 1000 & until [ "$(readlink /proc/$!/exe)" = "$(readlink -f "$(command -v sleep)")" ]; do :; done; echo up; wait`)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr syncBuilder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || l != "up\n" {
+		t.Fatalf("got %q, %v; stderr %s", l, err, stderr.String())
+	}
+	m := regexp.MustCompile(`herd-fs \(pid (\d+)\)`).FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("no server pid in %q", stderr.String())
+	}
+	pid, _ := strconv.Atoi(m[1])
+	syscall.Kill(pid, syscall.SIGKILL)
+	err := cmd.Wait()
+	if ctx.Err() != nil {
+		t.Fatal("subenv did not end the program after the grace period")
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 128+9 {
+		t.Errorf("exit: %v, want 137 (the namespace was killed); stderr %s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "subenv: fs server died: ") {
+		t.Errorf("stderr %q", stderr.String())
+	}
+}
+
+// syncBuilder is a strings.Builder safe for a writer goroutine and a reader.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

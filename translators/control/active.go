@@ -165,6 +165,7 @@ func cleanupAfter(node string, p Paths, existed bool) {
 	}
 	os.Remove(p.Socket)
 	os.Remove(p.State)
+	os.RemoveAll(p.RunDir)
 	if !existed {
 		os.Remove(node)
 	}
@@ -216,8 +217,10 @@ func StopActive(a *Active, force bool, timeout time.Duration) error {
 			if mounted {
 				fuseUnmount(st.Node, true)
 			}
+			p := PathsFor(dirOf(st.Socket), st.Node)
 			os.Remove(st.Socket)
-			os.Remove(PathsFor(dirOf(st.Socket), st.Node).State)
+			os.Remove(p.State)
+			os.RemoveAll(p.RunDir)
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)

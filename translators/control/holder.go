@@ -126,10 +126,14 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 	}
 	defer lf.Close()
 
-	// The translator.
+	// The translator, with a runtime dir of its own.
+	os.RemoveAll(cfg.Paths.RunDir)
+	if err := os.Mkdir(cfg.Paths.RunDir, 0o700); err != nil {
+		return err
+	}
 	cmd := &exec.Cmd{Path: cfg.Program, Args: cfg.Argv, Stdout: os.Stderr, Stderr: os.Stderr}
 	cmd.ExtraFiles = []*os.File{lf}
-	env := []string{"LISTEN_FDS=1"}
+	env := []string{"LISTEN_FDS=1", "HERD_RUNTIME_DIR=" + cfg.Paths.RunDir}
 	if h.under != nil {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, h.under)
 		env = append(env, "HERD_UNDERLYING=4")
@@ -326,6 +330,7 @@ func (h *holder) stop(failed bool) {
 	if st, err := ReadState(h.cfg.Paths.State); err != nil || st.HolderPid == os.Getpid() {
 		os.Remove(h.cfg.Paths.Socket)
 		os.Remove(h.cfg.Paths.State)
+		os.RemoveAll(h.cfg.Paths.RunDir)
 		if !failed {
 			os.Remove(h.cfg.Paths.Log)
 		}
@@ -371,7 +376,7 @@ func cleanEnv() []string {
 	for _, e := range os.Environ() {
 		k, _, _ := strings.Cut(e, "=")
 		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERD_UNDERLYING":
+		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERD_UNDERLYING", "HERD_RUNTIME_DIR":
 			continue
 		}
 		out = append(out, e)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -160,5 +161,24 @@ func TestUsermux(t *testing.T) {
 			e.ok("settrans", "-g", um)
 			waitNoProcesses(t, marker)
 		})
+	}
+}
+
+// TestHostmuxKilled: children do not outlive a mux killed outright.
+func TestHostmuxKilled(t *testing.T) {
+	e := newEnv(t, "user")
+	mux := filepath.Join(e.dir, "m")
+	marker := fmt.Sprintf("killed-%d", time.Now().UnixNano())
+	e.ok("settrans", "-ac", mux, "hostmux", "hello", "--contents", marker+":${host}")
+	if got := e.ok("cat", filepath.Join(mux, "a")); got != marker+":a" {
+		t.Fatalf("cat = %q", got)
+	}
+	st := e.state(mux)
+	if err := syscall.Kill(st.TranslatorPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitNoProcesses(t, marker)
+	if mounted(t, mux) {
+		t.Fatal("still mounted")
 	}
 }

@@ -92,13 +92,17 @@ type State struct {
 	UnderlyingFD int `json:"underlying_fd"`
 }
 
-// Paths of a node's files in the runtime directory.
-type Paths struct{ Socket, State, Log string }
+// Paths of a node's files in the runtime directory. RunDir is the
+// translator's own runtime dir (HERD_RUNTIME_DIR: hostmux's children's
+// sockets go there), named short since sockets go below it.
+type Paths struct{ Socket, State, Log, RunDir string }
 
 // PathsFor returns where the translator of node keeps its files.
 func PathsFor(dir, node string) Paths {
-	k := filepath.Join(dir, NodeKey(node))
-	return Paths{Socket: k + ".sock", State: k + ".json", Log: k + ".log"}
+	key := NodeKey(node)
+	k := filepath.Join(dir, key)
+	return Paths{Socket: k + ".sock", State: k + ".json", Log: k + ".log",
+		RunDir: filepath.Join(dir, key[strings.LastIndexByte(key, '.')+1:]+".d")}
 }
 
 // WriteState writes st atomically.

@@ -64,6 +64,7 @@ type Mux struct {
 	byNode  map[proto.NodeID]*child
 	listed  map[string]proto.Entry // names whose child started: what a lookup answered
 	next    proto.NodeID
+	nsock   int // sockets made, for unique names
 	stopped bool
 }
 
@@ -115,7 +116,7 @@ func (m *Mux) socketDir() (string, error) {
 			return "", m.dirErr
 		}
 	}
-	m.dir, m.dirErr = os.MkdirTemp(base, m.Name+"-")
+	m.dir, m.dirErr = os.MkdirTemp(base, "mx")
 	return m.dir, m.dirErr
 }
 
@@ -294,7 +295,11 @@ func (m *Mux) startChild(ctx context.Context, c *child) error {
 	if err != nil {
 		return err
 	}
-	c.socket = filepath.Join(dir, socketName(c.name))
+	m.mu.Lock()
+	m.nsock++
+	n := m.nsock
+	m.mu.Unlock()
+	c.socket = filepath.Join(dir, socketName(c.name, n))
 	os.Remove(c.socket)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: c.socket, Net: "unix"})
 	if err != nil {
@@ -430,8 +435,9 @@ func waitFor(c <-chan struct{}, d time.Duration) bool {
 	}
 }
 
-// socketName keeps a child's socket name short and safe.
-func socketName(name string) string {
+// socketName keeps a child's socket name short and safe: a unix socket's
+// path has 108 bytes in all.
+func socketName(name string, n int) string {
 	var b strings.Builder
 	for _, r := range name {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
@@ -441,10 +447,10 @@ func socketName(name string) string {
 		}
 	}
 	s := b.String()
-	if len(s) > 20 { // a unix socket's path has 108 bytes in all
-		s = s[:20]
+	if len(s) > 16 {
+		s = s[:16]
 	}
-	return fmt.Sprintf("%s.%d.sock", s, time.Now().UnixNano()%1e9)
+	return fmt.Sprintf("%s-%d.sock", s, n)
 }
 
 func cleanEnv() []string {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
@@ -99,6 +100,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"/nonexistent/herd", "--mount", dir}, 1, "branch /nonexistent/herd: no such file"},
 		{[]string{file, "--mount", dir}, 1, "not a directory"},
 		{[]string{"-r", dir, dir, "--mount", dir}, 2, "no branches to remove"},
+		{[]string{"-u", "--socket", filepath.Join(dir, "sock")}, 1, "no underlying node"},
 	} {
 		out, err := exec.Command(bin, c.args...).CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
@@ -115,5 +117,31 @@ func TestBadInput(t *testing.T) {
 	out, err := exec.Command(bin, "--help").Output()
 	if err != nil || !strings.Contains(string(out), "--writable") || !strings.Contains(string(out), "--remove") {
 		t.Errorf("--help: %v: %s", err, out)
+	}
+}
+
+// TestUnderlying: unionfs -u -w UPPER mounted on a directory shows the
+// directory's own contents beneath UPPER's, as the Hurd's --underlying.
+func TestUnderlying(t *testing.T) {
+	base := kittest.TempDir(t)
+	node, upper := filepath.Join(base, "node"), filepath.Join(base, "upper")
+	must(t, os.MkdirAll(filepath.Join(node, "d"), 0o755))
+	must(t, os.Mkdir(upper, 0o755))
+	must(t, os.WriteFile(filepath.Join(node, "d/own"), []byte("own\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(upper, "top"), []byte("top\n"), 0o644))
+	p := kittest.RunMount(t, bin, node, "-u", "-w", upper)
+	if got := names(t, node); got != "d top" {
+		t.Errorf("lists %q", got)
+	}
+	must(t, os.WriteFile(filepath.Join(node, "d/own"), []byte("changed\n"), 0o644))
+	if read(t, filepath.Join(upper, "d/own")) != "changed\n" {
+		t.Error("write did not copy up")
+	}
+	must(t, syscall.Unmount(node, 0))
+	if err := p.Wait(t); err != nil {
+		t.Errorf("after umount: %v: %s", err, p.Stderr)
+	}
+	if read(t, filepath.Join(node, "d/own")) != "own\n" {
+		t.Error("the underlying directory changed")
 	}
 }

@@ -58,6 +58,24 @@ func (u *union) add(dir string, writable, front bool) error {
 	return nil
 }
 
+// underlyingName stands for the underlying node in the branch list.
+const underlyingName = "(underlying node)"
+
+// addUnderlying adds the node the translator sits on as the last branch.
+func (u *union) addUnderlying(f *os.File) error {
+	if f == nil {
+		return fmt.Errorf("--underlying: there is no underlying node (start unionfs with settrans or --mount)")
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("--underlying: the underlying node: %w", err)
+	}
+	u.mu.Lock()
+	u.branches = append(u.branches, &branch{dir: underlyingName, fd: fd})
+	u.mu.Unlock()
+	return nil
+}
+
 func (u *union) remove(dir string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()

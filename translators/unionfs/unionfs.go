@@ -16,7 +16,8 @@
 // branch cannot be renamed (EXDEV, as overlayfs: mv copies instead).
 //
 // Branches are in the order given: -w/--writable and -a/--add options
-// first, in their order, then the positional DIRs. At run time (fsysopts)
+// first, in their order, then the positional DIRs, then with -u/--underlying
+// the node the translator sits on (read-only), as the Hurd's --underlying. At run time (fsysopts)
 // -a/--add DIR appends a read-only branch (lowest priority), -w/--writable
 // DIR puts a writable one in front, -r/--remove DIR removes one; fsysopts
 // with no options lists the branches. A name is looked up anew in the
@@ -25,6 +26,7 @@ package unionfs
 
 import (
 	"fmt"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -70,6 +72,7 @@ func Translator() kit.Translator {
 	flags.VarP(&opValue{opAddWritable, &ops}, "writable", "w", "a writable branch `DIR`: changes are made in the first one (without one the union is read-only)")
 	flags.VarP(&opValue{opAdd, &ops}, "add", "a", "a read-only branch `DIR` (at run time: appended, lowest priority)")
 	flags.VarP(&opValue{opRemove, &ops}, "remove", "r", "remove the branch `DIR` (at run time)")
+	underlying := flags.BoolP("underlying", "u", false, "add the node the translator sits on as the last, read-only branch (settrans -a DIR unionfs -u -w UPPER: DIR's own contents show through)")
 	u := &union{nodes: map[nodeKey]*node{}, lookedUp: map[[2]string]bool{}}
 	var fs *kit.FS
 	apply := func(start bool) error {
@@ -102,17 +105,27 @@ func Translator() kit.Translator {
 			for _, a := range args {
 				ops = append(ops, op{opAdd, a})
 			}
-			if len(ops) == 0 {
+			if len(ops) == 0 && !*underlying {
 				return nil, kit.Usagef("no branches: give at least one DIR")
 			}
 			if err := apply(true); err != nil {
 				u.close()
 				return nil, err
 			}
+			if *underlying {
+				if err := u.addUnderlying(kit.Underlying()); err != nil {
+					u.close()
+					return nil, err
+				}
+			}
 			fs = kit.NewFS(u.nodeAt("", syscall.S_IFDIR))
 			return fs, nil
 		},
 		SetOptions: func(changed []string) error {
+			if slices.Contains(changed, "underlying") {
+				ops = nil
+				return fmt.Errorf("--underlying cannot change at run time")
+			}
 			err := apply(false)
 			u.invalidate(fs) // what was applied before an error counts too
 			return err
@@ -120,7 +133,9 @@ func Translator() kit.Translator {
 		GetOptions: func() []string {
 			out := []string{"unionfs"}
 			for _, b := range u.snapshot() {
-				if b.writable {
+				if b.dir == underlyingName {
+					out = append(out, "--underlying")
+				} else if b.writable {
 					out = append(out, "--writable="+b.dir)
 				} else {
 					out = append(out, b.dir)

@@ -79,7 +79,9 @@ func (l *tunLink) IsAttached() bool {
 }
 
 // Attach starts the read loop; Attach(nil) (the NIC is being removed) stops
-// it by closing the TUN file.
+// it by closing the TUN file. It must not wait for the loop: the stack
+// calls it holding its own lock, which the loop may need to deliver the
+// packet in hand (Wait, called later without locks, waits).
 func (l *tunLink) Attach(d stack.NetworkDispatcher) {
 	l.mu.Lock()
 	old := l.dispatcher
@@ -87,7 +89,6 @@ func (l *tunLink) Attach(d stack.NetworkDispatcher) {
 	l.mu.Unlock()
 	if d == nil {
 		l.shutdown()
-		l.wg.Wait()
 		return
 	}
 	if old == nil {

@@ -10,6 +10,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -163,26 +164,34 @@ func Main(args []string, base Options) int {
 		os.Chmod(jp, 0o600)
 		defer os.Remove(jp)
 		lock := jp + ".lock"
+		var once sync.Once
 		empty := func() {
 			// Under the join lock, so a member that is about to join
-			// either finds us still here or starts a new keeper.
-			if unlock, err := flock(lock); err == nil {
-				if srv.Members() == 0 {
-					jl.Close()
-					os.Remove(jp)
-					stop <- "last member left"
-					return // keep the lock until exit
-				}
+			// either finds us still here or starts a new keeper. If the
+			// lock cannot be had (its directory is gone), nobody can
+			// join through it either: go.
+			unlock, err := flock(lock)
+			if err == nil && srv.Members() != 0 {
 				unlock()
+				return
 			}
+			once.Do(func() {
+				jl.Close()
+				os.Remove(jp)
+				stop <- "last member left"
+			})
+			// Keep the lock until exit.
 		}
 		go srv.ServeJoin(jl, empty)
 		// A keeper whose first member never came (its launcher died
-		// between starting it and joining) does not stay forever.
+		// between starting it and joining), or whose last leave was
+		// missed, does not stay forever.
 		go func() {
-			time.Sleep(time.Minute)
-			if srv.Members() == 0 {
-				empty()
+			for {
+				time.Sleep(30 * time.Second)
+				if srv.Members() == 0 {
+					empty()
+				}
 			}
 		}()
 		defer jl.Close()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,16 +113,8 @@ type Plan struct {
 // exist. For lan mode it joins (or starts) the lan's keeper and reserves
 // an address, which TUN() then carries.
 func Prepare(mode Mode, runtimeDir string, opts Options) (*Plan, error) {
-	if opts.MTU == 0 {
-		opts.MTU = DefaultMTU
-	}
-	if opts.IfName == "" {
-		opts.IfName = "eth0"
-	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 30 * time.Second
-	}
 	p := &Plan{mode: mode, opts: opts, runtimeDir: runtimeDir}
+	p.fill()
 	switch mode.Kind {
 	case KindNAT, KindProg:
 		c := NATConfig(opts.IfName, opts.MTU)
@@ -134,6 +125,18 @@ func Prepare(mode Mode, runtimeDir string, opts Options) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+func (p *Plan) fill() {
+	if p.opts.MTU == 0 {
+		p.opts.MTU = DefaultMTU
+	}
+	if p.opts.IfName == "" {
+		p.opts.IfName = "eth0"
+	}
+	if p.opts.Timeout == 0 {
+		p.opts.Timeout = 30 * time.Second
+	}
 }
 
 // TUN is the TUN configuration the init must create (CreateTUNWith), or
@@ -347,13 +350,7 @@ func FindBinary(name string) string {
 
 // LANDir is where lan keepers' sockets live: $XDG_RUNTIME_DIR/herd/lan,
 // or /tmp/herd-UID/lan.
-func LANDir() string {
-	base := os.Getenv("XDG_RUNTIME_DIR")
-	if base != "" {
-		return filepath.Join(base, "herd", "lan")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("herd-%d", os.Getuid()), "lan")
-}
+func LANDir() string { return lanDirFor(hostUID()) }
 
 func (p *Plan) joinLAN() error {
 	dir := LANDir()
@@ -377,35 +374,11 @@ func (p *Plan) joinLAN() error {
 			return fmt.Errorf("netattach: lan %s: keeper started but its join socket refuses: %v", p.mode.LAN, err)
 		}
 	}
-	nat := "0"
-	if p.mode.NAT {
-		nat = "1"
-	}
-	c.SetDeadline(time.Now().Add(p.opts.Timeout))
-	if _, err := fmt.Fprintf(c, "RESERVE nat=%s\n", nat); err != nil {
+	addr, gw, err := reserve(c, p.mode)
+	if err != nil {
 		c.Close()
-		return fmt.Errorf("netattach: lan %s: %v", p.mode.LAN, err)
+		return err
 	}
-	line, err := readConnLine(c)
-	if err != nil || !strings.HasPrefix(line, "ADDR ") {
-		c.Close()
-		if err == nil {
-			err = errors.New(strings.TrimPrefix(line, "ERR "))
-		}
-		return fmt.Errorf("netattach: lan %s: %v", p.mode.LAN, err)
-	}
-	f := strings.Fields(line)
-	if len(f) < 3 {
-		c.Close()
-		return fmt.Errorf("netattach: lan %s: bad keeper reply %q", p.mode.LAN, line)
-	}
-	addr, err1 := netip.ParsePrefix(f[1])
-	gw, err2 := netip.ParseAddr(f[2])
-	if err1 != nil || err2 != nil {
-		c.Close()
-		return fmt.Errorf("netattach: lan %s: bad keeper reply %q", p.mode.LAN, line)
-	}
-	c.SetDeadline(time.Time{})
 	cfg := TUNConfig{Name: p.opts.IfName, MTU: p.opts.MTU, Addr: addr}
 	if p.mode.NAT {
 		cfg.Gateway = gw

@@ -165,6 +165,7 @@ func TestLANNAT(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	port := hostHTTP(t)
 	ns1, n1, a1 := lanMember(t, "lan:out,nat")
+	defer waitNoKeeper(t)
 	defer ns1.Close()
 	defer n1.Close()
 	out, code, err := ns1.Run(time.Minute, curl, "-sS", fmt.Sprintf("http://10.0.3.2:%d/lan", port))

@@ -1,0 +1,199 @@
+package netattach
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// firstLANAddr is what a fresh keeper gives its first member.
+var firstLANAddr = netip.MustParsePrefix("10.0.3.15/24")
+
+// InitJoinLAN joins lan m from inside the new network namespace (the
+// init, before pivot_root: the keeper's join socket is a path on the
+// host's file system, reachable from any network namespace). It takes the
+// lan's lock, reserves an address from the running keeper (or, when there
+// is none, claims the address a fresh keeper gives first), and creates the
+// TUN with it. It returns the descriptors HostAttachLAN needs: the TUN,
+// the lock (still held), and the member's connection when a keeper runs.
+// This is for launchers whose host side cannot run before the init (see
+// Prepare for the other order).
+func InitJoinLAN(m Mode, ifname string, mtu int) ([]*os.File, error) {
+	if m.Kind != KindLAN {
+		return nil, errors.New("netattach: InitJoinLAN: not a lan mode")
+	}
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	dir := lanDirFor(hostUID())
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("netattach: lan dir: %v", err)
+	}
+	join := filepath.Join(dir, m.LAN+".join")
+	lock, err := os.OpenFile(join+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("netattach: lan %s: lock: %v", m.LAN, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("netattach: lan %s: lock: %v", m.LAN, err)
+	}
+	fail := func(err error) ([]*os.File, error) {
+		unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+		lock.Close()
+		return nil, err
+	}
+	addr, gw := firstLANAddr, netip.MustParseAddr("10.0.3.2")
+	var connFile *os.File
+	if c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: join, Net: "unix"}); err == nil {
+		a, g, err := reserve(c, m)
+		if err != nil {
+			c.Close()
+			return fail(err)
+		}
+		addr, gw = a, g
+		connFile, err = c.File()
+		c.Close()
+		if err != nil {
+			return fail(err)
+		}
+	}
+	cfg := TUNConfig{Name: ifname, MTU: mtu, Addr: addr}
+	if m.NAT {
+		cfg.Gateway = gw
+	}
+	tun, err := CreateTUNWith(cfg)
+	if err != nil {
+		if connFile != nil {
+			connFile.Close()
+		}
+		return fail(err)
+	}
+	files := []*os.File{tun, lock}
+	if connFile != nil {
+		files = append(files, connFile)
+	}
+	return files, nil
+}
+
+// HostAttachLAN is the host half of InitJoinLAN: with the descriptors the
+// init passed out, it starts the keeper if none ran (and checks it gave the
+// claimed address), attaches the TUN and releases the lan's lock.
+func HostAttachLAN(m Mode, files []*os.File, opts Options) (*Net, error) {
+	if len(files) < 2 {
+		return nil, errors.New("netattach: lan: expected the TUN and the lock from the init")
+	}
+	lock := files[1]
+	defer func() {
+		// LOCK_UN releases the lock for every holder of the description
+		// (the init has a copy too).
+		unix.Flock(int(lock.Fd()), unix.LOCK_UN)
+		lock.Close()
+	}()
+	p := &Plan{mode: m, opts: opts}
+	p.fill()
+	if len(files) > 2 {
+		c, err := net.FileConn(files[2])
+		files[2].Close()
+		if err != nil {
+			return nil, err
+		}
+		p.lanConn = c.(*net.UnixConn)
+	} else {
+		dir := LANDir()
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		sock := filepath.Join(dir, m.LAN+".sock")
+		join := filepath.Join(dir, m.LAN+".join")
+		if err := p.startKeeper(sock, join); err != nil {
+			return nil, err
+		}
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: join, Net: "unix"})
+		if err != nil {
+			return nil, fmt.Errorf("netattach: lan %s: keeper started but its join socket refuses: %v", m.LAN, err)
+		}
+		a, _, err := reserve(c, m)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		if a != firstLANAddr {
+			c.Close()
+			return nil, fmt.Errorf("netattach: lan %s: a new keeper gave %s, not %s", m.LAN, a, firstLANAddr)
+		}
+		p.lanConn = c
+	}
+	return p.attachLAN(files[0])
+}
+
+// reserve asks the keeper on c for an address.
+func reserve(c *net.UnixConn, m Mode) (netip.Prefix, netip.Addr, error) {
+	nat := "0"
+	if m.NAT {
+		nat = "1"
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := fmt.Fprintf(c, "RESERVE nat=%s\n", nat); err != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: %v", m.LAN, err)
+	}
+	line, err := readConnLine(c)
+	if err != nil || !strings.HasPrefix(line, "ADDR ") {
+		if err == nil {
+			err = errors.New(strings.TrimPrefix(line, "ERR "))
+		}
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: %v", m.LAN, err)
+	}
+	f := strings.Fields(line)
+	if len(f) < 3 {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: bad keeper reply %q", m.LAN, line)
+	}
+	addr, err1 := netip.ParsePrefix(f[1])
+	gw, err2 := netip.ParseAddr(f[2])
+	if err1 != nil || err2 != nil {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: bad keeper reply %q", m.LAN, line)
+	}
+	return addr, gw, nil
+}
+
+// hostUID is our uid as the host sees it (inside a user namespace, where
+// we may be root, it is what uid_map maps us to).
+func hostUID() int {
+	uid := os.Getuid()
+	f, err := os.Open("/proc/self/uid_map")
+	if err != nil {
+		return uid
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		w := strings.Fields(sc.Text())
+		if len(w) != 3 {
+			continue
+		}
+		in, _ := strconv.Atoi(w[0])
+		out, _ := strconv.Atoi(w[1])
+		n, _ := strconv.Atoi(w[2])
+		if uid >= in && uid < in+n {
+			return out + uid - in
+		}
+	}
+	return uid
+}
+
+func lanDirFor(uid int) string {
+	if base := os.Getenv("XDG_RUNTIME_DIR"); base != "" {
+		return filepath.Join(base, "herd", "lan")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("herd-%d", uid), "lan")
+}

@@ -15,9 +15,11 @@ import (
 )
 
 // The benchmarks run each loop natively (on the directory servers/fs
-// serves) and through the bridge, in the same run, so ratios can be
-// reported. "bridge" is the subenvironment's case for a plain user (the
-// bridge reads backing descriptors itself); "passthrough" is root's.
+// serves), through go-fuse's loopback and through the bridge, in the same
+// run, so ratios can be reported. "bridge" is the subenvironment's case for
+// a plain user (the bridge reads backing descriptors itself) and compares
+// with "loopback" (passthrough off); "passthrough" is root's and compares
+// with "loopback-pt".
 
 const benchFiles = 1000
 
@@ -54,19 +56,24 @@ func benchTargets(b *testing.B, setup func(b *testing.B, dir string)) map[string
 		setup(b, lower)
 		out[name] = dir
 	}
-	out["loopback"] = mountLoopback(b, setup)
+	out["loopback"] = mountLoopback(b, setup, false)
+	out["loopback-pt"] = mountLoopback(b, setup, true)
 	return out
 }
 
 // mountLoopback mounts go-fuse's own loopback file system (its example,
 // 1 s timeouts: the ANCHORS.md set-up), which has no protocol hop: the
-// figure to beat.
-func mountLoopback(b *testing.B, setup func(b *testing.B, dir string)) string {
+// figure to beat. Without pt its files are not handed to the kernel.
+func mountLoopback(b *testing.B, setup func(b *testing.B, dir string), pt bool) string {
 	b.Helper()
 	orig := b.TempDir()
 	setup(b, orig)
 	mnt := b.TempDir()
-	root, err := gofs.NewLoopbackRoot(orig)
+	newRoot := newLoopbackNoPassthrough
+	if pt {
+		newRoot = gofs.NewLoopbackRoot
+	}
+	root, err := newRoot(orig)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,7 +100,7 @@ func mountLoopback(b *testing.B, setup func(b *testing.B, dir string)) string {
 	return mnt
 }
 
-var benchOrder = []string{"native", "loopback", "bridge", "passthrough"}
+var benchOrder = []string{"native", "loopback", "bridge", "loopback-pt", "passthrough"}
 
 func BenchmarkStat(b *testing.B) {
 	var files []string

@@ -56,10 +56,10 @@ func setEntryTimeouts(out *fuse.EntryOut, d time.Duration) {
 
 // reply hands e, found as name in parent, to the kernel: it follows a
 // redirect, records the lookup and fills out.
-func (b *Bridge) reply(p *inode, name string, e proto.Entry, out *fuse.EntryOut) fuse.Status {
+func (b *Bridge) reply(h *fuse.InHeader, p *inode, name string, e proto.Entry, out *fuse.EntryOut) fuse.Status {
 	c := p.conn
 	if e.Redirect != nil {
-		tc, root, st := b.follow(p, e)
+		tc, root, st := b.follow(h, p, e)
 		if !st.Ok() {
 			return st
 		}
@@ -93,7 +93,7 @@ func (b *Bridge) fillEntry(c *conn, in *inode, e *proto.Entry, out *fuse.EntryOu
 // FS_RETRY): the kernel sees the translator's root in place of the node.
 // The underlying node's lookup goes back to its server at once: nothing
 // further is asked of it about this name.
-func (b *Bridge) follow(p *inode, e proto.Entry) (*conn, proto.Entry, fuse.Status) {
+func (b *Bridge) follow(h *fuse.InHeader, p *inode, e proto.Entry) (*conn, proto.Entry, fuse.Status) {
 	c := p.conn
 	node := e.Node
 	b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, 1) })
@@ -102,7 +102,7 @@ func (b *Bridge) follow(p *inode, e proto.Entry) (*conn, proto.Entry, fuse.Statu
 		b.logf("redirect to %s: %v", e.Redirect.Socket, err)
 		return nil, proto.Entry{}, fuse.EIO
 	}
-	ctx, cancel := b.ctx(tc, &fuse.InHeader{})
+	ctx, cancel := b.ctx(tc, h)
 	defer cancel()
 	root, err := tc.fs.Root(ctx)
 	if err != nil {
@@ -142,7 +142,7 @@ func (b *Bridge) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		}
 		return errno(err)
 	}
-	return b.reply(p, name, e, out)
+	return b.reply(h, p, name, e, out)
 }
 
 func (b *Bridge) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
@@ -227,7 +227,7 @@ func (b *Bridge) create(h *fuse.InHeader, name string, out *fuse.EntryOut, call 
 	if err != nil {
 		return errno(err)
 	}
-	return b.reply(p, name, e, out)
+	return b.reply(h, p, name, e, out)
 }
 
 func (b *Bridge) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {

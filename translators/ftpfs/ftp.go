@@ -236,24 +236,34 @@ func (d deadlineConn) Write(p []byte) (int, error) {
 // LIST, MLSD) and returns all of it; the transfer counts only when the
 // server confirms it (226/250), so a server that dies midway is an error.
 func (c *conn) retrieve(format string, args ...any) ([]byte, error) {
+	var buf bytes.Buffer
+	err := c.retrieveTo(&buf, format, args...)
+	return buf.Bytes(), err
+}
+
+// errAborted is returned by a retrieveTo writer that no longer wants the
+// data; the connection is dropped rather than resynchronized.
+var errAborted = errors.New("transfer no longer wanted")
+
+// retrieveTo is retrieve writing to w as the data arrives.
+func (c *conn) retrieveTo(w io.Writer, format string, args ...any) error {
 	dc, err := c.data()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer dc.Close()
 	if _, _, err := c.cmd(100, format, args...); err != nil {
-		return nil, err
+		return err
 	}
-	var buf bytes.Buffer
-	_, cerr := io.Copy(&buf, deadlineConn{dc})
+	_, cerr := io.Copy(w, deadlineConn{dc})
 	dc.Close()
+	if errors.Is(cerr, errAborted) {
+		return cerr
+	}
 	if _, _, err := c.reply(200); err != nil {
-		return nil, err
+		return err
 	}
-	if cerr != nil {
-		return nil, cerr
-	}
-	return buf.Bytes(), nil
+	return cerr
 }
 
 // store sends data with STOR.
@@ -311,6 +321,10 @@ func (p *pool) do(fn func(c *conn) error) error {
 			}
 		}
 		err := fn(c)
+		if errors.Is(err, errAborted) {
+			c.nc.Close()
+			return err
+		}
 		if err == nil || isRefusal(err) && !isDrop(err) {
 			p.mu.Lock()
 			p.idle = append(p.idle, c)

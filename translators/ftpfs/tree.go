@@ -378,15 +378,21 @@ func (l *linkNode) Readlink(ctx context.Context) (string, syscall.Errno) {
 	return l.e.target, 0
 }
 
-// fileNode is a file on the server. Its contents are fetched whole (RETR)
-// at the first open that needs them and kept; changes are sent back whole
-// (STOR) when the last writer closes, at fsync, and at sync.
+// fileNode is a file on the server. Its contents are fetched (RETR) in
+// the background from the first open, kept, and served to reads as soon
+// as the bytes they want have arrived, so no call waits for more of a
+// long transfer than it needs. Changes are sent back whole (STOR) when a
+// writer closes, at fsync, and at sync.
 type fileNode struct {
 	base
-	mu     sync.Mutex // guards the fields below; taken before r.mu
-	data   []byte
-	loaded bool
-	stale  bool // the server's copy changed: fetch again at the next open (set under r.mu)
+	mu      sync.Mutex // guards the fields below; taken before r.mu
+	cnd     *sync.Cond // on mu: the fetch made progress or ended
+	data    []byte
+	loaded  bool          // data is the whole file (or the file as changed here)
+	loading bool          // a fetch is running
+	loadErr syscall.Errno // why the last fetch failed
+	gen     uint64        // bumped when data is replaced: a running fetch is no longer wanted
+	stale   bool          // the server's copy changed: fetch again at the next open (set under r.mu)
 }
 
 type handle struct{ write bool }
@@ -400,6 +406,13 @@ var (
 	_ kit.Releaser  = (*fileNode)(nil)
 )
 
+func (f *fileNode) cond() *sync.Cond {
+	if f.cnd == nil {
+		f.cnd = sync.NewCond(&f.mu)
+	}
+	return f.cnd
+}
+
 func (f *fileNode) Getattr(ctx context.Context, out *proto.Attr) syscall.Errno {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -412,38 +425,106 @@ func (f *fileNode) Getattr(ctx context.Context, out *proto.Attr) syscall.Errno {
 	return 0
 }
 
-// load fetches the contents if they are not here (f.mu held).
-func (f *fileNode) load() syscall.Errno {
+// replace drops what is here for data (nil and not loaded: fetch again);
+// a running fetch stops (f.mu held).
+func (f *fileNode) replace(data []byte, loaded bool) {
+	f.gen++
+	f.data, f.loaded, f.loading, f.loadErr = data, loaded, false, 0
+	f.cond().Broadcast()
+}
+
+// start begins fetching the contents unless they are here or coming
+// (f.mu held).
+func (f *fileNode) start() {
 	f.r.mu.Lock()
 	if f.stale && !f.r.dirty[f] {
-		f.loaded, f.data, f.stale = false, nil, false
+		f.stale = false
+		f.r.mu.Unlock()
+		f.replace(nil, false)
+	} else {
+		f.r.mu.Unlock()
 	}
-	f.r.mu.Unlock()
-	if f.loaded {
-		return 0
+	if f.loaded || f.loading {
+		return
 	}
-	p := f.path()
-	var data []byte
-	err := f.r.pool.do(func(c *conn) error {
-		var err error
-		data, err = c.retrieve("RETR %s", p)
-		return err
+	f.loading, f.loadErr = true, 0
+	f.data = nil
+	gen, p := f.gen, f.path()
+	go func() {
+		err := f.r.pool.do(func(c *conn) error {
+			f.mu.Lock()
+			if f.gen != gen {
+				f.mu.Unlock()
+				return errAborted
+			}
+			f.data = f.data[:0] // a second attempt starts over
+			f.mu.Unlock()
+			return c.retrieveTo(writerFunc(func(b []byte) (int, error) {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if f.gen != gen {
+					return 0, errAborted
+				}
+				f.data = append(f.data, b...)
+				f.cond().Broadcast()
+				return len(b), nil
+			}), "RETR %s", p)
+		})
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.gen != gen {
+			return
+		}
+		f.loading = false
+		if err != nil {
+			f.data, f.loadErr = nil, errnoOf(err)
+		} else {
+			f.loaded = true
+		}
+		f.cond().Broadcast()
+	}()
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(b []byte) (int, error) { return w(b) }
+
+// wait waits until the first n bytes are here (n < 0: the whole file), the
+// fetch failed, or ctx ends (f.mu held).
+func (f *fileNode) wait(ctx context.Context, n int64) syscall.Errno {
+	f.start()
+	stop := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond().Broadcast()
+		f.mu.Unlock()
 	})
-	if err != nil {
-		return errnoOf(err)
+	defer stop()
+	for {
+		switch {
+		case f.loaded:
+			return 0
+		case n >= 0 && int64(len(f.data)) >= n:
+			return 0
+		case !f.loading:
+			if f.loadErr != 0 {
+				return f.loadErr
+			}
+			return syscall.EIO
+		case ctx.Err() != nil:
+			return syscall.EINTR
+		}
+		f.cond().Wait()
 	}
-	f.data, f.loaded = data, true
-	return 0
 }
 
 func (f *fileNode) Open(ctx context.Context, flags uint32) (kit.Handle, uint32, syscall.Errno) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		f.data, f.loaded = nil, true
+		f.replace(nil, true)
 		f.markDirty()
-	} else if errno := f.load(); errno != 0 {
-		return nil, 0, errno
+	} else {
+		f.start()
 	}
 	return &handle{write: flags&syscall.O_ACCMODE != syscall.O_RDONLY}, 0, 0
 }
@@ -458,10 +539,8 @@ func (f *fileNode) markDirty() {
 func (f *fileNode) Read(ctx context.Context, h kit.Handle, off int64, size int) ([]byte, syscall.Errno) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.loaded {
-		if errno := f.load(); errno != 0 {
-			return nil, errno
-		}
+	if errno := f.wait(ctx, off+int64(size)); errno != 0 {
+		return nil, errno
 	}
 	if off >= int64(len(f.data)) {
 		return nil, 0
@@ -473,7 +552,7 @@ func (f *fileNode) Read(ctx context.Context, h kit.Handle, off int64, size int) 
 func (f *fileNode) Write(ctx context.Context, h kit.Handle, off int64, data []byte) (int, syscall.Errno) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if errno := f.load(); errno != 0 {
+	if errno := f.wait(ctx, -1); errno != 0 {
 		return 0, errno
 	}
 	if end := off + int64(len(data)); end > int64(len(f.data)) {
@@ -513,7 +592,12 @@ func (f *fileNode) Setattr(ctx context.Context, h kit.Handle, in proto.SetAttrIn
 	}
 	if in.Valid&proto.SetAttrSize != 0 {
 		f.mu.Lock()
-		errno := f.load()
+		var errno syscall.Errno
+		if in.Size == 0 {
+			f.replace(nil, true) // no need for the old contents
+		} else {
+			errno = f.wait(ctx, -1)
+		}
 		if errno == 0 {
 			size := int64(in.Size)
 			if size <= int64(len(f.data)) {

@@ -312,6 +312,8 @@ func (h *holder) stop(failed bool) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				h.client.Goaway(ctx, 0)
 				cancel()
+				// Our session would keep its server waiting for us.
+				h.client.Close()
 			}
 			if !waitFor(h.exited, 5*time.Second) {
 				h.cmd.Process.Signal(syscall.SIGTERM)

@@ -173,6 +173,9 @@ func (s *Server) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	r.Complete(false)
+	// The program's kernel and the host's each do their own Nagle; a
+	// second one here only adds latency to request/response traffic.
+	ep.SocketOptions().SetDelayOption(false)
 	s.stats.tcpConns.Add(1)
 	guest := gonet.NewTCPConn(&wq, ep)
 	c := s.track(f, guest, host)

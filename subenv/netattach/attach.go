@@ -117,7 +117,7 @@ func Prepare(mode Mode, runtimeDir string, opts Options) (*Plan, error) {
 	p.fill()
 	switch mode.Kind {
 	case KindNAT, KindProg:
-		c := NATConfig(opts.IfName, opts.MTU)
+		c := NATConfig(p.opts.IfName, p.opts.MTU)
 		p.tun = &c
 	case KindLAN:
 		if err := p.joinLAN(); err != nil {

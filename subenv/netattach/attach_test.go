@@ -75,6 +75,10 @@ func TestParseMode(t *testing.T) {
 			t.Errorf("ParseMode(%q) = %+v, want %+v", c.in, got, c.want)
 		}
 	}
+	plan, err := netattach.Prepare(netattach.Mode{Kind: netattach.KindNAT}, t.TempDir(), netattach.Options{})
+	if err != nil || plan.TUN() == nil || *plan.TUN() != netattach.NATConfig("eth0", netattach.DefaultMTU) {
+		t.Fatalf("Prepare(nat).TUN() = %+v, %v", plan.TUN(), err)
+	}
 	cfg := netattach.NATConfig("eth0", 1500)
 	back, err := netattach.ParseTUNConfig(cfg.String())
 	if err != nil || back != cfg {

@@ -4,6 +4,20 @@
 //
 // # How the launcher uses it
 //
+// The launcher (herd/subenv) has a plug-in point for --net modes
+// (subenv.RegisterNet with InitNet/HostNet halves); package
+// herd/subenv/netattach/subenvnet fills it with nat, lan:NAME[,nat] and
+// prog:PATH. cmd/subenv only needs
+//
+//	import _ "herd/subenv/netattach/subenvnet"
+//
+// There the init joins a lan itself (InitJoinLAN: the keeper's join
+// socket is a path, reachable from the new network namespace before
+// pivot_root) and the launcher finishes (HostAttachLAN), because the
+// launcher's host half runs after the init's.
+//
+// A launcher whose host side can run first uses the Plan API instead:
+//
 // 1. On the host, before the namespaces exist:
 //
 //	mode, err := netattach.ParseMode(netFlag)       // "nat" (default), "none", "host", "lan:NAME[,nat]", "./prog"

@@ -94,11 +94,15 @@ func Translator() kit.Translator {
 	var target Target
 	return kit.Translator{
 		Name:  "ftpfs",
-		Args:  "[USER[:PASSWORD]@]HOST[:PORT][/PATH]",
+		Args:  "[USER[:PASSWORD]@]HOST[:PORT][/PATH]  (or the Hurd's PATH HOST)",
 		Doc:   "Serves a directory of an FTP server (anonymous unless USER is given), read-write: listings are cached briefly, files are fetched whole at first read and sent back when closed after a change.",
 		Flags: flags,
 		Root: func(args []string) (kit.Node, error) {
-			if len(args) != 1 {
+			switch len(args) {
+			case 1:
+			case 2: // the Hurd's REMOTE_FS SERVER
+				args = []string{strings.TrimSuffix(args[1], "/") + "/" + strings.TrimPrefix(args[0], "/")}
+			default:
 				return nil, kit.Usagef("want one HOST[:PORT][/PATH], got %d arguments", len(args))
 			}
 			var err error

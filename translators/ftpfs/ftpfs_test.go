@@ -293,3 +293,17 @@ grep -c " %[2]s " /proc/self/mountinfo || true
 		t.Errorf("the server has %q", s)
 	}
 }
+
+// TestRedirect: the program serves its socket (as settrans and the fs
+// server start it) and a client reaches it through a redirect, as inside
+// a subenvironment; the Hurd's "PATH HOST" arguments.
+func TestRedirect(t *testing.T) {
+	dir, data := serverDir(t)
+	srv := startServer(t, dir, 0)
+	sock := filepath.Join(kittest.TempDir(t), "ftpfs.sock")
+	kittest.RunSocket(t, bin, sock, "/sub", srv.Addr)
+	m := kittest.Mount(t, kittest.NewRedirector(map[string]string{"ftp": sock}))
+	if b, err := os.ReadFile(filepath.Join(m.Dir, "ftp/data.bin")); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read through the redirect: %v", err)
+	}
+}

@@ -303,3 +303,17 @@ grep -c " %[2]s " /proc/self/mountinfo || true
 		t.Errorf("output %q, want %q", out, want)
 	}
 }
+
+// TestRedirect: the program serves its socket (as settrans and the fs
+// server start it) and a client reaches it through a redirect, as inside
+// a subenvironment.
+func TestRedirect(t *testing.T) {
+	dir, big := siteDir(t)
+	url := pythonServer(t, dir)
+	sock := filepath.Join(kittest.TempDir(t), "httpfs.sock")
+	kittest.RunSocket(t, bin, sock, url)
+	m := kittest.Mount(t, kittest.NewRedirector(map[string]string{"web": sock}))
+	if b, err := os.ReadFile(filepath.Join(m.Dir, "web/sub/big.bin")); err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("read through the redirect: %v", err)
+	}
+}

@@ -145,3 +145,20 @@ func TestUnderlying(t *testing.T) {
 		t.Error("the underlying directory changed")
 	}
 }
+
+// TestRedirect: the program serves its socket (as settrans and the fs
+// server start it) and a client reaches it through a redirect, as inside
+// a subenvironment.
+func TestRedirect(t *testing.T) {
+	upper, l1, l2 := branches(t)
+	sock := filepath.Join(kittest.TempDir(t), "unionfs.sock")
+	kittest.RunSocket(t, bin, sock, "-w", upper, l1, l2)
+	m := kittest.Mount(t, kittest.NewRedirector(map[string]string{"u": sock}))
+	if got := names(t, filepath.Join(m.Dir, "u")); got != "a b dir gone shared" {
+		t.Errorf("lists %q", got)
+	}
+	must(t, os.WriteFile(filepath.Join(m.Dir, "u/a"), []byte("through a redirect\n"), 0o644))
+	if read(t, filepath.Join(upper, "a")) != "through a redirect\n" || read(t, filepath.Join(l1, "a")) != "a from lower1\n" {
+		t.Error("write through the redirect did not copy up")
+	}
+}

@@ -23,15 +23,17 @@ Options:
 func Fsysopts(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("fsysopts", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, fsysoptsDoc); fs.PrintDefaults() }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.BoolP("dereference", "L", false, "if NODE is a symbolic link, follow it (always done)")
 	fs.BoolP("recursive", "R", false, "pass the options to child translators too (accepted)")
 	timeout := fs.DurationP("timeout", "t", 30*time.Second, "how long to wait for the translator")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, fsysoptsDoc+fs.FlagUsages())
 			return 0
 		}
+		fmt.Fprintf(stderr, "fsysopts: %v (see fsysopts --help)\n", err)
 		return 2
 	}
 	rest := fs.Args()

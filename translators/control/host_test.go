@@ -374,3 +374,14 @@ func TestChroot(t *testing.T) {
 		})
 	}
 }
+
+// TestHelp: --help explains on stdout; a bad flag is a one-line error.
+func TestHelp(t *testing.T) {
+	e := newEnv(t, "root")
+	for _, prog := range []string{"settrans", "showtrans", "fsysopts"} {
+		if got := e.ok(prog, "--help"); !strings.HasPrefix(got, "Usage: "+prog) {
+			t.Errorf("%s --help = %q", prog, got)
+		}
+		e.fails("unknown flag: --no-such-flag (see "+prog+" --help)", prog, "--no-such-flag", "x")
+	}
+}

@@ -56,8 +56,8 @@ func Settrans(args []string, stdout, stderr io.Writer) int {
 	args, o.chroot, o.chrootDir = splitChroot(args)
 	fs := pflag.NewFlagSet("settrans", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, settransDoc); fs.PrintDefaults() }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.BoolVarP(&o.active, "active", "a", false, "start TRANSLATOR and set it as NODE's active translator")
 	fs.BoolVarP(&o.start, "start", "s", false, "start the translator NODE's passive record names, as its active translator")
 	fs.BoolVarP(&o.passive, "passive", "p", false, "change NODE's passive translator record (default)")
@@ -77,8 +77,10 @@ func Settrans(args []string, stdout, stderr io.Writer) int {
 	fs.MarkHidden(HolderFlag)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, settransDoc+fs.FlagUsages())
 			return 0
 		}
+		fmt.Fprintf(stderr, "settrans: %v (see settrans --help)\n", err)
 		return 2
 	}
 	if fs.Changed(HolderFlag) {

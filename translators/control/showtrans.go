@@ -23,8 +23,8 @@ Options:
 // Showtrans is the showtrans program.
 func Showtrans(args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("showtrans", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, showtransDoc); fs.PrintDefaults() }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	passive := fs.BoolP("passive", "p", false, "show the passive translator record (default)")
 	active := fs.BoolP("active", "a", false, "show the active translator")
 	translated := fs.BoolP("translated", "t", false, "only show nodes that have translators")
@@ -34,8 +34,10 @@ func Showtrans(args []string, stdout, stderr io.Writer) int {
 	noPrefix := fs.BoolP("no-prefix", "P", false, "never print `NODE: ' before the translator")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, showtransDoc+fs.FlagUsages())
 			return 0
 		}
+		fmt.Fprintf(stderr, "showtrans: %v (see showtrans --help)\n", err)
 		return 2
 	}
 	if q, _ := fs.GetBool("quiet"); q {

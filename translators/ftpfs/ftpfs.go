@@ -95,7 +95,7 @@ func Translator() kit.Translator {
 	return kit.Translator{
 		Name:  "ftpfs",
 		Args:  "[USER[:PASSWORD]@]HOST[:PORT][/PATH]  (or the Hurd's PATH HOST)",
-		Doc:   "Serves a directory of an FTP server (anonymous unless USER is given), read-write: listings are cached briefly, files are fetched whole at first read and sent back when closed after a change.",
+		Doc:   "Serves a directory of an FTP server (anonymous unless USER is given), read-write: listings are cached briefly, files are fetched into memory from their first open (reads wait only for the bytes they want) and sent back when closed after a change.",
 		Flags: flags,
 		Root: func(args []string) (kit.Node, error) {
 			switch len(args) {

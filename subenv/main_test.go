@@ -47,6 +47,11 @@ func TestMain(m *testing.M) {
 		}
 	}
 	subenvBin = testbin.MustBuild("subenv")
+	// SUBENV_TEST_BINARY runs the tests against another build (one with
+	// -race, an installed one).
+	if p := os.Getenv("SUBENV_TEST_BINARY"); p != "" {
+		subenvBin = p
+	}
 	code := m.Run()
 	testbin.Cleanup()
 	os.Exit(code)

@@ -362,15 +362,16 @@ func orNone(s string) string {
 
 // initProc is the running init as the launcher sees it.
 type initProc struct {
-	cmd     *exec.Cmd
-	ctl     *os.File
-	msgs    chan ctlMsg
-	readErr error
-	exited  chan struct{}
-	waitErr error
-	tty     int // fd whose foreground process group we hand to the program, -1 none
-	pgrp    int
-	once    sync.Once
+	cmd      *exec.Cmd
+	ctl      *os.File
+	msgs     chan ctlMsg
+	readDone chan struct{} // the reader of ctl is done (EOF once the init is gone)
+	readErr  error
+	exited   chan struct{}
+	waitErr  error
+	tty      int // fd whose foreground process group we hand to the program, -1 none
+	pgrp     int
+	once     sync.Once
 }
 
 // startInit re-executes this binary as `subenv init` in new namespaces.
@@ -382,7 +383,7 @@ func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &initProc{ctl: mine, msgs: make(chan ctlMsg, 4), exited: make(chan struct{}), tty: -1}
+	in := &initProc{ctl: mine, msgs: make(chan ctlMsg, 4), exited: make(chan struct{}), readDone: make(chan struct{}), tty: -1}
 	cwd, _ := os.Getwd()
 	ic := initConfig{
 		Start: start.UnixNano(), Staging: staging, Identity: os.Geteuid() == 0,
@@ -419,6 +420,7 @@ func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
 	theirs.Close()
 	in.cmd = cmd
 	go func() {
+		defer close(in.readDone)
 		for {
 			m, err := recvMsg(mine)
 			if err != nil {
@@ -480,6 +482,13 @@ func (in *initProc) kill() {
 			in.cmd.Process.Kill()
 			<-in.exited
 		}
+		// The init is gone, so the reader sees EOF; close ctl only after,
+		// lest its number be reused under the reader.
+		go func() {
+			for range in.msgs {
+			}
+		}()
+		<-in.readDone
 		in.ctl.Close()
 		in.restoreTTY()
 	})

@@ -56,11 +56,11 @@ fi
 median() { grep "^$1 [0-9]" "$tmp/times" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 bw=$(median bwrap)
 echo "start-up of /bin/true, median of $ROUNDS interleaved rounds, as $(id -un ${AS_USER:-})"
-printf '| %-10s | %-64s | %9s | %13s |\n' command "" "median ms" "ratio to bwrap"
-printf '|%s|%s|%s|%s|\n' ------------ ------------------------------------------------------------------ ----------- ---------------
+printf '| %-10s | %-68s | %9s | %14s |\n' name "command" "median ms" "ratio to bwrap"
+printf '|%s|%s|%s|%s|\n' ------------ ---------------------------------------------------------------------- ----------- ----------------
 for i in "${available[@]}"; do
 	us=$(median "${names[$i]}")
 	ratio=-
 	[ "$bw" != 0 ] && ratio=$(awk -v a="$us" -v b="$bw" 'BEGIN{printf "%.2f", a/b}')
-	printf '| %-10s | %-64s | %9.2f | %13s |\n' "${names[$i]}" "${cmds[$i]//$tmp\//}" "$(awk -v a="$us" 'BEGIN{print a/1000}')" "$ratio"
+	printf '| %-10s | %-68s | %9.2f | %14s |\n' "${names[$i]}" "${cmds[$i]//$tmp\//}" "$(awk -v a="$us" 'BEGIN{print a/1000}')" "$ratio"
 done

@@ -109,13 +109,24 @@ func (l *tunLink) readLoop() {
 	// One byte more than any frame the link may carry, so an oversized one
 	// is seen (and dropped) instead of silently cut.
 	size := int(l.mtu) + 1
+	// The payload view is kept across reads until a frame needs it: a
+	// new one is cleared memory (64 KiB at the default MTU), which small
+	// frames (ACKs) need not pay for.
+	var pv *buffer.View
+	defer func() {
+		if pv != nil {
+			pv.Release()
+		}
+	}()
 	for {
 		// Headers and payload in separate chunks: gVisor clones a
 		// packet's whole chunk to make its headers writable when the
 		// chunk is shared, which for one 64 KiB chunk is a 64 KiB copy
 		// per packet; a small header chunk makes that copy small.
 		hv := buffer.NewViewSize(hdrChunk)
-		pv := buffer.NewViewSize(size - hdrChunk)
+		if pv == nil {
+			pv = buffer.NewViewSize(size - hdrChunk)
+		}
 		var n int
 		var rerr error
 		err := l.raw.Read(func(fd uintptr) bool {
@@ -127,7 +138,6 @@ func (l *tunLink) readLoop() {
 		}
 		if err != nil {
 			hv.Release()
-			pv.Release()
 			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
@@ -135,7 +145,6 @@ func (l *tunLink) readLoop() {
 		}
 		if n == 0 {
 			hv.Release()
-			pv.Release()
 			continue
 		}
 		l.rxPackets.Add(1)
@@ -143,18 +152,17 @@ func (l *tunLink) readLoop() {
 		if n > int(l.mtu) {
 			l.srv.stats.oversized.Add(1)
 			hv.Release()
-			pv.Release()
 			continue
 		}
 		var buf buffer.Buffer
 		if n <= hdrChunk {
 			hv.CapLength(n)
-			pv.Release()
 			buf = buffer.MakeWithView(hv)
 		} else {
 			pv.CapLength(n - hdrChunk)
 			buf = buffer.MakeWithView(hv)
 			buf.Append(pv)
+			pv = nil // the packet owns it now
 		}
 		var head [header.IPv6MinimumSize]byte
 		k, _ := buf.ReadAt(head[:], 0)

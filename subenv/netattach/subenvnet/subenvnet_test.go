@@ -1,12 +1,14 @@
 package subenvnet_test
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,8 +70,15 @@ func TestSubenvRunLAN(t *testing.T) {
 	os.Chmod(www, 0o755)
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("lan page\n"), 0o644)
 
-	server := exec.Command(subenvBin, "run", "--net", "lan:t1", "--", bb, "httpd", "-f", "-p", "80", "-h", www)
+	// The server says its address first: members get the first free one,
+	// so it is not known in advance.
+	server := exec.Command(subenvBin, "run", "--net", "lan:t1", "--", "sh", "-c",
+		fmt.Sprintf("%s ip -4 -o addr show eth0; exec %s httpd -f -p 80 -h %s", bb, bb, www))
 	server.Stderr = os.Stderr
+	stdout, err := server.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := server.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +107,19 @@ func TestSubenvRunLAN(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("server subenvironment: %v", err)
+	}
+	m := regexp.MustCompile(`inet (10\.0\.3\.[0-9]+)/`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("server subenvironment's address: %q", line)
+	}
+	addr := m[1]
 	var out []byte
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		out, err = exec.Command(subenvBin, "run", "--net", "lan:t1", "--", bb, "wget", "-q", "-O", "-", "http://10.0.3.15/index.html").CombinedOutput()
+		out, err = exec.Command(subenvBin, "run", "--net", "lan:t1", "--", bb, "wget", "-q", "-O", "-", "http://"+addr+"/index.html").CombinedOutput()
 		if err == nil && string(out) == "lan page\n" {
 			break
 		}
@@ -111,7 +129,7 @@ func TestSubenvRunLAN(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Another lan cannot reach it.
-	out, err = exec.Command(subenvBin, "run", "--net", "lan:t2", "--", bb, "wget", "-q", "-T", "5", "-O", "-", "http://10.0.3.16/index.html").CombinedOutput()
+	out, err = exec.Command(subenvBin, "run", "--net", "lan:t2", "--", bb, "wget", "-q", "-T", "5", "-O", "-", "http://"+addr+"/index.html").CombinedOutput()
 	if err == nil || strings.Contains(string(out), "lan page") {
 		t.Fatalf("lan:t2 reached lan:t1: %s", out)
 	}

@@ -17,6 +17,7 @@
 package fsbridge
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -116,7 +117,7 @@ type Bridge struct {
 	noPassthrough atomic.Bool // the kernel refused it once: stop trying
 
 	// How opens were served, for tests and benchmarks.
-	opensPassthrough, opensFD, opensProto atomic.Int64
+	opensPassthrough, opensFD, opensProto, opensSpare atomic.Int64
 
 	notes  *queue // kernel notifications, in order, off the proto reader
 	forget *queue // Forget calls to servers, off the FUSE reader
@@ -129,6 +130,9 @@ type Bridge struct {
 	nconns  uint64
 	handles map[uint64]*handle
 	nextFh  uint64
+	// spares: released read-only opens kept for reuse, oldest first.
+	spares     *list.List
+	spareTimer *time.Timer
 }
 
 // Mount mounts fs on dir (host-side mounts: settrans -a, tests). As root it
@@ -229,6 +233,7 @@ func newBridge(fs proto.FileSystem, opts Options) (*Bridge, error) {
 		conns:         map[string]*conn{},
 		handles:       map[uint64]*handle{},
 		nextFh:        1,
+		spares:        list.New(),
 	}
 	b.root = b.newConn(fs, "")
 	ctx, cancel := context.WithTimeout(proto.WithCaller(context.Background(), proto.Caller{Uid: b.uid, Gid: uint32(os.Getegid())}), 30*time.Second)
@@ -344,6 +349,14 @@ func (b *Bridge) stop() {
 			if !h.dir.delivered[i] && h.dir.plus[i].Entry.Node != 0 {
 				forgets = append(forgets, forget{h.dir.plus[i].Entry.Node, 1})
 			}
+		}
+	}
+	for _, sp := range b.allSparesLocked() {
+		if sp.file != nil {
+			sp.file.Close()
+		}
+		if sp.in.conn == b.root {
+			releases = append(releases, sp.h)
 		}
 	}
 	for id, in := range b.inodes {

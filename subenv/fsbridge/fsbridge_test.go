@@ -240,7 +240,10 @@ func TestReadLargeFile(t *testing.T) {
 // timeouts.
 func TestInvalidation(t *testing.T) {
 	t.Cleanup(func() { noHerdMounts(t) })
-	srv, _, _ := cowServer(t)
+	srv, lower, _ := cowServer(t)
+	if err := os.WriteFile(filepath.Join(lower, "g"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	sock := filepath.Join(t.TempDir(), "fs.sock")
 	l, err := proto.Listen(sock)
 	if err != nil {
@@ -280,6 +283,20 @@ func TestInvalidation(t *testing.T) {
 	waitFor(t, "b sees the new content (the server must send InvalNode for a write)", func() bool {
 		d, err := os.ReadFile(filepath.Join(b, "f"))
 		return err == nil && string(d) == "two, longer"
+	})
+	// b reads a file of the lower layer (and keeps the open for reuse); a
+	// writes it, which copies it up: b must read the new copy.
+	for i := 0; i < 2; i++ {
+		if d, err := os.ReadFile(filepath.Join(b, "g")); err != nil || string(d) != "lower" {
+			t.Fatalf("b reads g: %q %v", d, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(a, "g"), []byte("copied up"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b sees the copied-up file (the server must send InvalNode for a copy-up)", func() bool {
+		d, err := os.ReadFile(filepath.Join(b, "g"))
+		return err == nil && string(d) == "copied up"
 	})
 	// a removes it: b must stop seeing it.
 	if err := os.Remove(filepath.Join(a, "f")); err != nil {

@@ -23,6 +23,8 @@ type handle struct {
 	// file is the backing descriptor the server handed over: reads and
 	// writes go to it directly (or, with passthrough, the kernel does).
 	file        *os.File
+	resFlags    uint32 // the server's OpenResult.Flags
+	flags       uint32 // the open's flags
 	passthrough bool
 	cached      bool // counted in in.cachedOpens
 	write       bool // opened for writing
@@ -172,11 +174,18 @@ func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	}
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
-	res, err := n.conn.fs.Open(ctx, n.node, in.Flags)
-	if err != nil {
-		return errno(err)
+	var res proto.OpenResult
+	if sp := b.spareFor(n, in.Flags); sp != nil {
+		b.opensSpare.Add(1)
+		res = proto.OpenResult{Handle: sp.h, File: sp.file, Flags: sp.resFlags}
+	} else {
+		var err error
+		res, err = n.conn.fs.Open(ctx, n.node, in.Flags)
+		if err != nil {
+			return errno(err)
+		}
 	}
-	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags)}
+	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags}
 	if st := b.setupOpen(n, h, &res, out); !st.Ok() {
 		h.closeFile()
 		n.conn.fs.Release(ctx, res.Handle)
@@ -184,6 +193,16 @@ func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	}
 	out.Fh = b.addHandle(h)
 	return fuse.OK
+}
+
+// spareFor returns a spare open of n that serves an open with flags, and
+// drops n's spare when the open may change the file.
+func (b *Bridge) spareFor(n *inode, flags uint32) *spare {
+	if reusableFlags(flags) {
+		return b.takeSpare(n)
+	}
+	b.dropSpare(n)
+	return nil
 }
 
 func (b *Bridge) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
@@ -207,7 +226,7 @@ func (b *Bridge) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 		return fuse.EIO
 	}
 	n := b.add(p.conn, &e, 1)
-	h := &handle{conn: p.conn, in: n, h: res.Handle, write: isWrite(in.Flags)}
+	h := &handle{conn: p.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags}
 	if st := b.setupOpen(n, h, &res, &out.OpenOut); !st.Ok() {
 		h.closeFile()
 		p.conn.fs.Release(ctx, res.Handle)
@@ -395,6 +414,9 @@ func (b *Bridge) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	}
 	if unregister >= 0 {
 		b.srv.UnregisterBackingFd(unregister)
+	}
+	if h.dir == nil && reusableFlags(h.flags) && b.putSpare(h.in, h) {
+		return
 	}
 	h.closeFile()
 	if h.conn.dead.Load() {

@@ -88,14 +88,19 @@ func (b *Bridge) translatorGone(c *conn) {
 		delete(b.conns, c.socket)
 	}
 	var at []attachment
+	var sps []*spare
 	for _, in := range b.inodes {
 		if in.conn == c {
 			for a := range in.attached {
 				at = append(at, a)
 			}
+			if in.spare != nil {
+				sps = append(sps, b.unlinkSpare(in.spare))
+			}
 		}
 	}
 	b.mu.Unlock()
+	b.releaseSpares(sps) // the connection is dead: this only closes the files
 	for _, a := range at {
 		b.notes.push(func() { b.srv.EntryNotify(a.parent, a.name) })
 	}
@@ -173,6 +178,8 @@ type inode struct {
 	backingDev  uint64
 	backingIno  uint64
 	cachedOpens int
+
+	spare *spare // a released read-only open kept for reuse (spares.go)
 }
 
 // get returns the inode the kernel calls id, or an error status: ESTALE
@@ -234,7 +241,14 @@ func (b *Bridge) Forget(id, nlookup uint64) {
 		delete(b.byNode, nodeKey{in.conn, in.node})
 	}
 	n := in.server
+	var sp *spare
+	if in.spare != nil {
+		sp = b.unlinkSpare(in.spare)
+	}
 	b.mu.Unlock()
+	if sp != nil {
+		b.releaseSpares([]*spare{sp})
+	}
 	if n > 0 && !in.conn.dead.Load() {
 		c, node := in.conn, in.node
 		b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, n) })
@@ -290,11 +304,18 @@ func (n *Notifier) InvalNode(node proto.NodeID, off, length int64) {
 	b.mu.Lock()
 	in := b.byNode[nodeKey{c, node}]
 	var id uint64
+	var sp *spare
 	if in != nil {
 		id = in.id
 		in.linkOK = false
+		if in.spare != nil {
+			sp = b.unlinkSpare(in.spare)
+		}
 	}
 	b.mu.Unlock()
+	if sp != nil {
+		b.releaseSpares([]*spare{sp})
+	}
 	if id != 0 {
 		b.notes.push(func() { b.srv.InodeNotify(id, off, length) })
 	}

@@ -206,6 +206,7 @@ func (b *Bridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 			s.Handle = h.h
 		}
 	}
+	b.dropSpare(n)
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
 	a, err := n.conn.fs.SetAttr(ctx, n.node, s)

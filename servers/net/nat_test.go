@@ -153,3 +153,15 @@ func TestNATIPv6(t *testing.T) {
 		t.Fatalf("curl over IPv6: exit %d %q", code, out)
 	}
 }
+
+// TestPingGateway: the gateway answers ICMP echo (IPv4 and IPv6).
+func TestPingGateway(t *testing.T) {
+	bb := need(t, "busybox")
+	_, ns := natNS(t, Options{NAT: true}, DefaultMTU)
+	for _, a := range []string{"10.0.2.2", "fd00::2"} {
+		out, code, err := ns.Run(time.Minute, bb, "ping", "-c", "1", "-W", "10", a)
+		if err != nil || code != 0 {
+			t.Fatalf("ping %s: exit %d %v\n%s", a, code, err, out)
+		}
+	}
+}

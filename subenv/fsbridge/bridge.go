@@ -8,7 +8,13 @@
 // the kernel's caches long (an hour) because servers tell it when something
 // changed, and hands descriptors that servers pass along to the kernel
 // (passthrough) or reads them itself, so file data need not cross the
-// protocol.
+// protocol. Released read-only opens are kept a few seconds for reuse
+// (spares.go), so reopening a file costs no protocol round trip.
+//
+// Invariants: every Entry a server returns counts one lookup there; the
+// bridge gives each back exactly once (Forget when the kernel forgets the
+// inode, at READDIR release for listing entries the kernel never got, or
+// when the bridge stops). Kernel node ids are never reused.
 //
 // Locking: Bridge.mu guards the inode, handle and connection tables. It is a
 // leaf: no proto call, kernel notification or other lock is taken while it is

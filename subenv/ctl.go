@@ -15,6 +15,7 @@ const (
 	msgNet   = 'N' // init -> launcher: descriptors of the net mode (may be none)
 	msgError = 'E' // init -> launcher: [code byte] one-line message; the init then exits
 	msgReady = 'R' // launcher -> init: the root is served and the net is up; run the program
+	msgMaps  = 'M' // launcher -> init: your uid/gid maps are written (newuidmap case)
 
 	// Job control, when the program has the terminal:
 	msgStopped  = 'T' // init -> launcher: the program stopped (^Z); stop subenv

@@ -24,6 +24,7 @@ type initConfig struct {
 	Hostname string
 	Net      string // --net spec
 	TTY      int    // which of fds 0-2 is the controlling terminal with us in its foreground; -1: none
+	WaitMaps bool   // the launcher writes our maps after we started: wait for msgMaps
 }
 
 // initError is a failure the init reports to the launcher, which prints it
@@ -77,6 +78,21 @@ func InitMain(args []string) int {
 }
 
 func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
+	if cfg.WaitMaps {
+		if m, err := recvMsg(ctl); err != nil || m.kind != msgMaps {
+			return 0, fmt.Errorf("subenv went away before mapping our uid")
+		}
+		tr.step("uid maps written")
+		// We were exec'd before our uid was mapped, which cost us our
+		// capabilities; exec'd again as the namespace's root, we have them.
+		cfg.WaitMaps = false
+		js, _ := json.Marshal(cfg)
+		if _, _, errno := unix.Syscall(unix.SYS_FCNTL, 3, unix.F_SETFD, 0); errno != 0 {
+			return 0, fmt.Errorf("re-exec: %v", errno)
+		}
+		err := unix.Exec("/proc/self/exe", []string{"subenv", "init", string(js)}, os.Environ())
+		return 0, fmt.Errorf("re-exec: %v", err)
+	}
 	// Our mounts stay ours: nothing propagates back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return 0, fmt.Errorf("making mounts private: %v", err)

@@ -49,6 +49,7 @@ type Config struct {
 	Net      string   // --net mode ("none")
 	Verbose  bool     // -v: say which servers started where
 	Hostname string   // default "subenv"
+	NoSubIDs bool     // a plain user maps only themself, even with an /etc/subuid range
 	// Grace is how long the program may go on after the fs server died
 	// before the whole pid namespace is killed (default 5s).
 	Grace time.Duration
@@ -187,7 +188,7 @@ func Run(cfg Config) (status int, err error) {
 		}
 		srvCh <- s
 	}()
-	in, err := startInit(cfg, staging, start)
+	in, err := startInit(cfg, staging, start, verbose)
 	if err != nil {
 		if s := <-srvCh; s.srv != nil {
 			s.srv.stop()
@@ -375,10 +376,12 @@ type initProc struct {
 }
 
 // startInit re-executes this binary as `subenv init` in new namespaces.
-// The uid and gid maps are written by this process (Go's exec does it
-// between clone and exec): host root maps the whole range, anyone else maps
-// themself to root, with setgroups denied as the kernel requires.
-func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
+// The uid and gid maps are written by this process: host root maps the whole
+// range; a user with an /etc/subuid range maps themself to root and the range
+// above (newuidmap/newgidmap, the init waiting for msgMaps); anyone else maps
+// themself to root, with setgroups denied as the kernel requires (Go's exec
+// writes these between clone and exec).
+func startInit(cfg Config, staging string, start time.Time, verbose func(string, ...any)) (*initProc, error) {
 	mine, theirs, err := socketpair()
 	if err != nil {
 		return nil, err
@@ -392,12 +395,17 @@ func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
 	if fd, pg, ok := foregroundTTY(); ok {
 		ic.TTY, in.tty, in.pgrp = fd, fd, pg
 	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	var sub *subIDs
+	if uid != 0 && !cfg.NoSubIDs {
+		sub = lookupSubIDs(uid, gid)
+	}
+	ic.WaitMaps = sub != nil
 	js, _ := json.Marshal(ic)
 	cmd := exec.Command("/proc/self/exe", "init", string(js))
 	cmd.Args[0] = "subenv"
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{theirs}
-	uid, gid := os.Geteuid(), os.Getegid()
 	sys := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
@@ -407,7 +415,7 @@ func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
 		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1<<32 - 1}}
 		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1<<32 - 1}}
 		sys.GidMappingsEnableSetgroups = true
-	} else {
+	} else if sub == nil {
 		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
 		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
 	}
@@ -419,6 +427,25 @@ func startInit(cfg Config, staging string, start time.Time) (*initProc, error) {
 	}
 	theirs.Close()
 	in.cmd = cmd
+	if sub != nil {
+		// The init waits for its maps before it does anything.
+		err := sub.apply(cmd.Process.Pid)
+		if err == nil {
+			verbose("uid 0 inside is you (%d); uids 1-%d are your /etc/subuid range from %d", uid, sub.uidCount, sub.uidStart)
+		} else {
+			verbose("no /etc/subuid range (%v); you are root inside, alone", err)
+			err = writeOwnMaps(cmd.Process.Pid, uid, gid)
+		}
+		if err == nil {
+			err = sendMsg(mine, msgMaps, nil)
+		}
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			mine.Close()
+			return nil, fmt.Errorf("cannot map your uid: %v", err)
+		}
+	}
 	go func() {
 		defer close(in.readDone)
 		for {

@@ -776,3 +776,27 @@ func (s *syncBuilder) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A plain user with an /etc/subuid range (useradd gives herdtest one) gets
+// it inside, above root, so programs can switch users; --no-subuid maps the
+// user alone.
+func TestSubIDs(t *testing.T) {
+	e := newEnv(t, true)
+	// The range is optional (DESIGN.md, rule 6): without the helpers or a
+	// range there is nothing to test but the fallback, which every other
+	// unprivileged test exercises.
+	if _, err := exec.LookPath("newuidmap"); err != nil {
+		t.Skip("newuidmap is not installed (Debian package uidmap)")
+	}
+	if _, _, ok := subIDRange("/etc/subuid", "herdtest", -1); !ok {
+		t.Skip("herdtest has no /etc/subuid range")
+	}
+	r := e.run("", "run", "--", "sh", "-c", "wc -l < /proc/self/uid_map; setpriv --reuid=5 --regid=5 --clear-groups id -u")
+	if r.code != 0 || r.stdout != "2\n5\n" {
+		t.Errorf("with the range: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+	r = e.run("", "run", "--no-subuid", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u")
+	if r.code != 0 || r.stdout != "1\n0\n" {
+		t.Errorf("--no-subuid: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+}

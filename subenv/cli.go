@@ -45,10 +45,10 @@ Flags:
                       $XDG_DATA_HOME/herd/keep/NAME (~/.local/share/herd/keep/NAME),
                       so a later run with --keep NAME sees earlier writes
   --net MODE          network: none (loopback only; the default)
-  --no-subuid         as a plain user, map only yourself (to root) even where
-                      /etc/subuid and /etc/subgid grant you a range; by default
-                      the range becomes uids 1.. inside (via newuidmap), so
-                      programs inside can switch users
+  --subuid            as a plain user, map the range /etc/subuid and /etc/subgid
+                      grant you as uids 1.. inside (via newuidmap/newgidmap), so
+                      programs inside can switch users (apt, daemons); without
+                      it only you are mapped, to root. Costs start-up time.
   -v, --verbose       say which servers started where (on stderr)
   -h, --help          this text
 
@@ -101,7 +101,7 @@ func runMain(args []string) int {
 	fl.BoolVar(&cfg.RW, "rw", false, "")
 	fl.StringVar(&cfg.Keep, "keep", "", "")
 	fl.StringVar(&cfg.Net, "net", "none", "")
-	fl.BoolVar(&cfg.NoSubIDs, "no-subuid", false, "")
+	fl.BoolVar(&cfg.SubIDs, "subuid", false, "")
 	fl.BoolVarP(&cfg.Verbose, "verbose", "v", false, "")
 	fl.BoolVarP(&help, "help", "h", false, "")
 	if err := fl.Parse(args); err != nil {

@@ -49,7 +49,10 @@ type Config struct {
 	Net      string   // --net mode ("none")
 	Verbose  bool     // -v: say which servers started where
 	Hostname string   // default "subenv"
-	NoSubIDs bool     // a plain user maps only themself, even with an /etc/subuid range
+	// SubIDs: a plain user with an /etc/subuid range maps it too, as uids
+	// 1.. inside. Off by default: the setuid helpers and the re-exec they
+	// force cost more than the rest of the start-up together.
+	SubIDs bool
 	// Grace is how long the program may go on after the fs server died
 	// before the whole pid namespace is killed (default 5s).
 	Grace time.Duration
@@ -377,8 +380,9 @@ type initProc struct {
 
 // startInit re-executes this binary as `subenv init` in new namespaces.
 // The uid and gid maps are written by this process: host root maps the whole
-// range; a user with an /etc/subuid range maps themself to root and the range
-// above (newuidmap/newgidmap, the init waiting for msgMaps); anyone else maps
+// range; with --subuid, a user with an /etc/subuid range maps themself to
+// root and the range above (newuidmap/newgidmap, the init waiting for
+// msgMaps and re-exec'ing itself to regain its capabilities); anyone else maps
 // themself to root, with setgroups denied as the kernel requires (Go's exec
 // writes these between clone and exec).
 func startInit(cfg Config, staging string, start time.Time, verbose func(string, ...any)) (*initProc, error) {
@@ -397,8 +401,10 @@ func startInit(cfg Config, staging string, start time.Time, verbose func(string,
 	}
 	uid, gid := os.Geteuid(), os.Getegid()
 	var sub *subIDs
-	if uid != 0 && !cfg.NoSubIDs {
-		sub = lookupSubIDs(uid, gid)
+	if uid != 0 && cfg.SubIDs {
+		if sub = lookupSubIDs(uid, gid); sub == nil {
+			verbose("--subuid: no range for you in /etc/subuid and /etc/subgid, or no newuidmap; you alone are mapped, to root")
+		}
 	}
 	ic.WaitMaps = sub != nil
 	js, _ := json.Marshal(ic)

@@ -777,9 +777,9 @@ func (s *syncBuilder) String() string {
 	return s.b.String()
 }
 
-// A plain user with an /etc/subuid range (useradd gives herdtest one) gets
-// it inside, above root, so programs can switch users; --no-subuid maps the
-// user alone.
+// With --subuid, a plain user with an /etc/subuid range (useradd gives
+// herdtest one) gets it inside, above root, so programs can switch users;
+// without, the user is mapped alone.
 func TestSubIDs(t *testing.T) {
 	e := newEnv(t, true)
 	// The range is optional (DESIGN.md, rule 6): without the helpers or a
@@ -791,12 +791,12 @@ func TestSubIDs(t *testing.T) {
 	if _, _, ok := subIDRange("/etc/subuid", "herdtest", -1); !ok {
 		t.Skip("herdtest has no /etc/subuid range")
 	}
-	r := e.run("", "run", "--", "sh", "-c", "wc -l < /proc/self/uid_map; setpriv --reuid=5 --regid=5 --clear-groups id -u")
+	r := e.run("", "run", "--subuid", "--", "sh", "-c", "wc -l < /proc/self/uid_map; setpriv --reuid=5 --regid=5 --clear-groups id -u")
 	if r.code != 0 || r.stdout != "2\n5\n" {
 		t.Errorf("with the range: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
-	r = e.run("", "run", "--no-subuid", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u")
+	r = e.run("", "run", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u")
 	if r.code != 0 || r.stdout != "1\n0\n" {
-		t.Errorf("--no-subuid: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+		t.Errorf("without --subuid: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -20,7 +20,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 T=${NET_BENCH_SECONDS:-5}
 N=${NET_BENCH_CONNS:-1000}
-tmp=$(mktemp -d /tmp/herd-netbench.XXXXXX)
+# Not under /tmp: a subenvironment starts with an empty /tmp.
+tmp=$(mktemp -d /var/tmp/herd-netbench.XXXXXX)
 chmod 755 "$tmp"
 pids=()
 tunmode=""

@@ -20,6 +20,10 @@
 // port unreachable. Rules match the destination the program asked for.
 // The DNS forwarder is not subject to them.
 //
+// ICMP echo: the stack itself answers pings to the gateway (and, since the
+// NICs are promiscuous, to any address: it does not forward them with
+// ping sockets yet, so a ping says nothing about a host's reachability).
+//
 // Invariants: the stack's NICs are promiscuous, so every connection attempt
 // reaches a forwarder, which either answers it or refuses it; nothing is
 // silently dropped except by counted checks. A member may only send from

@@ -409,7 +409,39 @@ func settransInside(o settransOpts, node string, argv []string, active, passive 
 	if len(argv) == 0 {
 		return nil
 	}
-	return insideStart(node, argv)
+	var before syscall.Stat_t
+	if err := syscall.Stat(node, &before); err != nil {
+		return err
+	}
+	if err := insideStart(node, argv); err != nil {
+		return err
+	}
+	return waitAttached(node, &before, time.Duration(o.timeout*float64(time.Second)))
+}
+
+// waitAttached returns once NODE shows its translator rather than the file
+// under it: the fs server tells the kernel that the name changed meaning a
+// moment after it answers, and a program run right after settrans must see
+// the translator (as on the host, where settrans returns once the mount
+// answers).
+func waitAttached(node string, before *syscall.Stat_t, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		var st syscall.Stat_t
+		if err := syscall.Stat(node, &st); err != nil {
+			return err
+		}
+		if st.Ino != before.Ino || st.Dev != before.Dev {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the translator started, but the node still shows the file under it after %v", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // chrootRun is the Hurd's settrans --chroot: start the translator, run the

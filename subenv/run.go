@@ -122,10 +122,7 @@ func Run(cfg Config) (status int, err error) {
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
 	defer signal.Stop(sigs)
 
-	rt, err := newRuntimeDir()
-	if err != nil {
-		return 0, fail(1, "%v", err)
-	}
+	var rt *runtimeDir
 	var cleanups []func()
 	defer func() {
 		// Stopping must not hang subenv's exit: what runs in this process
@@ -151,61 +148,83 @@ func Run(cfg Config) (status int, err error) {
 		rt.remove()
 		tr.step("cleaned up")
 	}()
-	// The init mounts the FUSE root over the runtime dir itself, in its
-	// own mount namespace: no directory of its own to make and remove
-	// (directories cost milliseconds on some disks), and the sockets are
-	// out of the subenvironment's sight.
-	staging := rt.Path
-	upper := ""
-	if !cfg.RW {
-		if cfg.Keep != "" {
-			if upper, err = keepDir(cfg.Keep); err != nil {
-				return 0, fail(1, "%v", err)
-			}
-		} else {
-			upper = rt.join("upper")
-			if err := os.Mkdir(upper, 0o700); err != nil {
-				return 0, fail(1, "runtime dir: %v", err)
+
+	// prepare makes the runtime dir and the upper layer and starts the fs
+	// server: everything on the host side before the FUSE fd arrives.
+	type prepared struct {
+		rt    *runtimeDir
+		upper string
+		srv   *fsServer
+		err   error
+	}
+	prepare := func() (pr prepared) {
+		if pr.rt, pr.err = newRuntimeDir(); pr.err != nil {
+			return pr
+		}
+		if !cfg.RW {
+			if cfg.Keep != "" {
+				if pr.upper, pr.err = keepDir(cfg.Keep); pr.err != nil {
+					return pr
+				}
+			} else {
+				pr.upper = pr.rt.join("upper")
+				if err := os.Mkdir(pr.upper, 0o700); err != nil {
+					pr.err = fmt.Errorf("runtime dir: %v", err)
+					return pr
+				}
 			}
 		}
-	}
-	tr.step("runtime dir %s", rt.Path)
-
-	// The fs server starts while the init is exec'd and builds its
-	// namespaces; they meet when the init hands over the FUSE fd.
-	p := fsParams{Root: root, Upper: upper, RuntimeDir: rt.Path, Socket: rt.join("fs.sock"), Command: cfg.FS, Existing: cfg.FSSocket, Abort: sigs}
-	type started struct {
-		srv *fsServer
-		err error
-	}
-	srvCh := make(chan started, 1)
-	go func() {
-		var s started
+		tr.step("runtime dir %s", pr.rt.Path)
+		p := fsParams{Root: root, Upper: pr.upper, RuntimeDir: pr.rt.Path, Socket: pr.rt.join("fs.sock"),
+			Command: cfg.FS, Existing: cfg.FSSocket, Abort: sigs}
 		switch {
 		case p.Existing != "":
-			s.srv, s.err = connectExistingFS(p)
+			pr.srv, pr.err = connectExistingFS(p)
 		case p.Command != nil:
-			s.srv, s.err = startExternalFS(p)
+			pr.srv, pr.err = startExternalFS(p)
 		default:
-			s.srv, s.err = startBuiltinFS(p)
+			pr.srv, pr.err = startBuiltinFS(p)
 		}
-		srvCh <- s
-	}()
-	in, err := startInit(cfg, staging, start, verbose)
+		return pr
+	}
+
+	// The init mounts the FUSE root over /tmp, in its own mount namespace
+	// (the host's /tmp is untouched, and hidden inside anyway), so it needs
+	// nothing the launcher makes: it is exec'd and builds its namespaces
+	// while prepare runs, and they meet when the init hands over the FUSE
+	// fd. Without a /tmp the runtime dir serves, made first.
+	staging := ""
+	if fi, err := os.Lstat("/tmp"); err == nil && fi.IsDir() {
+		staging = "/tmp"
+	}
+	prepCh := make(chan prepared, 1)
+	var in *initProc
+	if staging != "" {
+		go func() { prepCh <- prepare() }()
+		in, err = startInit(cfg, staging, start, verbose)
+	} else {
+		pr := prepare()
+		prepCh <- pr
+		if pr.err == nil {
+			in, err = startInit(cfg, pr.rt.Path, start, verbose)
+		}
+	}
+	pr := <-prepCh
+	rt = pr.rt
+	if pr.srv != nil {
+		cleanups = append(cleanups, pr.srv.stop)
+	}
+	if in != nil {
+		cleanups = append(cleanups, in.kill)
+		tr.step("init started (pid %d)", in.cmd.Process.Pid)
+	}
+	if pr.err != nil {
+		return 0, fail(1, "%v", pr.err)
+	}
 	if err != nil {
-		if s := <-srvCh; s.srv != nil {
-			s.srv.stop()
-		}
 		return 0, fail(1, "%v", err)
 	}
-	cleanups = append(cleanups, in.kill)
-	tr.step("init started (pid %d)", in.cmd.Process.Pid)
-	st := <-srvCh
-	if st.err != nil {
-		return 0, fail(1, "%v", st.err)
-	}
-	srv := st.srv
-	cleanups = append(cleanups, srv.stop)
+	srv, upper := pr.srv, pr.upper
 	tr.step("fs server up: %s", srv.desc)
 	verbose("fs server %s serving %s on %s (upper: %s)", srv.desc, root, srv.socket, orNone(upper))
 

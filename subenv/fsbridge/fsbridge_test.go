@@ -541,7 +541,7 @@ func TestServe(t *testing.T) {
 		t.Skip("mounting /dev/fuse by hand needs root (CI runs as root)")
 	}
 	t.Cleanup(func() { noHerdMounts(t) })
-	srv, lower, _ := cowServer(t)
+	srv, lower, upper := cowServer(t)
 	for name, uid := range map[string]int{"mine": 1234, "roots": 0, "other": 777} {
 		p := filepath.Join(lower, name)
 		if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
@@ -591,6 +591,18 @@ func TestServe(t *testing.T) {
 		if st.Uid != want || st.Gid != want {
 			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, want, want)
 		}
+	}
+	// The caller (the namespace's root) reaches the server as the host
+	// user: a new file is theirs on the host.
+	if err := os.WriteFile(filepath.Join(dir, "new"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(upper, "new"), &st); err != nil {
+		t.Fatalf("the new file is not in the upper layer: %v", err)
+	}
+	if st.Uid != 1234 || st.Gid != 1234 {
+		t.Errorf("a file made by the namespace's root is owned by host %d:%d, want 1234:1234", st.Uid, st.Gid)
 	}
 	if err := syscall.Unmount(dir, 0); err != nil {
 		t.Fatalf("unmount: %v", err)

@@ -192,9 +192,18 @@ func StopActive(a *Active, force bool, timeout time.Duration) error {
 		flags = proto.GoawayForce
 	}
 	if c, err := proto.Dial(st.Socket, proto.ClientOptions{Timeout: timeout}); err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		err = c.Goaway(ctx, flags)
-		cancel()
+		// The kernel releases files a moment after their last close: a
+		// translator busy with those only is asked again, briefly.
+		busyUntil := time.Now().Add(3 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			err = c.Goaway(ctx, flags)
+			cancel()
+			if !errors.Is(err, syscall.EBUSY) || time.Now().After(busyUntil) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		c.Close()
 		if err != nil && errors.Is(err, syscall.EBUSY) && !force {
 			return fmt.Errorf("translator %s is busy and refuses to go away (use -f to force): %w", ShowArgv(st.Argv), syscall.EBUSY)

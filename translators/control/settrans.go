@@ -458,8 +458,11 @@ func chrootRun(o settransOpts, node string, argv []string, program string, timeo
 			return err
 		}
 		defer func() {
+			// The translator was the command's only: it goes, busy or not.
 			if act, _ := FindActive(node); act != nil {
-				StopActive(act, o.force, timeout)
+				if err := StopActive(act, o.force, timeout); err != nil {
+					StopActive(act, true, timeout)
+				}
 			}
 		}()
 	}

@@ -671,3 +671,60 @@ func TestLookupAccounting(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentWork runs several workers creating, writing, reading,
+// renaming, listing and removing files at once through one mount; every
+// read must see what its worker wrote.
+func TestConcurrentWork(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct-fd", true: "passthrough"}[pt], func(t *testing.T) {
+			dir, lower := mountCOW(t, Options{Passthrough: pt})
+			if err := os.WriteFile(filepath.Join(lower, "shared"), bytes.Repeat([]byte("s"), 100000), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			errs := make(chan error, 8)
+			for w := 0; w < 6; w++ {
+				go func(w int) {
+					errs <- func() error {
+						sub := filepath.Join(dir, fmt.Sprintf("w%d", w))
+						if err := os.Mkdir(sub, 0o755); err != nil {
+							return err
+						}
+						for i := 0; i < 60; i++ {
+							p := filepath.Join(sub, fmt.Sprintf("f%d", i%7))
+							want := bytes.Repeat([]byte{byte('a' + w)}, 1000+i)
+							if err := os.WriteFile(p, want, 0o644); err != nil {
+								return fmt.Errorf("write %s: %w", p, err)
+							}
+							got, err := os.ReadFile(p)
+							if err != nil || !bytes.Equal(got, want) {
+								return fmt.Errorf("read back %s: %d bytes, %v", p, len(got), err)
+							}
+							if d, err := os.ReadFile(filepath.Join(dir, "shared")); err != nil || len(d) != 100000 {
+								return fmt.Errorf("read shared: %d bytes, %v", len(d), err)
+							}
+							if i%5 == 0 {
+								if err := os.Rename(p, p+".r"); err != nil {
+									return err
+								}
+								if err := os.Remove(p + ".r"); err != nil {
+									return err
+								}
+							}
+							if _, err := os.ReadDir(sub); err != nil {
+								return err
+							}
+						}
+						return nil
+					}()
+				}(w)
+			}
+			for w := 0; w < 6; w++ {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}

@@ -53,11 +53,28 @@ func lookupTestUser(t *testing.T) (uid, gid int) {
 
 func TestUnprivilegedServe(t *testing.T) {
 	if os.Getenv(childEnv) == "1" {
-		unprivilegedChild(t)
+		unprivilegedServeChild(t)
 		return
 	}
+	runAsTestUser(t, "TestUnprivilegedServe", true)
+}
+
+// TestUnprivilegedMount: a plain user mounts with Mount (fusermount3), no
+// namespace: the host-side mount of settrans -a.
+func TestUnprivilegedMount(t *testing.T) {
+	if os.Getenv(childEnv) == "1" {
+		unprivilegedMountChild(t)
+		return
+	}
+	runAsTestUser(t, "TestUnprivilegedMount", false)
+}
+
+// runAsTestUser runs the test named name again as the test user (in a user
+// namespace of theirs when userns), over a work directory they own with a
+// random 8 MiB file in its lower layer, and checks what the child wrote.
+func runAsTestUser(t *testing.T, name string, userns bool) {
 	if os.Geteuid() != 0 {
-		t.Skip("creating the test user and its namespace needs root (CI runs as root)")
+		t.Skip("creating the test user needs root (CI runs as root)")
 	}
 	t.Cleanup(func() { noHerdMounts(t) })
 	uid, gid := lookupTestUser(t)
@@ -88,7 +105,9 @@ func TestUnprivilegedServe(t *testing.T) {
 	if err := os.WriteFile(big, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(big, uid, gid)
+	if err := os.Chown(big, uid, gid); err != nil {
+		t.Fatal(err)
+	}
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -96,32 +115,38 @@ func TestUnprivilegedServe(t *testing.T) {
 	bin := filepath.Join(top, "fsbridge.test")
 	copyFile(t, self, bin)
 
-	cmd := exec.Command(bin, "-test.run=^TestUnprivilegedServe$", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"=1", childDirEnv+"="+work)
+	cmd := exec.Command(bin, "-test.run=^"+name+"$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"=1", childDirEnv+"="+work, "PATH=/usr/bin:/bin:/usr/sbin:/sbin")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
-		Credential:  &syscall.Credential{Uid: 0, Gid: 0},
-		Pdeathsig:   syscall.SIGKILL,
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if userns {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("the bridge in a user namespace (as %s): %v\n%s", testUser, err, out.String())
+		t.Fatalf("the bridge as %s: %v\n%s", testUser, err, out.String())
 	}
 	if !strings.Contains(out.String(), "PASS") {
 		t.Fatalf("child did not pass:\n%s", out.String())
 	}
 	t.Logf("child:\n%s", out.String())
 	got, err := os.ReadFile(filepath.Join(work, "upper", "written"))
-	if err != nil || string(got) != "written in the namespace" {
+	if err != nil || string(got) != "written by the user" {
 		t.Errorf("write through the bridge did not reach the upper layer: %q %v", got, err)
 	}
 	if fi, err := os.Stat(filepath.Join(work, "upper", "written")); err == nil {
 		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != uid {
-			t.Errorf("file written in the namespace is owned by host uid %d, want %d", st.Uid, uid)
+			t.Errorf("file written as the user is owned by host uid %d, want %d", st.Uid, uid)
 		}
+	}
+	if mounted(t, filepath.Join(work, "mnt")) {
+		t.Errorf("%s left mounted", filepath.Join(work, "mnt"))
 	}
 }
 
@@ -144,8 +169,9 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// unprivilegedChild runs as the test user, root of its own user namespace.
-func unprivilegedChild(t *testing.T) {
+// unprivilegedServeChild runs as the test user, root of its own user
+// namespace: it mounts FUSE there and serves the fd, as the launcher does.
+func unprivilegedServeChild(t *testing.T) {
 	work := os.Getenv(childDirEnv)
 	lower, upper, mnt := filepath.Join(work, "lower"), filepath.Join(work, "upper"), filepath.Join(work, "mnt")
 	srv, err := newFSServer(lower, upper)
@@ -174,6 +200,39 @@ func unprivilegedChild(t *testing.T) {
 	if err := PollHack(mnt); err != nil {
 		t.Fatal(err)
 	}
+	userChecks(t, b, lower, mnt)
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	b.Wait()
+}
+
+// unprivilegedMountChild runs as the test user, in the host's namespaces.
+func unprivilegedMountChild(t *testing.T) {
+	work := os.Getenv(childDirEnv)
+	lower, upper, mnt := filepath.Join(work, "lower"), filepath.Join(work, "upper"), filepath.Join(work, "mnt")
+	srv, err := newFSServer(lower, upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, n, _ := pipe(t, srv, proto.ClientOptions{})
+	b, err := Mount(mnt, c, Options{Notifier: n, Passthrough: true})
+	if err != nil {
+		t.Fatalf("Mount as a plain user: %v", err)
+	}
+	userChecks(t, b, lower, mnt)
+	if err := b.Unmount(); err != nil {
+		t.Fatalf("Unmount as a plain user: %v", err)
+	}
+	b.Wait()
+}
+
+// userChecks: the user's file reads back whole through the bridge's own
+// reads (the kernel refuses passthrough to a plain user), shows as theirs,
+// and a write lands in the upper layer.
+func userChecks(t *testing.T, b *Bridge, lower, mnt string) {
+	t.Helper()
 	want, err := os.ReadFile(filepath.Join(lower, "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +245,7 @@ func unprivilegedChild(t *testing.T) {
 		t.Fatalf("read %d bytes through the bridge, content differs from the %d-byte file", len(got), len(want))
 	}
 	if b.opensPassthrough.Load() != 0 || !b.noPassthrough.Load() {
-		t.Errorf("passthrough in a user namespace: %d opens used it, refusal noticed: %v", b.opensPassthrough.Load(), b.noPassthrough.Load())
+		t.Errorf("passthrough as a plain user: %d opens used it, refusal noticed: %v", b.opensPassthrough.Load(), b.noPassthrough.Load())
 	}
 	if b.opensFD.Load() == 0 {
 		t.Errorf("the bridge did not read the backing descriptor itself (protocol opens: %d)", b.opensProto.Load())
@@ -195,14 +254,10 @@ func unprivilegedChild(t *testing.T) {
 	if err := syscall.Stat(filepath.Join(mnt, "big"), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Uid != 0 {
-		t.Errorf("the user's file shows as uid %d in the namespace, want 0", st.Uid)
+	if int(st.Uid) != os.Getuid() {
+		t.Errorf("the user's file shows as uid %d, want %d", st.Uid, os.Getuid())
 	}
-	if err := os.WriteFile(filepath.Join(mnt, "written"), []byte("written in the namespace"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(mnt, "written"), []byte("written by the user"), 0o644); err != nil {
 		t.Fatalf("write through the bridge: %v", err)
 	}
-	if err := syscall.Unmount(mnt, 0); err != nil {
-		t.Fatalf("unmount: %v", err)
-	}
-	b.Wait()
 }

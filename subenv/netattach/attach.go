@@ -348,14 +348,14 @@ func FindBinary(name string) string {
 	return name
 }
 
-// LANDir is where lan keepers' sockets live: $XDG_RUNTIME_DIR/herd/lan,
-// or /tmp/herd-UID/lan.
+// LANDir is where lan keepers' sockets live: $XDG_RUNTIME_DIR/herd/lan
+// (unless that is under /tmp), else /dev/shm/herd-UID/lan.
 func LANDir() string { return lanDirFor(hostUID()) }
 
 func (p *Plan) joinLAN() error {
 	dir := LANDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("netattach: lan dir: %v", err)
+	if err := makeLANDir(dir); err != nil {
+		return err
 	}
 	sock := filepath.Join(dir, p.mode.LAN+".sock")
 	join := filepath.Join(dir, p.mode.LAN+".join")

@@ -46,7 +46,7 @@ func TestLAN(t *testing.T) {
 	if err != nil {
 		t.Fatal("busybox is required (Debian package busybox)")
 	}
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir(t))
 	www := t.TempDir()
 	os.Chmod(www, 0o755)
 	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte("hello neighbour\n"), 0o644); err != nil {
@@ -162,7 +162,7 @@ func TestLANNAT(t *testing.T) {
 	if err != nil {
 		t.Fatal("curl is required (Debian package curl)")
 	}
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir(t))
 	port := hostHTTP(t)
 	ns1, n1, a1 := lanMember(t, "lan:out,nat")
 	defer waitNoKeeper(t)
@@ -177,4 +177,19 @@ func TestLANNAT(t *testing.T) {
 	if _, err := netattach.Prepare(m, t.TempDir(), netattach.Options{Binary: herdNet}); err == nil || !strings.Contains(err.Error(), "nat") {
 		t.Fatalf("joining lan:out without nat: %v", err)
 	}
+}
+
+// runtimeDir is a private XDG_RUNTIME_DIR for a test, not under /tmp (where
+// the launcher's init cannot see it, see netattach.LANDir).
+func runtimeDir(t *testing.T) string {
+	d, err := os.MkdirTemp("/dev/shm", "herd-xdg-")
+	if err != nil {
+		d, err = os.MkdirTemp("/var/tmp", "herd-xdg-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d, 0o700)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }

@@ -35,8 +35,8 @@ func InitJoinLAN(m Mode, ifname string, mtu int) ([]*os.File, error) {
 		mtu = DefaultMTU
 	}
 	dir := lanDirFor(hostUID())
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("netattach: lan dir: %v", err)
+	if err := makeLANDir(dir); err != nil {
+		return nil, err
 	}
 	join := filepath.Join(dir, m.LAN+".join")
 	lock, err := os.OpenFile(join+".lock", os.O_RDWR|os.O_CREATE, 0o600)
@@ -110,7 +110,7 @@ func HostAttachLAN(m Mode, files []*os.File, opts Options) (*Net, error) {
 		p.lanConn = c.(*net.UnixConn)
 	} else {
 		dir := LANDir()
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := makeLANDir(dir); err != nil {
 			return nil, err
 		}
 		sock := filepath.Join(dir, m.LAN+".sock")
@@ -191,9 +191,45 @@ func hostUID() int {
 	return uid
 }
 
+// lanDirFor is where lan keepers' sockets live: $XDG_RUNTIME_DIR/herd/lan,
+// or /dev/shm/herd-UID/lan. Not under /tmp: the launcher's init, which
+// joins the lan, has the subenvironment's root mounted on /tmp (and a
+// subenvironment's /tmp is its own).
 func lanDirFor(uid int) string {
-	if base := os.Getenv("XDG_RUNTIME_DIR"); base != "" {
+	if base := os.Getenv("XDG_RUNTIME_DIR"); base != "" && !underTmp(base) {
 		return filepath.Join(base, "herd", "lan")
 	}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return filepath.Join("/dev/shm", fmt.Sprintf("herd-%d", uid), "lan")
+	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("herd-%d", uid), "lan")
+}
+
+func underTmp(p string) bool {
+	p = filepath.Clean(p)
+	return p == "/tmp" || strings.HasPrefix(p, "/tmp/")
+}
+
+// makeLANDir creates dir (mode 0700) and refuses one that someone else
+// owns (a shared /dev/shm lets others create names first).
+func makeLANDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("netattach: lan dir: %v", err)
+	}
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		var st unix.Stat_t
+		if err := unix.Lstat(d, &st); err != nil {
+			return fmt.Errorf("netattach: lan dir: %v", err)
+		}
+		if int(st.Uid) != os.Geteuid() || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("netattach: lan dir %s is not a directory of ours (owner %d): refusing it", d, st.Uid)
+		}
+		if d == dir || !strings.HasPrefix(filepath.Base(d), "herd-") {
+			continue
+		}
+		if st.Mode&0o077 != 0 {
+			return fmt.Errorf("netattach: %s is open to others (mode %o): refusing it", d, st.Mode&0o777)
+		}
+	}
+	return nil
 }

@@ -60,7 +60,7 @@ func TestSubenvRunLAN(t *testing.T) {
 	if err != nil {
 		t.Fatal("busybox is required (Debian package busybox)")
 	}
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir(t))
 	// Not under /tmp: a subenvironment's /tmp starts empty.
 	www, err := os.MkdirTemp("/var/tmp", "herd-lan-www-")
 	if err != nil {
@@ -133,4 +133,19 @@ func TestSubenvRunLAN(t *testing.T) {
 	if err == nil || strings.Contains(string(out), "lan page") {
 		t.Fatalf("lan:t2 reached lan:t1: %s", out)
 	}
+}
+
+// runtimeDir is a private XDG_RUNTIME_DIR for a test, not under /tmp (where
+// the launcher's init cannot see it, see netattach.LANDir).
+func runtimeDir(t *testing.T) string {
+	d, err := os.MkdirTemp("/dev/shm", "herd-xdg-")
+	if err != nil {
+		d, err = os.MkdirTemp("/var/tmp", "herd-xdg-")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(d, 0o700)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }

@@ -68,13 +68,20 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	if err := serve(l, root, *readonly); err != nil {
+		fmt.Fprintf(os.Stderr, "demo-ftpd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// serve answers FTP sessions on l until it is closed.
+func serve(l net.Listener, root string, readonly bool) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "demo-ftpd: %v\n", err)
-			os.Exit(1)
+			return err
 		}
-		s := &session{c: c, r: bufio.NewReader(c), root: root, cwd: "/", readonly: *readonly}
+		s := &session{c: c, r: bufio.NewReader(c), root: root, cwd: "/", readonly: readonly}
 		go s.serve()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -384,4 +385,43 @@ func TestHelp(t *testing.T) {
 		}
 		e.fails("unknown flag: --no-such-flag (see "+prog+" --help)", prog, "--no-such-flag", "x")
 	}
+}
+
+// TestOrphan: -o puts a new translator on the node without asking the old
+// one to go away; the old one serves what it has open until closed, then
+// goes, leaving the new one's socket and state alone. -F writes the pid.
+func TestOrphan(t *testing.T) {
+	e := newEnv(t, "root")
+	node := e.file("o", "")
+	e.ok("settrans", "-a", node, "hello", "--contents", "old\n")
+	old := e.state(node)
+	f, err := os.Open(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(e.dir, "pid")
+	e.ok("settrans", "-ao", "-F", pidFile, node, "hello", "--contents", "new\n")
+	if got := e.ok("cat", node); got != "new\n" {
+		t.Fatalf("cat = %q", got)
+	}
+	buf := make([]byte, 16)
+	n, _ := f.ReadAt(buf, 0)
+	if string(buf[:n]) != "old\n" {
+		t.Fatalf("the open file reads %q", buf[:n])
+	}
+	f.Close()
+	waitGone(t, old.HolderPid)
+	waitGone(t, old.TranslatorPid)
+	st := e.state(node)
+	if st == nil || st.HolderPid == old.HolderPid {
+		t.Fatalf("state after the old holder left: %+v", st)
+	}
+	if b, _ := os.ReadFile(pidFile); strings.TrimSpace(string(b)) != strconv.Itoa(st.TranslatorPid) {
+		t.Fatalf("pid file %q, translator %d", b, st.TranslatorPid)
+	}
+	if got := e.ok("fsysopts", node); !strings.Contains(got, "new") {
+		t.Fatalf("fsysopts = %q", got)
+	}
+	e.ok("settrans", "-g", node)
+	waitGone(t, st.HolderPid)
 }

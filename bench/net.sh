@@ -32,6 +32,7 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM # so that cleanup (which restores /dev/net/tun's mode) runs
 
 for p in iperf3 busybox; do
 	command -v $p >/dev/null || { echo "net.sh: $p is required (Debian package $p)" >&2; exit 1; }

@@ -208,8 +208,7 @@ func TestStartNATUnprivileged(t *testing.T) {
 		return
 	}
 	u := ensureUser(t, "herdnet")
-	restore := chmodTun(t)
-	defer restore()
+	chmodTun(t)
 	port := hostHTTP(t)
 	dir, err := testbin.Dir()
 	if err != nil {
@@ -277,7 +276,10 @@ func ensureUser(t *testing.T, name string) *user.User {
 	u, err := user.Lookup(name)
 	if err != nil {
 		if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd %s: %v %s", name, err, out)
+			// Another test binary may have created it meanwhile.
+			if _, err2 := user.Lookup(name); err2 != nil {
+				t.Fatalf("useradd %s: %v %s", name, err, out)
+			}
 		}
 		u, err = user.Lookup(name)
 		if err != nil {
@@ -287,17 +289,12 @@ func ensureUser(t *testing.T, name string) *user.User {
 	return u
 }
 
-// chmodTun makes /dev/net/tun 0666 (as distributions ship it) and returns
-// a function restoring the mode it had.
-func chmodTun(t *testing.T) func() {
-	fi, err := os.Stat("/dev/net/tun")
-	if err != nil {
-		t.Fatal(err)
-	}
+// chmodTun makes /dev/net/tun 0666, as distributions ship it. (Not put
+// back: tests of other packages running at the same time may need it.)
+func chmodTun(t *testing.T) {
 	if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
 		t.Fatal(err)
 	}
-	return func() { os.Chmod("/dev/net/tun", fi.Mode().Perm()) }
 }
 
 func copyFile(t *testing.T, from, to string) {

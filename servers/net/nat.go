@@ -120,9 +120,11 @@ func (s *Server) dial(f Flow) (stdnet.Conn, error) {
 	return d.DialContext(ctx, f.Network, f.Target)
 }
 
+// isDNS: the forwarder answers at the DNS address, in NAT mode only (it
+// asks the host's resolver, which is going out).
 func (s *Server) isDNS(a netip.Addr, port uint16) bool {
 	_, dns := s.Gateway()
-	return port == 53 && (a == dns || a == DNSAddr6 && !s.opts.LAN)
+	return s.opts.NAT && port == 53 && (a == dns || a == DNSAddr6 && !s.opts.LAN)
 }
 
 // handleTCP serves one SYN from a member: the host connection is made

@@ -282,3 +282,15 @@ func TestNoLeaks(t *testing.T) {
 	t.Fatalf("after 10,000 connections: goroutines %d (before %d), fds %d (before %d), live %d",
 		g, g0, f, f0, srv.Stats().LiveConnections)
 }
+
+// TestModeNone: without NAT nothing leaves; connections are refused at once.
+func TestModeNone(t *testing.T) {
+	port := hostEcho(t)
+	srv, ns := natNS(t, Options{}, DefaultMTU)
+	if got, _ := ns.Dial(time.Minute, "tcp", fmt.Sprintf("10.0.2.2:%d", port), 1, false); got != "ECONNREFUSED" {
+		t.Fatalf("mode none, dial the host: %s, want ECONNREFUSED", got)
+	}
+	if st := srv.Stats(); st.TCPConnections != 0 || st.Refused == 0 {
+		t.Fatalf("mode none: %d connections made, %d refused", st.TCPConnections, st.Refused)
+	}
+}

@@ -2,6 +2,8 @@ package netattach_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -41,6 +43,12 @@ func hostHTTP(t testing.TB) int {
 		t.Fatal(err)
 	}
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var n int64
+		if _, err := fmt.Sscanf(r.URL.Path, "/blob/%d", &n); err == nil {
+			w.Header().Set("Content-Length", fmt.Sprint(n))
+			io.Copy(w, io.LimitReader(&blobReader{}, n))
+			return
+		}
 		fmt.Fprintf(w, "host page %s\n", r.URL.Path)
 	})}
 	go hs.Serve(ln)
@@ -267,8 +275,28 @@ func unprivScenario() int {
 	if err != nil || code != 0 || out != "host page /unpriv\n" {
 		return fail("curl: %v exit %d: %q", err, code, out)
 	}
+	// And 200 MB, checksummed.
+	const size = 200 << 20
+	h := sha256.New()
+	io.Copy(h, io.LimitReader(&blobReader{}, size))
+	want := hex.EncodeToString(h.Sum(nil))
+	out, code, err = ns.Run(5*time.Minute, "sh", "-c", fmt.Sprintf("%s -sS http://10.0.2.2:%s/blob/%d | sha256sum", curl, port, size))
+	if err != nil || code != 0 || !strings.HasPrefix(out, want) {
+		return fail("200 MB: %v exit %d: %q, want %s", err, code, out, want)
+	}
 	fmt.Printf("UNPRIV-OK uid=%d\n", os.Getuid())
 	return 0
+}
+
+// blobReader is an endless deterministic stream: byte i is i mod 251.
+type blobReader struct{ off int64 }
+
+func (b *blobReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte((b.off + int64(i)) % 251)
+	}
+	b.off += int64(len(p))
+	return len(p), nil
 }
 
 func ensureUser(t *testing.T, name string) *user.User {

@@ -250,3 +250,30 @@ func BenchmarkWriteSeq(b *testing.B) {
 type onlyReader struct{ r io.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// BenchmarkCat is cat of a 4 KiB file: open, fstat, read, close.
+func BenchmarkCat(b *testing.B) {
+	var files []string
+	roots := benchTargets(b, func(b *testing.B, dir string) { files = benchTree(b, dir) })
+	for _, name := range benchOrder {
+		root := roots[name]
+		b.Run(name, func(b *testing.B) {
+			buf := make([]byte, 8192)
+			b.SetBytes(4096)
+			var st syscall.Stat_t
+			for i := 0; b.Loop(); i++ {
+				fd, err := syscall.Open(filepath.Join(root, files[i%len(files)]), syscall.O_RDONLY, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := syscall.Fstat(fd, &st); err != nil {
+					b.Fatal(err)
+				}
+				if n, err := syscall.Read(fd, buf); err != nil || n != 4096 {
+					b.Fatalf("read: %d %v", n, err)
+				}
+				syscall.Close(fd)
+			}
+		})
+	}
+}

@@ -122,6 +122,8 @@ type Bridge struct {
 
 	noPassthrough atomic.Bool // the kernel refused it once: stop trying
 
+	attrGen atomic.Uint64 // see attrs.go
+
 	// How opens were served, for tests and benchmarks.
 	opensPassthrough, opensFD, opensProto, opensSpare atomic.Int64
 

@@ -731,3 +731,65 @@ func TestConcurrentWork(t *testing.T) {
 		})
 	}
 }
+
+// TestAttrsAfterWrite: the bridge's cached attributes never hide a change
+// made through the mount (writes to the backing descriptor never reach the
+// server, so the bridge must not trust an old answer meanwhile).
+func TestAttrsAfterWrite(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	for _, pt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct-fd", true: "passthrough"}[pt], func(t *testing.T) {
+			dir, lower := mountCOW(t, Options{Passthrough: pt})
+			if err := os.WriteFile(filepath.Join(lower, "f"), []byte("12345"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, "f")
+			size := func() int64 {
+				t.Helper()
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fi.Size()
+			}
+			for i := 0; i < 2; i++ { // reads make the kernel ask again
+				if d, err := os.ReadFile(p); err != nil || string(d) != "12345" {
+					t.Fatalf("read: %q %v", d, err)
+				}
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write([]byte("678")); err != nil {
+				t.Fatal(err)
+			}
+			if got := size(); got != 8 {
+				t.Errorf("size while open for writing: %d, want 8", got)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := size(); got != 8 {
+				t.Errorf("size after close: %d, want 8", got)
+			}
+			if d, err := os.ReadFile(p); err != nil || string(d) != "12345678" {
+				t.Fatalf("read after write: %q %v", d, err)
+			}
+			if err := os.Chmod(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+				t.Errorf("mode after chmod: %v", fi.Mode())
+			}
+			if err := os.Link(p, p+".2"); err != nil {
+				t.Fatal(err)
+			}
+			os.ReadFile(p)
+			var st syscall.Stat_t
+			if err := syscall.Stat(p, &st); err != nil || st.Nlink != 2 {
+				t.Errorf("nlink after link: %d %v", st.Nlink, err)
+			}
+		})
+	}
+}

@@ -27,6 +27,7 @@ type handle struct {
 	flags       uint32 // the open's flags
 	passthrough bool
 	cached      bool // counted in in.cachedOpens
+	writer      bool // counted in in.writers
 	write       bool // opened for writing
 
 	mu    sync.Mutex
@@ -87,6 +88,13 @@ func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse
 	st := b.passthrough(n, h, out)
 	if !st.Ok() {
 		return st
+	}
+	if h.write {
+		b.mu.Lock()
+		n.writers++
+		b.mu.Unlock()
+		h.writer = true
+		b.changed()
 	}
 	if h.file != nil || !h.write {
 		// Flush has nothing to do for this handle (see Flush): spare the
@@ -212,7 +220,9 @@ func (b *Bridge) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	}
 	ctx, done := b.ctx(p.conn, &in.InHeader)
 	defer done()
+	b.changed()
 	e, res, err := p.conn.fs.Create(ctx, p.node, name, in.Flags, in.Mode)
+	b.changed()
 	if err != nil {
 		return errno(err)
 	}
@@ -401,6 +411,9 @@ func (b *Bridge) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		if h.cached {
 			n.cachedOpens--
 		}
+		if h.writer {
+			n.writers--
+		}
 		if h.passthrough {
 			n.backingRefs--
 			if n.backingRefs == 0 {
@@ -411,6 +424,9 @@ func (b *Bridge) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	b.mu.Unlock()
 	if h == nil {
 		return
+	}
+	if h.writer {
+		b.changed() // what was written shows in the next GETATTR
 	}
 	if unregister >= 0 {
 		b.srv.UnregisterBackingFd(unregister)

@@ -180,6 +180,12 @@ type inode struct {
 	cachedOpens int
 
 	spare *spare // a released read-only open kept for reuse (spares.go)
+
+	// Cached attributes (attrs.go); writers counts opens for writing.
+	attr    proto.Attr
+	attrGen uint64
+	attrOK  bool
+	writers int
 }
 
 // get returns the inode the kernel calls id, or an error status: ESTALE
@@ -301,6 +307,7 @@ func (n *Notifier) InvalNode(node proto.NodeID, off, length int64) {
 	if b == nil {
 		return
 	}
+	b.changed()
 	b.mu.Lock()
 	in := b.byNode[nodeKey{c, node}]
 	var id uint64
@@ -327,6 +334,7 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 	if b == nil {
 		return
 	}
+	b.changed() // the directory's own attributes changed too
 	if id := b.lookupID(c, parent); id != 0 {
 		b.notes.push(func() { b.srv.EntryNotify(id, name) })
 	}

@@ -150,12 +150,19 @@ func (b *Bridge) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if !st.Ok() {
 		return st
 	}
+	if a, ok := b.cachedAttr(n); ok {
+		b.fillAttr(n.conn, &a, &out.Attr)
+		out.SetTimeout(n.conn.ttl())
+		return fuse.OK
+	}
+	gen := b.attrGen.Load()
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
 	a, err := n.conn.fs.GetAttr(ctx, n.node)
 	if err != nil {
 		return errno(err)
 	}
+	b.cacheAttr(n, gen, &a)
 	b.fillAttr(n.conn, &a, &out.Attr)
 	out.SetTimeout(n.conn.ttl())
 	return fuse.OK
@@ -207,9 +214,11 @@ func (b *Bridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 		}
 	}
 	b.dropSpare(n)
+	b.changed()
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
 	a, err := n.conn.fs.SetAttr(ctx, n.node, s)
+	b.changed()
 	if err != nil {
 		return errno(err)
 	}
@@ -224,7 +233,9 @@ func (b *Bridge) create(h *fuse.InHeader, name string, out *fuse.EntryOut, call 
 	if !st.Ok() {
 		return st
 	}
+	b.changed()
 	e, err := call(p)
+	b.changed()
 	if err != nil {
 		return errno(err)
 	}
@@ -277,7 +288,10 @@ func (b *Bridge) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	}
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
-	return errno(p.conn.fs.Unlink(ctx, p.node, name))
+	b.changed()
+	err := p.conn.fs.Unlink(ctx, p.node, name)
+	b.changed()
+	return errno(err)
 }
 
 func (b *Bridge) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
@@ -287,7 +301,10 @@ func (b *Bridge) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	}
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
-	return errno(p.conn.fs.Rmdir(ctx, p.node, name))
+	b.changed()
+	err := p.conn.fs.Rmdir(ctx, p.node, name)
+	b.changed()
+	return errno(err)
 }
 
 func (b *Bridge) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName string, newName string) fuse.Status {
@@ -304,7 +321,10 @@ func (b *Bridge) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName strin
 	}
 	ctx, done := b.ctx(p.conn, &in.InHeader)
 	defer done()
-	return errno(p.conn.fs.Rename(ctx, p.node, oldName, np.node, newName, in.Flags))
+	b.changed()
+	err := p.conn.fs.Rename(ctx, p.node, oldName, np.node, newName, in.Flags)
+	b.changed()
+	return errno(err)
 }
 
 func (b *Bridge) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
@@ -387,7 +407,10 @@ func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr stri
 	}
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
-	return errno(n.conn.fs.SetXattr(ctx, n.node, attr, append([]byte(nil), data...), in.Flags))
+	b.changed()
+	err := n.conn.fs.SetXattr(ctx, n.node, attr, append([]byte(nil), data...), in.Flags)
+	b.changed()
+	return errno(err)
 }
 
 func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
@@ -397,7 +420,10 @@ func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr stri
 	}
 	ctx, done := b.ctx(n.conn, h)
 	defer done()
-	return errno(n.conn.fs.RemoveXattr(ctx, n.node, attr))
+	b.changed()
+	err := n.conn.fs.RemoveXattr(ctx, n.node, attr)
+	b.changed()
+	return errno(err)
 }
 
 func (b *Bridge) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {

@@ -15,9 +15,7 @@ say "An FTP server on this machine (demo-ftpd, anonymous, loopback only)"
 say "serving the directory ftproot:"
 run_quiet mkdir -p ftproot/pub
 echo "Welcome to the demo FTP server." >ftproot/pub/README
-demo-ftpd --listen 127.0.0.1:0 --ready-file "$work/ftpd.addr" "$work/ftproot" &
-ftpd=$!
-at_exit "kill $ftpd"
+start_bg "$work/ftpd.log" demo-ftpd --listen 127.0.0.1:0 --ready-file ftpd.addr ftproot
 wait_for 30 "the FTP server to listen" test -s "$work/ftpd.addr"
 port=$(sed 's/.*://' "$work/ftpd.addr")
 show "demo-ftpd listens on 127.0.0.1:$port"

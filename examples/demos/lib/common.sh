@@ -65,6 +65,19 @@ run_input() {
 	printf '%s\n' "$_input" | "$@" || fail "command failed (exit status $?): $*"
 }
 
+# start_bg OUT CMD ARGS...: show the command and start it in the background
+# with its output in the file OUT; it is stopped when the demo ends. $bg is
+# its pid.
+start_bg() {
+	_out=$1
+	shift
+	_cmd "$@" | sed "s|\$| >$(basename "$_out") 2>\&1 \&|"
+	_said=0
+	"$@" >"$_out" 2>&1 &
+	bg=$!
+	at_exit "kill $bg"
+}
+
 # run_quiet CMD ARGS...: run without showing the command (setup steps).
 run_quiet() {
 	"$@" || fail "command failed (exit status $?): $*"

@@ -793,3 +793,36 @@ func TestAttrsAfterWrite(t *testing.T) {
 		})
 	}
 }
+
+// plainFS hides every optional interface (ReadDirPlus among them) of the
+// server it wraps: what a minimal server in another language offers.
+type plainFS struct{ proto.FileSystem }
+
+// TestListingWithoutReadDirPlus: a proto client always offers READDIRPLUS,
+// but the server behind it may answer ENOSYS; listings must still work.
+func TestListingWithoutReadDirPlus(t *testing.T) {
+	srv, lower, _ := cowServer(t)
+	for _, name := range []string{"a", "b", "c"} {
+		if err := os.WriteFile(filepath.Join(lower, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, n, _ := pipe(t, plainFS{srv}, proto.ClientOptions{})
+	_, dir := mount(t, c, Options{Notifier: n})
+	for i := 0; i < 2; i++ { // the second listing takes the remembered fallback
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("ReadDir: %v", err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if strings.Join(names, ",") != "a,b,c" {
+			t.Fatalf("listing = %v, want a,b,c", names)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "b")); err != nil || string(b) != "b" {
+		t.Fatalf("read b = %q, %v", b, err)
+	}
+}

@@ -1,6 +1,7 @@
 package fsbridge
 
 import (
+	"errors"
 	"log"
 	"os"
 	"sync"
@@ -461,17 +462,23 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
 	d := &dirSnapshot{}
-	if n.conn.plus != nil {
-		ents, err := n.conn.plus.ReadDirPlus(ctx, n.node)
-		if err != nil {
-			return errno(err)
+	var plusErr error = syscall.ENOSYS
+	if n.conn.plus != nil && !n.conn.noPlus.Load() {
+		var ents []proto.DirEntryPlus
+		ents, plusErr = n.conn.plus.ReadDirPlus(ctx, n.node)
+		if errors.Is(plusErr, syscall.ENOSYS) {
+			n.conn.noPlus.Store(true)
+		} else if plusErr != nil {
+			return errno(plusErr)
+		} else {
+			if ents == nil {
+				ents = []proto.DirEntryPlus{}
+			}
+			d.plus = ents
+			d.delivered = make([]bool, len(ents))
 		}
-		if ents == nil {
-			ents = []proto.DirEntryPlus{}
-		}
-		d.plus = ents
-		d.delivered = make([]bool, len(ents))
-	} else {
+	}
+	if plusErr != nil {
 		ents, err := n.conn.fs.ReadDir(ctx, n.node)
 		if err != nil {
 			return errno(err)

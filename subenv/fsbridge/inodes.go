@@ -14,10 +14,13 @@ import (
 // conn is one server the bridge talks to: the root server, or a translator
 // reached through a redirect.
 type conn struct {
-	fs     proto.FileSystem
-	plus   proto.DirPlusReader // nil when the server has no READDIRPLUS
-	socket string              // translator's socket; "" for the root server
-	idx    uint64              // mixed into st_ino so translators' inodes do not collide
+	fs   proto.FileSystem
+	plus proto.DirPlusReader // nil when the server has no READDIRPLUS
+	// noPlus: the server answered ENOSYS to ReadDirPlus (a proto client
+	// always offers the call; the server behind it may not serve it).
+	noPlus atomic.Bool
+	socket string // translator's socket; "" for the root server
+	idx    uint64 // mixed into st_ino so translators' inodes do not collide
 	// hasDeadlines: fs is a connection whose calls carry their own
 	// deadlines (a proto client); other servers get one from the bridge.
 	hasDeadlines bool

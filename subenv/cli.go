@@ -11,7 +11,7 @@ import (
 )
 
 const mainUsage = `subenv: run programs in a subenvironment, a world of their own whose file
-tree (and, later, network and identity) is served by user programs.
+tree and network (and, later, identity) are served by user programs.
 
 Usage:
   subenv run [flags] [--] PROG [ARGS...]   run PROG in a new subenvironment
@@ -23,8 +23,9 @@ Usage:
 const runUsage = `Usage: subenv run [flags] [--] PROG [ARGS...]
 
 Runs PROG in new user, mount, pid, uts, ipc and net namespaces whose root
-file tree is served by an fs server over herd's protocol, through FUSE.
-By default the server is herd-fs (built into subenv): the host's / read-only
+file tree is served by an fs server over herd's protocol, through FUSE, and
+whose network is served by a net server (herd-net, see --net).
+By default the fs server is herd-fs (built into subenv): the host's / read-only
 underneath, your writes in a copy-on-write layer that is thrown away at the
 end, and an empty /tmp. Inside you are root; outside nothing changes. PROG is
 looked up on PATH inside; the environment, the working directory and the
@@ -44,7 +45,42 @@ Flags:
   --keep NAME         keep the copy-on-write layer in
                       $XDG_DATA_HOME/herd/keep/NAME (~/.local/share/herd/keep/NAME),
                       so a later run with --keep NAME sees earlier writes
-  --net MODE          network: none (loopback only; the default)
+  --net MODE          the network (default nat):
+                        nat        herd-net, a user-space TCP/IP stack: programs
+                                   inside are 10.0.2.15 on eth0 and reach the
+                                   host's network through it; 10.0.2.2:PORT is the
+                                   host's 127.0.0.1:PORT; DNS at 10.0.2.3 (bound
+                                   over /etc/resolv.conf). Needs /dev/net/tun
+                                   usable by you (Debian ships it 0666); without
+                                   it, and no --net given, subenv warns in one line
+                                   and runs with loopback only.
+                        none       loopback only
+                        host       the host's network namespace, shared
+                        lan:NAME[,nat]  a private lan (10.0.3.0/24) shared by every
+                                   subenvironment run with the same NAME; with
+                                   ,nat it reaches the host as nat does
+                        PROG       a net server of your own: a value with a "/"
+                                   or an executable on PATH (or prog:PATH ARGS);
+                                   it gets its control socket as fd 3 and the TUN
+                                   as fd 4 (see herd/subenv/netattach)
+                      e.g. --net none, --net lan:work, --net ./mynet
+  --publish HOSTPORT:PORT[/udp]
+                      make PORT inside reachable at the host's
+                      127.0.0.1:HOSTPORT (repeatable), e.g. --publish 8080:80
+  --allow CIDR[:PORT[-PORT]]
+                      allow connections to these only (repeatable; any --allow
+                      makes an allowlist), e.g. --allow 10.0.2.2:8000
+  --deny CIDR[:PORT[-PORT]]
+                      refuse connections there (repeatable; wins over --allow),
+                      e.g. --deny 10.0.2.2/32. Refused connections get
+                      ECONNREFUSED. With lan:NAME these three apply when the
+                      lan starts (its first member); a later member giving
+                      them is refused.
+                      At run time the net server's control socket
+                      ($XDG_RUNTIME_DIR/herd/ID/net.sock, -v prints it) takes
+                      the same options through herd's fsys interface
+                      (proto: fsys set-options, e.g. "--allow=10.0.2.2:80");
+                      its /connections and /stats nodes list live connections.
   --subuid            as a plain user, map the range /etc/subuid and /etc/subgid
                       grant you as uids 1.. inside (via newuidmap/newgidmap), so
                       programs inside can switch users (apt, daemons); without
@@ -58,6 +94,10 @@ Examples:
   subenv run -- sh
   subenv run --keep work -- sh -c 'echo hi > /tmp/x'
   subenv run --fs './myfs --log' -- make
+  subenv run -- curl http://10.0.2.2:8000/     # a server on the host's 127.0.0.1:8000
+  subenv run --publish 8080:80 -- busybox httpd -f -p 80
+  subenv run --net lan:work -- sh              # and another with lan:work
+  subenv run --allow 10.0.2.2:8000 -- sh       # only the host's port 8000
 `
 
 // Main is the subenv program; it returns the exit status.
@@ -100,7 +140,11 @@ func runMain(args []string) int {
 	fl.StringVar(&cfg.Root, "root", "", "")
 	fl.BoolVar(&cfg.RW, "rw", false, "")
 	fl.StringVar(&cfg.Keep, "keep", "", "")
-	fl.StringVar(&cfg.Net, "net", "none", "")
+	fl.StringVar(&cfg.Net, "net", "", "")
+	var publish, allow, deny []string
+	fl.StringArrayVar(&publish, "publish", nil, "")
+	fl.StringArrayVar(&allow, "allow", nil, "")
+	fl.StringArrayVar(&deny, "deny", nil, "")
 	fl.BoolVar(&cfg.SubIDs, "subuid", false, "")
 	fl.BoolVarP(&cfg.Verbose, "verbose", "v", false, "")
 	fl.BoolVarP(&help, "help", "h", false, "")
@@ -134,6 +178,15 @@ func runMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "subenv run: --rw and --keep exclude each other (--rw has no copy-on-write layer to keep)")
 		return 2
 	}
+	for _, p := range publish {
+		cfg.NetArgs = append(cfg.NetArgs, "--publish", p)
+	}
+	for _, a := range allow {
+		cfg.NetArgs = append(cfg.NetArgs, "--allow", a)
+	}
+	for _, d := range deny {
+		cfg.NetArgs = append(cfg.NetArgs, "--deny", d)
+	}
 	cfg.Prog = fl.Args()
 	if len(cfg.Prog) == 0 {
 		fmt.Fprintln(os.Stderr, "subenv run: no program given (usage: subenv run [flags] -- PROG [ARGS...])")
@@ -141,7 +194,9 @@ func runMain(args []string) int {
 	}
 	status, err := Run(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "subenv: %v\n", err)
+		if err.Error() != "" {
+			fmt.Fprintf(os.Stderr, "subenv: %v\n", err)
+		}
 		var ee *ExitError
 		if errors.As(err, &ee) && ee.Code != 0 {
 			return ee.Code

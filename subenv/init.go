@@ -22,7 +22,9 @@ type initConfig struct {
 	Prog     []string // the program and its arguments
 	Cwd      string   // the launcher's working directory, kept if it exists inside
 	Hostname string
-	Net      string // --net spec
+	Net      string   // --net spec
+	NetArgs  []string // --publish/--allow/--deny for the net server
+	NetDflt  bool     // no --net given
 	TTY      int    // which of fds 0-2 is the controlling terminal with us in its foreground; -1: none
 	WaitMaps bool   // the launcher writes our maps after we started: wait for msgMaps
 }
@@ -115,9 +117,14 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	files, err := ns.InitNet(InitNetContext{Mode: mode, Arg: arg, Trace: tr.step})
+	nctx := InitNetContext{Mode: mode, Arg: arg, Args: cfg.NetArgs, Default: cfg.NetDflt, Trace: tr.step}
+	files, err := ns.InitNet(nctx)
 	if err != nil {
 		return 0, fmt.Errorf("net %s: %v", cfg.Net, err)
+	}
+	resolv := ""
+	if rc, ok := ns.(ResolvConfer); ok && (len(files) > 0 || !cfg.NetDflt) {
+		resolv = rc.ResolvConf(nctx)
 	}
 	if err := sendMsg(ctl, msgNet, nil, files...); err != nil {
 		return 0, fmt.Errorf("handing net descriptors to subenv: %v", err)
@@ -135,10 +142,24 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	if err := buildRoot(cfg, tr); err != nil {
 		return 0, err
 	}
+	if resolv != "" {
+		// Written now, into our /dev (a tmpfs no one else sees), and bound
+		// after the pivot, when /etc/resolv.conf (maybe a symlink) resolves
+		// inside the new root.
+		if err := os.WriteFile(filepath.Join(cfg.Staging, resolvTmp), []byte(resolv), 0o644); err != nil {
+			return 0, fmt.Errorf("resolv.conf: %v", err)
+		}
+	}
 	if err := pivot(cfg.Staging); err != nil {
 		return 0, err
 	}
 	tr.step("pivot_root done")
+	if resolv != "" {
+		if err := bindResolvConf(); err != nil {
+			return 0, err
+		}
+		tr.step("resolv.conf bound")
+	}
 	if cfg.Cwd == "" || unix.Chdir(cfg.Cwd) != nil {
 		unix.Chdir("/")
 	}
@@ -171,6 +192,30 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	}
 	tr.step("program started (pid %d)", pid)
 	return pid, nil
+}
+
+// resolvTmp is where the init puts the net mode's resolv.conf before it is
+// bound over /etc/resolv.conf (then removed: the bind keeps it).
+const resolvTmp = "dev/.herd-resolv.conf"
+
+func bindResolvConf() error {
+	src := "/" + resolvTmp
+	defer os.Remove(src)
+	dst := "/etc/resolv.conf"
+	if _, err := os.Stat(dst); err != nil {
+		// None (or a dangling symlink): make one, in the copy-on-write
+		// layer (or the --rw tree).
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("resolv.conf: %v", err)
+		}
+		f.Close()
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("binding resolv.conf over %s: %v", dst, err)
+	}
+	unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+	return nil
 }
 
 func lookProg(name string) (string, error) {

@@ -46,7 +46,9 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
+	// herd-net next to subenv: the default --net nat starts it from there.
 	subenvBin = testbin.MustBuild("subenv")
+	testbin.MustBuild("herd-net")
 	// SUBENV_TEST_BINARY runs the tests against another build (one with
 	// -race, an installed one).
 	if p := os.Getenv("SUBENV_TEST_BINARY"); p != "" {
@@ -134,6 +136,10 @@ func testUser(t *testing.T) (uint32, uint32) {
 		}
 	}
 	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	// The default network (nat) needs the TUN device, 0666 as shipped.
+	if err := os.Chmod("/dev/net/tun", 0o666); err != nil {
 		t.Fatal(err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)

@@ -46,7 +46,8 @@ type Config struct {
 	Root     string   // host directory served as / (default "/")
 	RW       bool     // write through to Root instead of copy-on-write
 	Keep     string   // keep the upper layer under this name
-	Net      string   // --net mode ("none")
+	Net      string   // --net mode ("" = DefaultNet, nat)
+	NetArgs  []string // flags for the net server: --publish X, --allow X, --deny X
 	Verbose  bool     // -v: say which servers started where
 	Hostname string   // default "subenv"
 	// SubIDs: a plain user with an /etc/subuid range maps it too, as uids
@@ -81,9 +82,11 @@ func Run(cfg Config) (status int, err error) {
 	if len(cfg.Prog) == 0 {
 		return 0, fail(2, "no program given")
 	}
-	if cfg.Net == "" {
-		cfg.Net = "none"
+	netDefault := cfg.Net == ""
+	if netDefault {
+		cfg.Net = DefaultNet
 	}
+	cfg.Net = resolveNetSpec(cfg.Net)
 	if cfg.Hostname == "" {
 		cfg.Hostname = "subenv"
 	}
@@ -201,12 +204,12 @@ func Run(cfg Config) (status int, err error) {
 	var in *initProc
 	if staging != "" {
 		go func() { prepCh <- prepare() }()
-		in, err = startInit(cfg, staging, start, verbose)
+		in, err = startInit(cfg, netDefault, sharesHostNetNS(netSetup), staging, start, verbose)
 	} else {
 		pr := prepare()
 		prepCh <- pr
 		if pr.err == nil {
-			in, err = startInit(cfg, pr.rt.Path, start, verbose)
+			in, err = startInit(cfg, netDefault, sharesHostNetNS(netSetup), pr.rt.Path, start, verbose)
 		}
 	}
 	pr := <-prepCh
@@ -263,9 +266,17 @@ func Run(cfg Config) (status int, err error) {
 	if m.kind != msgNet {
 		return 0, fail(1, "init: unexpected message %q", m.kind)
 	}
+	netGone := make(chan error, 1)
 	stopNet, err := netSetup.HostNet(HostNetContext{
-		Mode: netMode, Arg: netArg, RuntimeDir: rt.Path, InitPid: in.cmd.Process.Pid,
+		Mode: netMode, Arg: netArg, Args: cfg.NetArgs, Default: netDefault,
+		RuntimeDir: rt.Path, InitPid: in.cmd.Process.Pid,
 		Verbose: verbose, Trace: tr.step,
+		Died: func(err error) {
+			select {
+			case netGone <- err:
+			default:
+			}
+		},
 	}, m.files)
 	for _, f := range m.files {
 		f.Close()
@@ -288,6 +299,7 @@ func Run(cfg Config) (status int, err error) {
 	defer func() { <-swept }()
 
 	var died string
+	netDied := false
 	var grace <-chan time.Time
 	var initErr error
 	msgs := in.msgs
@@ -307,6 +319,11 @@ func Run(cfg Config) (status int, err error) {
 			case msgStopped:
 				in.stopped()
 			}
+		case err := <-netGone:
+			// The program goes on without a network (ENETUNREACH); the
+			// user hears of it now, and subenv's status says it at the end.
+			netGone, netDied = nil, true
+			fmt.Fprintf(os.Stderr, "subenv: net server died: %v (programs inside get ENETUNREACH)\n", err)
 		case died = <-gone:
 			// The program now gets EIO from the bridge; give it a moment to
 			// notice and end by itself, then end the whole namespace.
@@ -347,6 +364,10 @@ func Run(cfg Config) (status int, err error) {
 					code = 1
 				}
 				return status, fail(code, "fs server died: %s", died)
+			}
+			if netDied && status == 0 {
+				// Said when it happened; only the status is left to tell.
+				return status, fail(1, "")
 			}
 			return status, nil
 		}
@@ -404,7 +425,7 @@ type initProc struct {
 // msgMaps and re-exec'ing itself to regain its capabilities); anyone else maps
 // themself to root, with setgroups denied as the kernel requires (Go's exec
 // writes these between clone and exec).
-func startInit(cfg Config, staging string, start time.Time, verbose func(string, ...any)) (*initProc, error) {
+func startInit(cfg Config, netDefault, hostNet bool, staging string, start time.Time, verbose func(string, ...any)) (*initProc, error) {
 	mine, theirs, err := socketpair()
 	if err != nil {
 		return nil, err
@@ -414,6 +435,7 @@ func startInit(cfg Config, staging string, start time.Time, verbose func(string,
 	ic := initConfig{
 		Start: start.UnixNano(), Staging: staging, Identity: os.Geteuid() == 0,
 		Prog: cfg.Prog, Cwd: cwd, Hostname: cfg.Hostname, Net: cfg.Net, TTY: -1,
+		NetArgs: cfg.NetArgs, NetDflt: netDefault,
 	}
 	if fd, pg, ok := foregroundTTY(); ok {
 		ic.TTY, in.tty, in.pgrp = fd, fd, pg
@@ -435,6 +457,9 @@ func startInit(cfg Config, staging string, start time.Time, verbose func(string,
 		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET,
 		Pdeathsig: syscall.SIGKILL,
+	}
+	if hostNet {
+		sys.Cloneflags &^= syscall.CLONE_NEWNET
 	}
 	if uid == 0 {
 		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1<<32 - 1}}

@@ -49,7 +49,7 @@ func TestAcceptanceRoot(t *testing.T) { testAcceptance(t, false) }
 func TestAcceptanceUser(t *testing.T) { testAcceptance(t, true) }
 
 // Inside, the user is root, /tmp is empty and private, and the usual
-// devices, /proc and loopback are there.
+// devices, /proc, loopback and (the default nat network) eth0 are there.
 func TestInsideView(t *testing.T) {
 	for _, asUser := range []bool{false, true} {
 		t.Run(fmt.Sprintf("user=%v", asUser), func(t *testing.T) {
@@ -63,7 +63,7 @@ func TestInsideView(t *testing.T) {
 			}
 			lines := strings.Fields(r.stdout)
 			// The shell's parent is pid 1, the init.
-			want := []string{"0", "subenv", "0", "1", "devs", "4", "proc", "unknown", "lo"}
+			want := []string{"0", "subenv", "0", "1", "devs", "4", "proc", "unknown", "eth0", "lo"}
 			if strings.Join(lines, " ") != strings.Join(want, " ") {
 				t.Errorf("got %q, want %q", lines, want)
 			}

@@ -25,8 +25,8 @@ type initConfig struct {
 	Net      string   // --net spec
 	NetArgs  []string // --publish/--allow/--deny for the net server
 	NetDflt  bool     // no --net given
-	TTY      int    // which of fds 0-2 is the controlling terminal with us in its foreground; -1: none
-	WaitMaps bool   // the launcher writes our maps after we started: wait for msgMaps
+	TTY      int      // which of fds 0-2 is the controlling terminal with us in its foreground; -1: none
+	WaitMaps bool     // the launcher writes our maps after we started: wait for msgMaps
 }
 
 // initError is a failure the init reports to the launcher, which prints it

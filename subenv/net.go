@@ -32,9 +32,9 @@ type NetSetup interface {
 
 // InitNetContext is what the init knows when InitNet runs.
 type InitNetContext struct {
-	Mode  string // the mode's name (e.g. "nat" or "lan")
-	Arg   string // what follows "MODE:" in --net, if anything
-	Args  []string // net server flags from subenv run (--publish, --allow, --deny)
+	Mode string   // the mode's name (e.g. "nat" or "lan")
+	Arg  string   // what follows "MODE:" in --net, if anything
+	Args []string // net server flags from subenv run (--publish, --allow, --deny)
 	// Default: the mode was not asked for (no --net): a mode that cannot
 	// work on this machine may fall back to loopback with a warning.
 	Default bool

@@ -94,6 +94,9 @@ type handle struct {
 	fd     int
 	node   *node
 	upper  bool // fd is on the writable layer (changes through it are allowed)
+	// write: opened for writing. Clients that got a dup of fd write to the
+	// file without telling the server, so its release tells the others.
+	write bool
 }
 
 // Server serves a host directory tree. It implements proto.FileSystem,

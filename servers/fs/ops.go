@@ -1191,9 +1191,20 @@ func (s *Server) newHandle(n *node, fd int, upper bool, name string) (proto.Open
 	s.hmu.Lock()
 	id := s.nextH
 	s.nextH++
-	s.handles[id] = &handle{id: id, fd: fd, node: n, upper: upper}
+	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	write := fl&unix.O_ACCMODE != unix.O_RDONLY
+	s.handles[id] = &handle{id: id, fd: fd, node: n, upper: upper, write: write}
 	s.hmu.Unlock()
-	return proto.OpenResult{Handle: id, File: os.NewFile(uintptr(dup), name)}, nil
+	res := proto.OpenResult{Handle: id, File: os.NewFile(uintptr(dup), name)}
+	// Clients may keep a regular file's cached pages across opens: every
+	// change made through this server is announced (writes over the
+	// protocol at once, writes through a handed-out descriptor when that
+	// handle is released), so a stale page gets invalidated.
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		res.Flags |= proto.OpenKeepCache
+	}
+	return res, nil
 }
 
 // Open implements proto.FileSystem. Opening for writing copies up first.
@@ -1334,6 +1345,12 @@ func (s *Server) Release(ctx context.Context, hid proto.HandleID) error {
 		return syscall.EBADF
 	}
 	closeHandle(h)
+	if h.write {
+		// Writes through the descriptor the client was given never reached
+		// the server; now that they are done, other clients must drop what
+		// they cached (close-to-open consistency, as NFS).
+		s.invalNode(h.node)
+	}
 	s.mu.Lock()
 	h.node.handles--
 	s.maybeFreeLocked(h.node)

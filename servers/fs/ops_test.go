@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -547,4 +548,63 @@ func TestCloseWhileBusy(t *testing.T) {
 	if _, err := e.s.Lookup(bg, d, "f"); err == nil {
 		t.Fatal("lookup after Close worked")
 	}
+}
+
+// nodeNotifier records which nodes were said to be stale.
+type nodeNotifier struct {
+	mu    sync.Mutex
+	nodes []proto.NodeID
+}
+
+func (r *nodeNotifier) InvalNode(n proto.NodeID, _, _ int64) {
+	r.mu.Lock()
+	r.nodes = append(r.nodes, n)
+	r.mu.Unlock()
+}
+func (r *nodeNotifier) InvalEntry(proto.NodeID, string) {}
+func (r *nodeNotifier) count(n proto.NodeID) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := 0
+	for _, x := range r.nodes {
+		if x == n {
+			k++
+		}
+	}
+	return k
+}
+
+// TestWriteHandleReleaseNotifies: a client that writes through the
+// descriptor it was handed never tells the server; the release of its
+// handle must tell the other clients, or they keep stale pages (regular
+// files are opened with OpenKeepCache). A read-only release tells no one.
+func TestWriteHandleReleaseNotifies(t *testing.T) {
+	bothModes(t, func(t *testing.T, e *env) {
+		n := &nodeNotifier{}
+		e.s.SetNotifier(n)
+		f := e.node("d/f")
+		r, err := e.s.Open(bg, f, unix.O_RDONLY)
+		must(t, err)
+		if r.Flags&proto.OpenKeepCache == 0 {
+			t.Error("regular file opened without OpenKeepCache")
+		}
+		r.File.Close()
+		before := n.count(f)
+		must(t, e.s.Release(bg, r.Handle))
+		if n.count(f) != before {
+			t.Error("a read-only release invalidated the node")
+		}
+		w, err := e.s.Open(bg, e.node("d/f"), unix.O_WRONLY)
+		must(t, err)
+		if _, err := w.File.WriteAt([]byte("changed"), 0); err != nil {
+			t.Fatal(err)
+		}
+		w.File.Close()
+		f = e.node("d/f") // copy-up may have given the name a fresh look
+		before = n.count(f)
+		must(t, e.s.Release(bg, w.Handle))
+		if n.count(f) == before {
+			t.Fatal("releasing a write handle did not invalidate the node")
+		}
+	})
 }

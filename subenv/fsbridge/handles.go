@@ -138,6 +138,7 @@ func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status
 		}
 		n.backingRefs++
 		h.passthrough = true
+		out.OpenFlags &^= fuse.FOPEN_KEEP_CACHE // refused with passthrough
 		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
 		out.BackingID = n.backingID
 		return fuse.OK
@@ -163,6 +164,7 @@ func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status
 	n.backingID, n.backingRefs = id, 1
 	n.backingDev, n.backingIno = uint64(st.Dev), st.Ino
 	h.passthrough = true
+	out.OpenFlags &^= fuse.FOPEN_KEEP_CACHE // refused with passthrough
 	out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
 	out.BackingID = id
 	return fuse.OK

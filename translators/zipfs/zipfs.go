@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"herd/proto"
 	"herd/translators/kit"
@@ -66,11 +67,24 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", f.Name())
 	}
+	var members []entry
 	zr, err := zip.NewReader(f, fi.Size())
-	if err != nil {
-		if errors.Is(err, zip.ErrFormat) {
-			return nil, fmt.Errorf("%s: not a zip archive (or its central directory, at the end, is lost)", f.Name())
+	switch {
+	case err == nil:
+		for _, zf := range zr.File {
+			members = append(members, entry{name: zf.Name, mode: zf.Mode(), extra: zf.Extra,
+				mtime: zf.Modified, size: int64(zf.UncompressedSize64), open: zf.Open})
 		}
+	case errors.Is(err, zip.ErrFormat):
+		// No central directory (a truncated archive): the members can
+		// still be found from the front, as zip -FF does.
+		var damage error
+		members, damage = scanLocal(f, fi.Size())
+		if len(members) == 0 {
+			return nil, fmt.Errorf("%s: not a zip archive", f.Name())
+		}
+		logf("%s: the central directory is lost (%v): serving the %d members found from the front, without their modes", f.Name(), damage, len(members))
+	default:
 		return nil, fmt.Errorf("%s: %v", f.Name(), err)
 	}
 	mem := kit.NewMemFSOwned(kit.MemOptions{})
@@ -97,13 +111,14 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 	}
 	type dirTimes struct {
 		n *kit.MemNode
-		f *zip.File
+		e *entry
 	}
 	var later []dirTimes
-	for _, zf := range zr.File {
-		name := path.Clean("/" + zf.Name)[1:]
-		if strings.Contains("/"+zf.Name+"/", "/../") {
-			logf("skipping %q: it names a place outside the archive", zf.Name)
+	for i := range members {
+		zf := &members[i]
+		name := path.Clean("/" + zf.name)[1:]
+		if strings.Contains("/"+zf.name+"/", "/../") {
+			logf("skipping %q: it names a place outside the archive", zf.name)
 			continue
 		}
 		if name == "" {
@@ -115,8 +130,8 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 			continue
 		}
 		base := path.Base(name)
-		mode := zf.Mode()
-		a := kit.Attrs{Mode: uint32(mode.Perm()), Uid: uid, Gid: gid, Mtime: zf.Modified}
+		mode := zf.mode
+		a := kit.Attrs{Mode: uint32(mode.Perm()), Uid: uid, Gid: gid, Mtime: zf.mtime}
 		if mode&fs.ModeSetuid != 0 {
 			a.Mode |= syscall.S_ISUID
 		}
@@ -126,7 +141,7 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 		if mode&fs.ModeSticky != 0 {
 			a.Mode |= syscall.S_ISVTX
 		}
-		if u, g, ok := unixOwner(zf.Extra); ok {
+		if u, g, ok := unixOwner(zf.extra); ok {
 			a.Uid, a.Gid = u, g
 		}
 		if old := parent.Child(base); old != nil {
@@ -154,7 +169,7 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 			}
 			_, err = parent.AddSymlink(base, string(target), a)
 		default:
-			_, err = parent.AddLazyFile(base, member(zf), int64(zf.UncompressedSize64), a)
+			_, err = parent.AddLazyFile(base, &deflated{e: zf}, zf.size, a)
 		}
 		if err != nil {
 			logf("skipping %s: %v", name, err)
@@ -162,7 +177,7 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 	}
 	for _, d := range later {
 		var out proto.Attr
-		d.n.Setattr(context.Background(), nil, proto.SetAttrIn{Valid: proto.SetAttrMtime, Mtime: proto.Timespec{Sec: d.f.Modified.Unix()}}, &out)
+		d.n.Setattr(context.Background(), nil, proto.SetAttrIn{Valid: proto.SetAttrMtime, Mtime: proto.Timespec{Sec: d.e.mtime.Unix()}}, &out)
 	}
 	return mem, nil
 }
@@ -199,11 +214,21 @@ func unixOwner(extra []byte) (uid, gid uint32, ok bool) {
 	return 0, 0, false
 }
 
-func readAll(zf *zip.File) ([]byte, error) {
-	if zf.UncompressedSize64 > 4096 {
+// entry is a member: from the central directory, or found by scanning.
+type entry struct {
+	name  string
+	mode  fs.FileMode
+	extra []byte
+	mtime time.Time
+	size  int64
+	open  func() (io.ReadCloser, error) // inflates and checks the CRC
+}
+
+func readAll(zf *entry) ([]byte, error) {
+	if zf.size > 4096 {
 		return nil, errors.New("too long for a symlink")
 	}
-	rc, err := zf.Open()
+	rc, err := zf.open()
 	if err != nil {
 		return nil, err
 	}
@@ -211,14 +236,12 @@ func readAll(zf *zip.File) ([]byte, error) {
 	return io.ReadAll(rc)
 }
 
-// member returns the data of zf as an io.ReaderAt: one reader (inflating,
+// deflated is a member's data as an io.ReaderAt: one reader (inflating,
 // and checking the CRC at the end) that reads on from where the last read
 // stopped, as the kernel reads files front to back, and starts again for a
 // read behind it.
-func member(zf *zip.File) io.ReaderAt { return &deflated{zf: zf} }
-
 type deflated struct {
-	zf  *zip.File
+	e   *entry
 	mu  sync.Mutex
 	rc  io.ReadCloser
 	pos int64
@@ -227,7 +250,7 @@ type deflated struct {
 func (d *deflated) ReadAt(p []byte, off int64) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	size := int64(d.zf.UncompressedSize64)
+	size := d.e.size
 	if off >= size {
 		return 0, io.EOF
 	}
@@ -235,7 +258,7 @@ func (d *deflated) ReadAt(p []byte, off int64) (int, error) {
 		if d.rc != nil {
 			d.rc.Close()
 		}
-		rc, err := d.zf.Open()
+		rc, err := d.e.open()
 		if err != nil {
 			d.rc = nil
 			return 0, syscall.EIO

@@ -186,6 +186,39 @@ func TestCorrupt(t *testing.T) {
 	}
 }
 
+// TestTruncated: with the central directory cut off, the members are
+// found from the front; those before the cut read fine, the cut one gives
+// EIO.
+func TestTruncated(t *testing.T) {
+	dir := kittest.TempDir(t)
+	run(t, dir, `mkdir t && for i in 1 2 3; do head -c 100000 /dev/urandom > t/f$i; done && echo text > t/small && cd t && zip -q ../a.zip small f1 f2 f3`)
+	st, _ := os.Stat(filepath.Join(dir, "a.zip"))
+	os.Truncate(filepath.Join(dir, "a.zip"), st.Size()-50000)
+	m := kittest.MountTranslator(t, zipfs.Translator(), filepath.Join(dir, "a.zip"))
+	for _, name := range []string{"small", "f1", "f2"} {
+		got, err := os.ReadFile(filepath.Join(m.Dir, name))
+		want, _ := os.ReadFile(filepath.Join(dir, "t", name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %v (%d bytes, want %d)", name, err, len(got), len(want))
+		}
+	}
+	if _, err := os.ReadFile(filepath.Join(m.Dir, "f3")); !errors.Is(err, syscall.EIO) {
+		t.Errorf("cut f3: %v, want EIO", err)
+	}
+	var st2 syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(m.Dir, "f1"), &st2); err != nil || st2.Size != 100000 || st2.Mtim.Sec != mtime(t, filepath.Join(dir, "t/f1")) {
+		t.Errorf("f1: %v, size %d mtime %d", err, st2.Size, st2.Mtim.Sec)
+	}
+}
+
+func mtime(t testing.TB, p string) int64 {
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Mtim.Sec
+}
+
 // TestBadInput: one line naming the cause, nothing mounted.
 func TestBadInput(t *testing.T) {
 	dir := kittest.TempDir(t)

@@ -111,6 +111,10 @@ func Open(opts Options) (*Archive, error) {
 		if err := decompress(a.comp, io.NewSectionReader(a.file, 0, fi.Size()), a.store); err != nil {
 			a.logf("%s: %v: members past the damage are lost", name, err)
 		}
+		if a.path != "" { // read from the copy from now on; write back by name
+			a.file.Close()
+			a.file = nil
+		}
 	}
 	size, err := a.store.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -453,9 +457,13 @@ func (a *Archive) Sync() error {
 				break
 			}
 		}
-		if used || f == a.file {
+		switch {
+		case used || (f == a.file && a.path == ""): // fd 4 is not ours to close
 			keep = append(keep, f)
-		} else {
+		case f == a.file:
+			f.Close() // the replaced archive: its space goes back now
+			a.file = nil
+		default:
 			f.Close()
 		}
 	}

@@ -415,6 +415,10 @@ func (a *Archive) Sync() error {
 			return fail(err)
 		}
 	default:
+		if fl, err := unix.FcntlInt(a.file.Fd(), unix.F_GETFL, 0); err == nil && fl&unix.O_ACCMODE == unix.O_RDONLY {
+			t.Close()
+			return fmt.Errorf("write back %s: the archive was handed over read-only, so changes cannot be written back", name)
+		}
 		// In place: members may be reading from this very file, so they
 		// wait until it is rewritten and they are pointed at t.
 		a.mu.Lock()

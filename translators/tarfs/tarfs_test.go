@@ -326,6 +326,31 @@ func TestUnderlying(t *testing.T) {
 	diffTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
 }
 
+// TestReadOnlyUnderlying: an archive handed over read-only is served, and
+// writing it back fails with a clear error, leaving it as it was.
+func TestReadOnlyUnderlying(t *testing.T) {
+	dir, _ := damagedTree(t)
+	before, _ := os.ReadFile(filepath.Join(dir, "a.tar"))
+	f, err := os.Open(filepath.Join(dir, "a.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a, err := tarfs.Open(tarfs.Options{File: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	m := kittest.MountNode(t, a.Mem.Root())
+	os.WriteFile(filepath.Join(m.Dir, "new"), []byte("x"), 0o644)
+	if err := a.Sync(); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("sync of a read-only archive: %v", err)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "a.tar")); !bytes.Equal(before, after) {
+		t.Error("the archive changed")
+	}
+}
+
 // damagedTree is three files of 100 kB each, tarred in order.
 func damagedTree(t testing.TB) (dir string, data map[string][]byte) {
 	dir = kittest.TempDir(t)

@@ -36,9 +36,13 @@ func TestActiveHello(t *testing.T) {
 				t.Fatalf("fsysopts = %q", got)
 			}
 			e.ok("fsysopts", node, "--contents=changed\n")
-			// The translator's invalidation reaches the kernel's cache
-			// through the bridge's notification queue, just after the reply.
-			e.eventually("cat", []string{node}, "changed\n")
+			if got := e.ok("fsysopts", node); got != "hello $'--contents=changed\\n'\n" {
+				t.Fatalf("fsysopts after the change = %q", got)
+			}
+			// Read past the kernel's page cache (O_DIRECT): the translator's
+			// invalidation reaches that cache through the bridge a moment
+			// after fsysopts returns, and is the bridge's business.
+			e.eventually("dd", []string{"if=" + node, "iflag=direct", "bs=4096", "count=1", "status=none"}, "changed\n")
 			st := e.state(node)
 			if st == nil {
 				t.Fatal("no state file for the running translator")

@@ -12,7 +12,8 @@ import (
 // server, which finds translators there).
 func (e *env) inSubenv(script string, flags ...string) result {
 	e.t.Helper()
-	args := append(append([]string{"run"}, flags...), "--", "sh", "-c", script)
+	// No network: these tests need none (and the net server is not theirs).
+	args := append(append([]string{"run", "--net", "none"}, flags...), "--", "sh", "-c", script)
 	return e.runEnv([]string{"PATH=" + visibleBinDir + ":/usr/local/bin:/usr/bin:/bin", "XDG_DATA_HOME=" + filepath.Join(e.runtime, "data")},
 		filepath.Join(visibleBinDir, "subenv"), args...)
 }

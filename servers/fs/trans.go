@@ -196,6 +196,11 @@ func (s *Server) setTransRecord(ctx context.Context, n *node, dirfd int, name st
 		m[name] = string(value)
 		err = writeSideTable(dirfd, m)
 	}
+	if err == nil {
+		// Clients may cache the name as the plain node: their next lookup
+		// must come here again to start the translator.
+		s.invalNodeEntry(n)
+	}
 	return errno(err)
 }
 
@@ -207,8 +212,11 @@ func (s *Server) removeTransRecord(ctx context.Context, n *node, dirfd int, name
 	if m := readSideTable(dirfd); m != nil {
 		if _, ok := m[name]; ok {
 			delete(m, name)
-			return errno(writeSideTable(dirfd, m))
+			err = writeSideTable(dirfd, m)
 		}
+	}
+	if err == nil {
+		s.invalNodeEntry(n)
 	}
 	return errno(err)
 }

@@ -1,10 +1,14 @@
 #!/bin/bash
 # File work inside a subenvironment vs natively vs go-fuse's own loopback
 # example (a FUSE filesystem with no protocol hop) on the same tree.
-# Prints a table of seconds (best of $RUNS warm runs) and ratios.
+# herd is measured twice: with the fs server built into subenv (the default)
+# and with herd-fs as an external server over the protocol (--fs herd-fs).
+# Prints a markdown table of seconds (best of $RUNS warm runs) and ratios.
 #
 #   bench/files.sh            (root or a plain user; needs /dev/fuse)
 #   FILES=20000 SIZE_MB=1024 RUNS=3 bench/files.sh
+#
+# Everything lives under /var/tmp: /tmp inside a subenvironment starts empty.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILES=${FILES:-20000}
@@ -13,21 +17,25 @@ RUNS=${RUNS:-3}
 base=${BENCH_DIR:-/var/tmp/herd-bench-$(id -u)}
 mnt=$base/mnt
 bin=$base/bin
+loop_pid=
 
 cleanup() {
-	fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || true
-	[ -n "${loop_pid:-}" ] && kill "$loop_pid" 2>/dev/null || true
-	rm -rf "$base/out-native" "$base/out-subenv" "$base/tree/out-loopback"
+	if mountpoint -q "$mnt" 2>/dev/null; then
+		fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+	fi
+	if [ -n "$loop_pid" ]; then kill "$loop_pid" 2>/dev/null || true; wait "$loop_pid" 2>/dev/null || true; fi
+	rm -f "$base/tree/out"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 mkdir -p "$bin" "$mnt"
-go build -o "$bin/" ./cmd/subenv ./bench/fileops
+chmod 755 "$base" "$bin"
+CGO_ENABLED=0 go build -o "$bin/" ./cmd/subenv ./cmd/herd-fs ./bench/fileops
 go build -o "$bin/loopback" github.com/hanwen/go-fuse/v2/example/loopback
-PATH=$bin:$PATH
 
-if [ ! -e "$base/tree/.done-$FILES" ]; then
-	echo "setting up $FILES files, a source tree and a ${SIZE_MB} MiB file under $base/tree" >&2
+if [ ! -e "$base/tree/.done-$FILES-$SIZE_MB" ]; then
+	echo "# setting up $FILES files, a source tree and a ${SIZE_MB} MiB file under $base/tree" >&2
 	rm -rf "$base/tree"
 	mkdir -p "$base/tree/files"
 	per=100
@@ -39,42 +47,76 @@ if [ ! -e "$base/tree/.done-$FILES" ]; then
 	done
 	cp -a "$(go env GOROOT)/src" "$base/tree/src"
 	dd if=/dev/urandom of="$base/tree/big" bs=1M count="$SIZE_MB" status=none
-	touch "$base/tree/.done-$FILES"
+	touch "$base/tree/.done-$FILES-$SIZE_MB"
 fi
 
-loopback -q "$mnt" "$base/tree" &
+"$bin/loopback" -q "$mnt" "$base/tree" &
 loop_pid=$!
-for _ in $(seq 100); do mountpoint -q "$mnt" && break; sleep 0.05; done
-mountpoint -q "$mnt" || { echo "files.sh: go-fuse loopback did not mount" >&2; exit 1; }
+for _ in $(seq 200); do mountpoint -q "$mnt" && break; sleep 0.05; done
+mountpoint -q "$mnt" || { echo "files.sh: go-fuse loopback did not mount on $mnt" >&2; exit 1; }
 
-# best DIR OP ARG...: the best of $RUNS runs of a command that prints seconds.
+# The subenvironments get no network (--net none): only file work is timed,
+# and a net server would only add noise.
+sub=("$bin/subenv" run --net none --)
+ext=("$bin/subenv" run --net none --fs "$bin/herd-fs" --fs-arg=--hide-tmp --)
+
+# best CMD...: the best of $RUNS runs of a command that prints seconds
+# (one number per pass), field by field: "cold warm".
 best() {
-	local b="" t
+	local i out
 	for ((i = 0; i < RUNS; i++)); do
-		t=$("$@")
-		if [ -z "$b" ] || awk "BEGIN{exit !($t < $b)}"; then b=$t; fi
-	done
-	echo "$b"
+		out=$("$@") || { echo "files.sh: failed: $*" >&2; return 1; }
+		echo "$out"
+	done | awk '{for (i = 1; i <= NF; i++) if (NR == 1 || $i < b[i]) b[i] = $i; if (NF > n) n = NF}
+		END {if (n == 1) b[2] = b[1]; printf "%s %s\n", b[1], b[2]}'
 }
-native() { fileops -op "$1" "$2"; }
-inloop() { fileops -op "$1" "${2/#$base\/tree/$mnt}"; }
-insub() { subenv run -- "$bin/fileops" -op "$1" "$2"; }
-tar_native() { local s e; s=$(date +%s.%N); tar cf - -C "$base/tree/src" . | cat >/dev/null; e=$(date +%s.%N); awk "BEGIN{printf \"%.4f\n\", $e - $s}"; }
-tar_loop() { local s e; s=$(date +%s.%N); tar cf - -C "$mnt/src" . | cat >/dev/null; e=$(date +%s.%N); awk "BEGIN{printf \"%.4f\n\", $e - $s}"; }
-tar_sub() { subenv run -- sh -c 's=$(date +%s.%N); tar cf - -C "$1" . | cat >/dev/null; e=$(date +%s.%N); awk "BEGIN{printf \"%.4f\n\", $e - $s}"' sh "$base/tree/src"; }
+# Each runner: --op OP PATH [ARGS] with PATH under $base/tree.
+run_native() { "$bin/fileops" "$@"; }
+run_loop() { "$bin/fileops" "${@/#$base\/tree/$mnt}"; }
+run_herd() { "${sub[@]}" "$bin/fileops" "$@"; }
+run_ext() { "${ext[@]}" "$bin/fileops" "$@"; }
 
-printf '%-14s %10s %10s %10s %14s %14s\n' work native loopback herd "herd/native" "loopback/herd"
-row() {
-	local name=$1 n=$2 l=$3 h=$4
-	printf '%-14s %10s %10s %10s %14s %14s\n' "$name" "$n" "$l" "$h" \
-		"$(awk "BEGIN{printf \"%.2fx\", $h / $n}")" "$(awk "BEGIN{printf \"%.2f\", $l / $h}")"
+status=0
+num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
+ratio() { if num "$1" && num "$2"; then awk "BEGIN{printf \"%.2f\", $1 / $2}"; else echo -; fi; }
+names=(); cold=(); warm=()
+measure() { # NAME OP PATH [ARGS]: fills cold[] and warm[] with "native loopback herd ext"
+	local name=$1 op=$2 p=$3 r c="" w="" x y
+	shift 3
+	local passes=2
+	[ "$op" = seqwrite ] && passes=1 # the file is removed after each pass
+	for r in run_native run_loop run_herd run_ext; do
+		read -r x y < <(best $r --op "$op" --passes $passes "$p" "$@" || echo FAILED FAILED)
+		num "$x" && num "$y" || status=1
+		c+="${x:-FAILED} "; w+="${y:-FAILED} "
+	done
+	names+=("$name"); cold+=("$c"); warm+=("$w")
 }
-for op in find stat cat openclose; do
-	row "$op" "$(best native $op "$base/tree/files")" "$(best inloop $op "$base/tree/files")" "$(best insub $op "$base/tree/files")"
-done
-row "tar c src" "$(best tar_native)" "$(best tar_loop)" "$(best tar_sub)"
-row "seq read" "$(best native seqread "$base/tree/big")" "$(best inloop seqread "$base/tree/big")" "$(best insub seqread "$base/tree/big")"
-row "seq write" "$(best fileops -op seqwrite -size $((SIZE_MB << 20)) "$base/out-native")" \
-	"$(best fileops -op seqwrite -size $((SIZE_MB << 20)) "$mnt/out-loopback")" \
-	"$(best subenv run -- "$bin/fileops" -op seqwrite -size $((SIZE_MB << 20)) "$base/out-subenv")"
-echo "(seconds, best of $RUNS warm runs; loopback/herd >= 1 means herd is at least as fast as go-fuse's loopback)"
+table() { # TITLE ARRAYNAME
+	local -n vals=$2
+	local i n l h e
+	echo "$1"
+	printf '| %-10s | %8s | %8s | %8s | %8s | %11s | %10s | %13s | %12s |\n' work native loopback herd herd-ext \
+		"herd/native" "ext/native" "loopback/herd" "loopback/ext"
+	printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ------------ ---------- ---------- ---------- ---------- ------------- ------------ --------------- --------------
+	for i in "${!names[@]}"; do
+		read -r n l h e <<<"${vals[$i]}"
+		printf '| %-10s | %8s | %8s | %8s | %8s | %11s | %10s | %13s | %12s |\n' "${names[$i]}" "$n" "$l" "$h" "$e" \
+			"$(ratio "$h" "$n")" "$(ratio "$e" "$n")" "$(ratio "$l" "$h")" "$(ratio "$l" "$e")"
+	done
+	echo
+}
+measure find find "$base/tree/files"
+measure stat stat "$base/tree/files"
+measure cat cat "$base/tree/files"
+measure openclose openclose "$base/tree/files"
+measure "tar c src" tar "$base/tree/src"
+measure "seq read" seqread "$base/tree/big"
+measure "seq write" seqwrite "$base/tree/out" --size $((SIZE_MB << 20))
+table "warm: second pass in the same process (kernel caches filled by the first)" warm
+table "cold: first pass (herd: a fresh subenvironment; loopback: a long-lived mount, 1 s timeouts)" cold
+echo "seconds, best of $RUNS runs; $FILES files in $((FILES / 100)) dirs; ${SIZE_MB} MiB for seq read/write (one pass: cold = warm);"
+echo "native = $(df --output=fstype "$base" | tail -1) under $base; loopback = go-fuse v2 example/loopback (1 s timeouts);"
+echo "herd = subenv run --net none (built-in fs server); herd-ext = subenv run --net none --fs herd-fs (external server over proto);"
+echo "in herd the write lands in the copy-on-write layer; loopback/herd >= 1 means herd is at least as fast as loopback."
+exit $status

@@ -1,26 +1,35 @@
 // Command fileops times one kind of file work over a tree, so bench/files.sh
 // can run the same work natively, on go-fuse's loopback and inside a
-// subenvironment, and compare. It prints the elapsed seconds on stdout.
+// subenvironment, and compare. It prints the elapsed seconds on stdout,
+// one number per pass (--passes).
 //
-//	fileops -op find|stat|cat|openclose|seqread|seqwrite PATH
+//	fileops -op find|stat|cat|openclose|tar|seqread|seqwrite PATH
+//
+// tar runs GNU tar c of the tree into a pipe (tar skips reading files when
+// its output is /dev/null). seqwrite removes the file it wrote, after the
+// timing, so runs leave nothing behind.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 )
 
 func main() {
-	op := pflag.String("op", "", "find, stat, cat, openclose, seqread or seqwrite")
+	op := pflag.String("op", "", "find, stat, cat, openclose, tar, seqread or seqwrite")
 	size := pflag.Int64("size", 1<<30, "bytes for seqwrite")
+	passes := pflag.Int("passes", 1, "do the work this many times in this process and print each time (the first pass is cold for a fresh mount, later ones find the kernel's caches warm)")
 	pflag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: fileops -op OP PATH\n\nTimes one kind of file work over PATH (a tree, or a file for seqread/seqwrite).\n\n")
+		fmt.Fprintf(os.Stderr, "usage: fileops --op OP [--passes N] [--size BYTES] PATH\n\nTimes one kind of file work over PATH (a tree, or a file for seqread/seqwrite).\n\n")
 		pflag.PrintDefaults()
 	}
 	pflag.Parse()
@@ -29,9 +38,33 @@ func main() {
 		os.Exit(2)
 	}
 	path := pflag.Arg(0)
-	start := time.Now()
+	var times []string
+	for i := 0; i < *passes; i++ {
+		start := time.Now()
+		err := once(*op, path, *size)
+		elapsed := time.Since(start)
+		if *op == "seqwrite" {
+			os.Remove(path)
+		}
+		if err == errUnknownOp {
+			fmt.Fprintf(os.Stderr, "fileops: unknown --op %q\n", *op)
+			os.Exit(2)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "fileops: %v\n", err)
+			os.Exit(1)
+		}
+		times = append(times, fmt.Sprintf("%.4f", elapsed.Seconds()))
+	}
+	fmt.Println(strings.Join(times, " "))
+}
+
+var errUnknownOp = errors.New("unknown op")
+
+// once does the work one time.
+func once(op, path string, size int64) error {
 	var err error
-	switch *op {
+	switch op {
 	case "find":
 		err = walk(path, func(string, fs.DirEntry) error { return nil })
 	case "stat":
@@ -61,19 +94,18 @@ func main() {
 			}
 			return f.Close()
 		})
+	case "tar":
+		cmd := exec.Command("tar", "cf", "-", "-C", path, ".")
+		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr // a pipe, drained by a goroutine
+		err = cmd.Run()
 	case "seqread":
 		err = seqRead(path)
 	case "seqwrite":
-		err = seqWrite(path, *size)
+		err = seqWrite(path, size)
 	default:
-		fmt.Fprintf(os.Stderr, "fileops: unknown -op %q\n", *op)
-		os.Exit(2)
+		return errUnknownOp
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "fileops: %v\n", err)
-		os.Exit(1)
-	}
-	fmt.Printf("%.4f\n", time.Since(start).Seconds())
+	return err
 }
 
 func walk(root string, fn func(string, fs.DirEntry) error) error {

@@ -1,0 +1,395 @@
+package acceptance_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testUserName is this package's unprivileged user (one per package, so
+// concurrent test binaries do not interfere).
+const testUserName = "herdaccept"
+
+var userOnce struct {
+	sync.Once
+	uid, gid uint32
+	err      string
+}
+
+// testUser makes sure the test user exists and /dev/fuse (and the TUN
+// device subenv's default network uses) is usable by all, as distributions
+// ship them.
+func testUser(t *testing.T) (uint32, uint32) {
+	t.Helper()
+	userOnce.Do(func() {
+		u, err := user.Lookup(testUserName)
+		if err != nil {
+			if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", testUserName).CombinedOutput(); err != nil {
+				if _, err2 := user.Lookup(testUserName); err2 != nil {
+					userOnce.err = "useradd " + testUserName + ": " + err.Error() + ": " + string(out)
+					return
+				}
+			}
+			if u, err = user.Lookup(testUserName); err != nil {
+				userOnce.err = err.Error()
+				return
+			}
+		}
+		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+			userOnce.err = err.Error()
+			return
+		}
+		os.Chmod("/dev/net/tun", 0o666)
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		userOnce.uid, userOnce.gid = uint32(uid), uint32(gid)
+	})
+	if userOnce.err != "" {
+		t.Fatal(userOnce.err)
+	}
+	return userOnce.uid, userOnce.gid
+}
+
+// env is one test's world: a directory for nodes and data (under /var/tmp,
+// so a subenvironment sees it too), a runtime dir, and the identity the
+// programs run as.
+type env struct {
+	t       *testing.T
+	dir     string // nodes and per-test data live here, owned by the identity
+	runtime string // XDG_RUNTIME_DIR
+	cred    *syscall.Credential
+}
+
+func newEnv(t *testing.T, who string) *env {
+	t.Helper()
+	base, err := os.MkdirTemp("/var/tmp", "herd-accept-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(base, 0o755)
+	e := &env{t: t, dir: filepath.Join(base, "nodes"), runtime: filepath.Join(base, "run")}
+	for _, d := range []string{e.dir, e.runtime} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(e.dir, 0o755)
+	if who == "user" {
+		uid, gid := testUser(t)
+		e.cred = &syscall.Credential{Uid: uid, Gid: gid}
+		for _, d := range []string{e.dir, e.runtime} {
+			if err := os.Chown(d, int(uid), int(gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		e.checkClean()
+		os.RemoveAll(base)
+	})
+	return e
+}
+
+// own gives path to the env's identity.
+func (e *env) own(path string) {
+	if e.cred != nil {
+		if err := os.Lchown(path, int(e.cred.Uid), int(e.cred.Gid)); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// copyFile copies a fixture into the env's dir, owned by its identity.
+func (e *env) copyFile(from, name string) string {
+	e.t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	e.own(p)
+	return p
+}
+
+// mkdir makes a directory in the env's dir, owned by its identity.
+func (e *env) mkdir(name string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name)
+	if err := os.Mkdir(p, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	e.own(p)
+	return p
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return "exit " + strconv.Itoa(r.code) + ", stdout " + strconv.Quote(r.stdout) + ", stderr " + strconv.Quote(r.stderr)
+}
+
+// command prepares one of our programs (or any other) as the env's
+// identity, our programs first on PATH.
+func (e *env) command(ctx context.Context, prog string, args ...string) *exec.Cmd {
+	if !strings.Contains(prog, "/") {
+		if _, err := os.Stat(filepath.Join(binDir, prog)); err == nil {
+			prog = filepath.Join(binDir, prog)
+		}
+	}
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Env = append(withoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "HOME", "PATH", "HERD_TRANSLATORS", "HERD_TRACE"),
+		"XDG_RUNTIME_DIR="+e.runtime, "XDG_DATA_HOME="+filepath.Join(e.runtime, "data"), "HOME="+e.dir,
+		"PATH="+binDir+":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+	cmd.Dir = e.dir
+	if e.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
+	}
+	// A holder left running keeps the pipes open; do not wait for it.
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// run runs prog as the env's identity and returns what it printed and its
+// status; it fails the test if the program hangs.
+func (e *env) run(prog string, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := e.command(ctx, prog, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
+		e.t.Fatalf("%s %q: %v", prog, args, err)
+	}
+	if ctx.Err() != nil {
+		e.t.Fatalf("%s %q hung: %s", prog, args, r)
+	}
+	return r
+}
+
+// ok runs a program and fails the test unless it succeeds.
+func (e *env) ok(prog string, args ...string) string {
+	e.t.Helper()
+	r := e.run(prog, args...)
+	if r.code != 0 {
+		e.t.Fatalf("%s %q: %s", prog, args, r)
+	}
+	return r.stdout
+}
+
+// inSubenv runs sh -c script in a subenvironment as the env's identity.
+func (e *env) inSubenv(script string) result {
+	e.t.Helper()
+	return e.run("subenv", "run", "--", "sh", "-c", script)
+}
+
+// checkClean fails the test if anything of it is left: a mount under its
+// dirs, a process started for it (ours carry its XDG_RUNTIME_DIR), a file
+// in its runtime dir.
+func (e *env) checkClean() {
+	t := e.t
+	t.Helper()
+	var problems []string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		problems = problems[:0]
+		base := filepath.Dir(e.dir)
+		for _, m := range fuseMounts() {
+			if strings.HasPrefix(m, base+"/") {
+				problems = append(problems, "mounted: "+m)
+			}
+		}
+		for _, p := range processes() {
+			if p.env("XDG_RUNTIME_DIR") == e.runtime {
+				problems = append(problems, "running: "+strconv.Itoa(p.pid)+" "+p.cmdline)
+			}
+		}
+		filepath.WalkDir(e.runtime, func(path string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				problems = append(problems, "in the runtime dir: "+path)
+			}
+			if err == nil && d.IsDir() && filepath.Dir(path) == filepath.Join(e.runtime, "herd") && d.Name() != "trans" {
+				// $XDG_RUNTIME_DIR/herd/ID is a subenvironment's.
+				problems = append(problems, "runtime dir left: "+path)
+			}
+			return nil
+		})
+		if len(problems) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, p := range problems {
+		t.Error("left behind: " + p)
+	}
+	if len(problems) > 0 {
+		// Clean up for the next tests.
+		for _, p := range processes() {
+			if p.env("XDG_RUNTIME_DIR") == e.runtime {
+				syscall.Kill(p.pid, syscall.SIGKILL)
+			}
+		}
+		for _, m := range fuseMounts() {
+			if strings.HasPrefix(m, filepath.Dir(e.dir)+"/") {
+				exec.Command("umount", "-l", m).Run()
+			}
+		}
+	}
+}
+
+type proc struct {
+	pid, ppid int
+	exe       string
+	cmdline   string
+	environ   []string
+}
+
+func (p proc) env(name string) string {
+	for _, kv := range p.environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// processes lists the host's processes (those of other pid namespaces
+// included: we look from the initial one).
+func processes() []proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []proc
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		p := proc{pid: pid}
+		p.exe, _ = os.Readlink(filepath.Join("/proc", d.Name(), "exe"))
+		cl, _ := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		p.cmdline = strings.TrimSpace(strings.ReplaceAll(string(cl), "\x00", " "))
+		if ev, err := os.ReadFile(filepath.Join("/proc", d.Name(), "environ")); err == nil {
+			p.environ = strings.Split(string(ev), "\x00")
+		}
+		if st, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat")); err == nil {
+			// pid (comm) state ppid ...: comm may hold spaces.
+			if i := bytes.LastIndexByte(st, ')'); i > 0 {
+				f := strings.Fields(string(st[i+1:]))
+				if len(f) > 1 {
+					p.ppid, _ = strconv.Atoi(f[1])
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// descendants lists the processes below pid.
+func descendants(pid int) []proc {
+	ps := processes()
+	in := map[int]bool{pid: true}
+	var out []proc
+	for changed := true; changed; {
+		changed = false
+		for _, p := range ps {
+			if !in[p.pid] && in[p.ppid] {
+				in[p.pid] = true
+				out = append(out, p)
+				changed = true
+			}
+		}
+	}
+	return out
+}
+
+// fuseMounts lists the mount points of FUSE mounts in our mount namespace.
+func fuseMounts() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(pre)
+		typ := strings.Fields(post)
+		if len(fields) > 4 && len(typ) > 0 && strings.HasPrefix(typ[0], "fuse") {
+			out = append(out, unescape(fields[4]))
+		}
+	}
+	return out
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func withoutEnv(env []string, names ...string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		keep := true
+		for _, n := range names {
+			if k == n {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// shq quotes s for sh.
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func shJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shq(a)
+	}
+	return strings.Join(q, " ")
+}

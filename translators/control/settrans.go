@@ -387,7 +387,19 @@ func settransInside(o settransOpts, node string, argv []string, active, passive 
 				return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(old), syscall.EBUSY)
 			}
 		}
-		return insideSetPassive(node, argv)
+		var before syscall.Stat_t
+		syscall.Stat(node, &before)
+		if err := insideSetPassive(node, argv); err != nil {
+			return err
+		}
+		if len(argv) > 0 && len(cur) == 0 {
+			// The fs server tells the kernel the name changed meaning a
+			// moment after it answers; wait (briefly) for that, so that the
+			// next program's lookup reaches the translator. The lookup that
+			// shows it starts it, as the first use would.
+			waitAttached(node, &before, time.Second)
+		}
+		return nil
 	}
 	if len(cur) > 0 {
 		switch {

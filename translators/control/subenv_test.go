@@ -119,3 +119,17 @@ func TestPassiveInSubenv(t *testing.T) {
 		})
 	}
 }
+
+// TestPassiveSameSubenv is the primer inside: settrans -p, then cat.
+func TestPassiveSameSubenv(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			r := e.inSubenv(`settrans -pc /tmp/h hello --contents "passive inside
+" && cat /tmp/h`)
+			if r.code != 0 || r.stdout != "passive inside\n" {
+				t.Fatalf("settrans -p then cat inside: %+v", r)
+			}
+		})
+	}
+}

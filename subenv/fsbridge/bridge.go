@@ -371,6 +371,10 @@ func (b *Bridge) stop() {
 		if in.conn == b.root && in.server > 0 {
 			forgets = append(forgets, forget{in.node, in.server})
 		}
+		if u := in.under; u != nil && u.conn == b.root && u.n > 0 {
+			forgets = append(forgets, forget{u.node, u.n})
+		}
+		in.under = nil
 		delete(b.inodes, id)
 	}
 	b.byNode = map[nodeKey]*inode{}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hanwen/go-fuse/v2/posixtest"
 
 	"herd/internal/testns"
@@ -25,7 +26,12 @@ import (
 	"herd/servers/fs"
 )
 
-func TestMain(m *testing.M) { testns.Main(m) }
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == ctlTranslatorFlag {
+		os.Exit(ctlTranslator(os.Args[2:]))
+	}
+	testns.Main(m)
+}
 
 // mounted reports whether dir is a mount point of this process's namespace.
 func mounted(t testing.TB, dir string) bool {
@@ -491,12 +497,16 @@ func TestRedirect(t *testing.T) {
 	if parent.lookupCount("node") != before {
 		t.Errorf("lookup below the translator went through the parent")
 	}
-	// The underlying node's lookup was given back.
-	waitFor(t, "underlying node forgotten", func() bool {
+	// The bridge holds the underlying node (translator control goes
+	// there) while the kernel knows the translator's root: one lookup.
+	underLookups := func() uint64 {
 		parent.mu.Lock()
 		defer parent.mu.Unlock()
-		return parent.nodes[parent.nodes[1].children["node"]].nlookup == 0
-	})
+		return parent.nodes[parent.nodes[1].children["node"]].nlookup
+	}
+	if n := underLookups(); n != 1 {
+		t.Errorf("the parent counts %d lookups of the underlying node, want 1", n)
+	}
 
 	// Kill the translator: its nodes answer EIO.
 	f, err := os.Open(filepath.Join(dir, "node", "inside"))
@@ -509,6 +519,8 @@ func TestRedirect(t *testing.T) {
 		_, err := f.ReadAt(make([]byte, 10), 0)
 		return errors.Is(err, syscall.EIO)
 	})
+	// With its translator gone, the underlying node goes back too.
+	waitFor(t, "underlying node forgotten", func() bool { return underLookups() == 0 })
 
 	// A fresh translator on the same socket, with other content; the next
 	// lookup goes to the parent again and reaches it.
@@ -669,10 +681,133 @@ func TestLookupAccounting(t *testing.T) {
 				t.Fatal(err)
 			}
 			b.Wait()
-			if l, h := m.held(); len(l) != 0 || h != 0 {
-				t.Errorf("after unmount the server still counts lookups %v and %d handles", l, h)
-			}
+			// Forgets travel without a reply: wait for them to arrive.
+			waitFor(t, "after unmount the server counts no lookups or handles", func() bool {
+				l, h := m.held()
+				return len(l) == 0 && h == 0
+			})
 		})
+	}
+}
+
+// TestLookupAccountingRedirect: the node under a translator is held on the
+// parent server exactly while the kernel knows the translator's root, and
+// given back when the kernel forgets it, when the translator dies, and at
+// unmount.
+func TestLookupAccountingRedirect(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	sock := filepath.Join(t.TempDir(), "trans.sock")
+	tsrv, tlower, _ := cowServer(t)
+	if err := os.WriteFile(filepath.Join(tlower, "inside"), []byte("translated"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := serveOn(t, tsrv, sock)
+	parent := newMemFS()
+	node := parent.add(1, "node", syscall.S_IFREG|0o644, "underlying")
+	parent.redirect["node"] = sock
+	c, n, _ := pipe(t, parent, proto.ClientOptions{})
+	b, dir := mount(t, c, Options{Notifier: n})
+	held := func() uint64 {
+		l, _ := parent.held()
+		return l[node]
+	}
+	dropCaches := func() {
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Held while a file below the translator is open, whatever the kernel
+	// drops meanwhile.
+	f, err := os.Open(filepath.Join(dir, "node", "inside"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := held(); got != 1 {
+		t.Fatalf("underlying node: %d lookups held, want 1", got)
+	}
+	dropCaches()
+	if got := held(); got != 1 {
+		t.Fatalf("after drop_caches with a file open: %d lookups held, want 1", got)
+	}
+	// The kernel forgets the translator's root: the lookup goes back.
+	f.Close()
+	dropCaches()
+	waitFor(t, "the kernel's forget reaches the parent", func() bool { return held() == 0 })
+
+	// Several lookups of the name, one kernel inode (a file below keeps
+	// it): each counted.
+	f, err = os.Open(filepath.Join(dir, "node", "inside"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		before := parent.lookupCount("node")
+		// Make the kernel ask the parent again.
+		b.notes.push(func() { b.srv.EntryNotify(fuse.FUSE_ROOT_ID, "node") })
+		waitFor(t, "a new lookup of the name", func() bool {
+			os.Stat(filepath.Join(dir, "node"))
+			return parent.lookupCount("node") > before
+		})
+	}
+	if got := held(); got != 4 {
+		t.Fatalf("lookups held after 4 lookups of one inode: %d", got)
+	}
+	// The translator dies: the parent gets its lookups back at once,
+	// though the kernel still holds the inode.
+	stop()
+	waitFor(t, "translator death gives the underlying node back", func() bool { return held() == 0 })
+	f.Close()
+	dropCaches()
+	// Nothing is given back twice (the counter would wrap): the kernel's
+	// forget of the dead translator's root, once through, leaves 0.
+	waitFor(t, "the kernel forgets the dead translator's root", func() bool { return translatorInodes(b) == 0 })
+	flushForgets(t, b, c)
+	if got := held(); got != 0 {
+		t.Fatalf("after forgets: %d lookups held", got)
+	}
+
+	// A fresh translator; unmount gives everything back.
+	t2, _, _ := cowServer(t)
+	serveOn(t, t2, sock)
+	waitFor(t, "the restarted translator", func() bool {
+		_, err := os.Stat(filepath.Join(dir, "node"))
+		return err == nil && held() == 1
+	})
+	if err := b.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	b.Wait()
+	// Forgets travel without a reply: wait for them to arrive.
+	waitFor(t, "after unmount the parent counts no lookups or handles", func() bool {
+		l, h := parent.held()
+		return len(l) == 0 && h == 0
+	})
+}
+
+// translatorInodes counts the inodes the bridge keeps for translators.
+func translatorInodes(b *Bridge) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := 0
+	for _, in := range b.inodes {
+		if in.conn != b.root {
+			k++
+		}
+	}
+	return k
+}
+
+// flushForgets waits until the Forget calls the bridge queued so far have
+// reached the server behind c (a call after them on the same connection
+// has been answered).
+func flushForgets(t *testing.T, b *Bridge, c *proto.Client) {
+	t.Helper()
+	done := make(chan struct{})
+	b.forget.push(func() { close(done) })
+	<-done
+	if _, err := c.GetAttr(t.Context(), 1); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -2,6 +2,7 @@ package fsbridge
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,6 +93,7 @@ func (b *Bridge) translatorGone(c *conn) {
 	}
 	var at []attachment
 	var sps []*spare
+	var unders []*underNode
 	for _, in := range b.inodes {
 		if in.conn == c {
 			for a := range in.attached {
@@ -100,10 +102,17 @@ func (b *Bridge) translatorGone(c *conn) {
 			if in.spare != nil {
 				sps = append(sps, b.unlinkSpare(in.spare))
 			}
+			if in.under != nil {
+				unders = append(unders, in.under)
+				in.under = nil
+			}
 		}
 	}
 	b.mu.Unlock()
 	b.releaseSpares(sps) // the connection is dead: this only closes the files
+	for _, u := range unders {
+		b.forgetUnder(u)
+	}
 	for _, a := range at {
 		b.notes.push(func() { b.srv.EntryNotify(a.parent, a.name) })
 	}
@@ -146,6 +155,13 @@ func (b *Bridge) translator(socket string) (*conn, error) {
 	return c, nil
 }
 
+// underNode is a lookup held on a parent server's node under a translator.
+type underNode struct {
+	conn *conn
+	node proto.NodeID
+	n    uint64
+}
+
 type nodeKey struct {
 	c    *conn
 	node proto.NodeID
@@ -170,6 +186,13 @@ type inode struct {
 	// kernel forgets its last, the bridge gives the server all of its.
 	kernel, server uint64
 	attached       map[attachment]struct{} // translator roots: where they hang
+	// under: for a translator's root reached through a redirect, the node
+	// the translator sits on, on the parent server, with the lookups the
+	// bridge holds there. Translator control (the user.herd.* xattrs) goes
+	// to it, as the Hurd sends fsys and settrans calls to the node
+	// underneath. Given back when the kernel forgets the inode or the
+	// translator's connection dies.
+	under *underNode
 
 	link   string // cached symlink target
 	linkOK bool
@@ -254,6 +277,8 @@ func (b *Bridge) Forget(id, nlookup uint64) {
 	if in.spare != nil {
 		sp = b.unlinkSpare(in.spare)
 	}
+	u := in.under
+	in.under = nil
 	b.mu.Unlock()
 	if sp != nil {
 		b.releaseSpares([]*spare{sp})
@@ -262,7 +287,55 @@ func (b *Bridge) Forget(id, nlookup uint64) {
 		c, node := in.conn, in.node
 		b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, n) })
 	}
+	b.forgetUnder(u)
 }
+
+// forgetUnder gives the parent server back the lookups of a node under a
+// translator.
+func (b *Bridge) forgetUnder(u *underNode) {
+	if u == nil || u.n == 0 || u.conn.dead.Load() {
+		return
+	}
+	b.forget.push(func() { u.conn.fs.Forget(b.bgCtx(), u.node, u.n) })
+}
+
+// keepUnder records one more lookup of the node under the translator whose
+// root is in; a lookup the inode cannot keep goes back at once.
+func (b *Bridge) keepUnder(in *inode, c *conn, node proto.NodeID) {
+	b.mu.Lock()
+	switch {
+	case in.under == nil && !in.conn.dead.Load():
+		in.under = &underNode{conn: c, node: node, n: 1}
+		b.mu.Unlock()
+		return
+	case in.under != nil && in.under.conn == c && in.under.node == node:
+		in.under.n++
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	// The same translator's root attached over another node (or its
+	// connection already died): keep the first.
+	b.forgetUnder(&underNode{conn: c, node: node, n: 1})
+}
+
+// controlTarget is where a call about xattr attr on in goes: the node
+// under the translator for translator control (user.herd.*), else in.
+func (b *Bridge) controlTarget(in *inode, attr string) (*conn, proto.NodeID) {
+	if strings.HasPrefix(attr, controlPrefix) {
+		b.mu.Lock()
+		u := in.under
+		b.mu.Unlock()
+		if u != nil && !u.conn.dead.Load() {
+			return u.conn, u.node
+		}
+	}
+	return in.conn, in.node
+}
+
+// controlPrefix names the xattrs of translator control (user.herd.translator,
+// .active, .goaway, .options), answered by the server the node lives on.
+const controlPrefix = "user.herd."
 
 func (b *Bridge) bgCtx() context.Context {
 	return proto.WithCaller(context.Background(), proto.Caller{Uid: b.uid})

@@ -2,6 +2,7 @@ package fsbridge
 
 import (
 	"errors"
+	"strings"
 	"syscall"
 	"time"
 
@@ -64,6 +65,7 @@ func (b *Bridge) reply(h *fuse.InHeader, p *inode, name string, e proto.Entry, o
 			return st
 		}
 		in := b.add(tc, &root, 1)
+		b.keepUnder(in, c, e.Node)
 		b.mu.Lock()
 		if in.attached == nil {
 			in.attached = map[attachment]struct{}{}
@@ -91,12 +93,16 @@ func (b *Bridge) fillEntry(c *conn, in *inode, e *proto.Entry, out *fuse.EntryOu
 
 // follow continues a lookup at the translator e redirects to (the Hurd's
 // FS_RETRY): the kernel sees the translator's root in place of the node.
-// The underlying node's lookup goes back to its server at once: nothing
-// further is asked of it about this name.
-func (b *Bridge) follow(h *fuse.InHeader, p *inode, e proto.Entry) (*conn, proto.Entry, fuse.Status) {
+// On success the caller keeps the underlying node's lookup (keepUnder);
+// on failure it goes back to its server here.
+func (b *Bridge) follow(h *fuse.InHeader, p *inode, e proto.Entry) (tc *conn, root proto.Entry, st fuse.Status) {
 	c := p.conn
 	node := e.Node
-	b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, 1) })
+	defer func() {
+		if !st.Ok() {
+			b.forget.push(func() { c.fs.Forget(b.bgCtx(), node, 1) })
+		}
+	}()
 	tc, err := b.translator(e.Redirect.Socket)
 	if err != nil {
 		b.logf("redirect to %s: %v", e.Redirect.Socket, err)
@@ -104,7 +110,7 @@ func (b *Bridge) follow(h *fuse.InHeader, p *inode, e proto.Entry) (*conn, proto
 	}
 	ctx, cancel := b.ctx(tc, h)
 	defer cancel()
-	root, err := tc.fs.Root(ctx)
+	root, err = tc.fs.Root(ctx)
 	if err != nil {
 		b.logf("redirect to %s: root: %v", e.Redirect.Socket, err)
 		return nil, proto.Entry{}, fuse.EIO
@@ -361,9 +367,10 @@ func (b *Bridge) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	if !st.Ok() {
 		return 0, st
 	}
-	ctx, done := b.ctx(n.conn, h)
+	c, node := b.controlTarget(n, attr)
+	ctx, done := b.ctx(c, h)
 	defer done()
-	v, err := n.conn.fs.GetXattr(ctx, n.node, attr)
+	v, err := c.fs.GetXattr(ctx, node, attr)
 	if err != nil {
 		return 0, errno(err)
 	}
@@ -384,6 +391,7 @@ func (b *Bridge) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 	if err != nil {
 		return 0, errno(err)
 	}
+	names = b.addControlNames(h, n, names)
 	size := 0
 	for _, s := range names {
 		size += len(s) + 1
@@ -400,15 +408,44 @@ func (b *Bridge) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte
 	return uint32(size), fuse.OK
 }
 
+// addControlNames replaces the user.herd.* names of a translator's root's
+// listing with those of the node underneath, where translator control
+// lives.
+func (b *Bridge) addControlNames(h *fuse.InHeader, n *inode, names []string) []string {
+	c, node := b.controlTarget(n, controlPrefix)
+	if c == n.conn {
+		return names
+	}
+	ctx, done := b.ctx(c, h)
+	defer done()
+	under, err := c.fs.ListXattr(ctx, node)
+	if err != nil {
+		return names
+	}
+	out := names[:0:0]
+	for _, s := range names {
+		if !strings.HasPrefix(s, controlPrefix) {
+			out = append(out, s)
+		}
+	}
+	for _, s := range under {
+		if strings.HasPrefix(s, controlPrefix) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	n, st := b.get(in.NodeId)
 	if !st.Ok() {
 		return st
 	}
-	ctx, done := b.ctx(n.conn, &in.InHeader)
+	c, node := b.controlTarget(n, attr)
+	ctx, done := b.ctx(c, &in.InHeader)
 	defer done()
 	b.changed()
-	err := n.conn.fs.SetXattr(ctx, n.node, attr, append([]byte(nil), data...), in.Flags)
+	err := c.fs.SetXattr(ctx, node, attr, append([]byte(nil), data...), in.Flags)
 	b.changed()
 	return errno(err)
 }
@@ -418,10 +455,11 @@ func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr stri
 	if !st.Ok() {
 		return st
 	}
-	ctx, done := b.ctx(n.conn, h)
+	c, node := b.controlTarget(n, attr)
+	ctx, done := b.ctx(c, h)
 	defer done()
 	b.changed()
-	err := n.conn.fs.RemoveXattr(ctx, n.node, attr)
+	err := c.fs.RemoveXattr(ctx, node, attr)
 	b.changed()
 	return errno(err)
 }

@@ -6,6 +6,9 @@ package redirect
 
 import (
 	"context"
+	"runtime"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"herd/proto"
@@ -16,12 +19,37 @@ import (
 type Counting struct {
 	*proto.Client
 	calls, forgets atomic.Int64
+	mu             sync.Mutex
+	byOp           map[string]int64
+}
+
+// ByOp returns the round trips so far by call name.
+func (c *Counting) ByOp() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := map[string]int64{}
+	for k, v := range c.byOp {
+		m[k] = v
+	}
+	return m
 }
 
 // Calls returns the round trips made so far.
 func (c *Counting) Calls() int64 { return c.calls.Load() }
 
-func (c *Counting) rt() { c.calls.Add(1) }
+// rt counts one round trip of the calling method.
+func (c *Counting) rt() {
+	c.calls.Add(1)
+	pc, _, _, _ := runtime.Caller(1)
+	name := runtime.FuncForPC(pc).Name()
+	name = name[strings.LastIndex(name, ".")+1:]
+	c.mu.Lock()
+	if c.byOp == nil {
+		c.byOp = map[string]int64{}
+	}
+	c.byOp[name]++
+	c.mu.Unlock()
+}
 
 func (c *Counting) Root(ctx context.Context) (proto.Entry, error) {
 	c.rt()

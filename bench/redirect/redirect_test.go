@@ -2,8 +2,10 @@ package redirect
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -100,7 +102,8 @@ func (s *setup) mount(tb testing.TB) (string, *fsbridge.Bridge) {
 		tb.Fatal(err)
 	}
 	b, err := fsbridge.Mount(mnt, s.root, fsbridge.Options{
-		IDMap: fsbridge.IDMap{Identity: true},
+		IDMap:       fsbridge.IDMap{Identity: true},
+		Passthrough: os.Geteuid() == 0, // as subenv run does
 		Dial: func(socket string) (proto.FileSystem, error) {
 			c, err := proto.Dial(socket, proto.ClientOptions{Timeout: time.Minute})
 			if err != nil {
@@ -254,6 +257,78 @@ func BenchmarkLaterLookup(b *testing.B) {
 			b.StopTimer()
 			c1, _ := s.counts()
 			b.ReportMetric(float64(c1-c0)/float64(b.N), "roundtrips/op")
+		})
+	}
+}
+
+// BenchmarkFilesOverProto counts the round trips per file that the
+// external fs server (subenv run --fs herd-fs: servers/fs over proto) costs
+// for the file work of bench/files.sh, on a warm mount (second pass):
+// where herd-ext loses to the built-in server, whose calls are in-process.
+func BenchmarkFilesOverProto(b *testing.B) {
+	s := newSetup(b)
+	tree := filepath.Join(s.dir, "tree", "files")
+	const nfiles = 500
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < nfiles; i++ {
+		if err := os.WriteFile(filepath.Join(tree, fmt.Sprint(i)), make([]byte, 2048), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	mnt, _ := s.mount(b)
+	dir := filepath.Join(mnt, "files")
+	work := map[string]func(p string) error{
+		"stat": func(p string) error { _, err := os.Lstat(p); return err },
+		"openclose": func(p string) error {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			return f.Close()
+		},
+		"cat": func(p string) error { _, err := os.ReadFile(p); return err },
+	}
+	for _, name := range []string{"stat", "openclose", "cat"} {
+		b.Run(name, func(b *testing.B) {
+			pass := func() {
+				for i := 0; i < nfiles; i++ {
+					if err := work[name](filepath.Join(dir, fmt.Sprint(i))); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b0 := s.root.ByOp()
+			pass() // warm the kernel's caches
+			before := s.root.ByOp()
+			var first []string
+			for k, v := range before {
+				if d := v - b0[k]; d > 0 {
+					first = append(first, fmt.Sprintf("%s %.2f", k, float64(d)/nfiles))
+				}
+			}
+			sort.Strings(first)
+			b.Logf("first pass, round trips per file: %s", strings.Join(first, ", "))
+			c0, _ := s.counts()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				pass()
+			}
+			b.StopTimer()
+			c1, _ := s.counts()
+			after := s.root.ByOp()
+			per := float64(b.N * nfiles)
+			b.ReportMetric(float64(c1-c0)/per, "roundtrips/file")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per/1000, "µs/file")
+			var ops []string
+			for k, v := range after {
+				if d := v - before[k]; d > 0 {
+					ops = append(ops, fmt.Sprintf("%s %.2f", k, float64(d)/per))
+				}
+			}
+			sort.Strings(ops)
+			b.Logf("later passes, round trips per file: %s", strings.Join(ops, ", "))
 		})
 	}
 }

@@ -126,6 +126,10 @@ func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse
 // per inode, and no mixing with cached opens; it refuses (EPERM) unless the
 // bridge is root in the initial user namespace, and the bridge stops trying
 // after that.
+// passthroughMinSize: read-only opens of smaller regular files are served
+// from the descriptor by the bridge instead of passthrough.
+const passthroughMinSize = 1 << 20
+
 func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -149,6 +153,15 @@ func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h.file.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fuse.OK
+	}
+	if !h.write && st.Size < passthroughMinSize {
+		// A small file is read faster without passthrough: registering a
+		// backing file costs the open two ioctls and a kernel open of its
+		// own, while one READ from the descriptor serves the whole file and
+		// KEEP_CACHE serves it again from the page cache (open+read+close
+		// of 4 KiB files: BenchmarkReadSmall, BENCHMARKS.md). Writers
+		// always get passthrough: what they write may grow large.
 		return fuse.OK
 	}
 	id, errno := b.srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(h.file.Fd())})

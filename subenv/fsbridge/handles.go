@@ -121,15 +121,15 @@ func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse
 	return fuse.OK
 }
 
+// passthroughMinSize: read-only opens of smaller regular files are served
+// from the descriptor by the bridge instead of passthrough.
+const passthroughMinSize = 1 << 20
+
 // passthrough hands h's backing file to the kernel, which then reads and
 // writes it without asking the bridge. The kernel allows one backing file
 // per inode, and no mixing with cached opens; it refuses (EPERM) unless the
 // bridge is root in the initial user namespace, and the bridge stops trying
 // after that.
-// passthroughMinSize: read-only opens of smaller regular files are served
-// from the descriptor by the bridge instead of passthrough.
-const passthroughMinSize = 1 << 20
-
 func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -12,15 +12,16 @@ import "herd/proto"
 // descriptor never reaches the server, so it cannot tell us). The one thing
 // this leaves stale is atime, as on a noatime mount.
 //
-// Only the root server's attributes are cached: translators may not notify,
-// and the kernel refreshes theirs every second.
+// Only the root server's attributes are cached (unless it is a translator,
+// Options.Translator): translators may not notify, and the kernel refreshes
+// theirs every second.
 
 // changed drops every cached attribute.
 func (b *Bridge) changed() { b.attrGen.Add(1) }
 
 // cachedAttr returns n's cached attributes, if they are still good.
 func (b *Bridge) cachedAttr(n *inode) (proto.Attr, bool) {
-	if n.conn != b.root {
+	if !n.conn.notifies() {
 		return proto.Attr{}, false
 	}
 	b.mu.Lock()
@@ -33,7 +34,7 @@ func (b *Bridge) cachedAttr(n *inode) (proto.Attr, bool) {
 
 // cacheAttr remembers a, fetched when attrGen was gen.
 func (b *Bridge) cacheAttr(n *inode, gen uint64, a *proto.Attr) {
-	if n.conn != b.root {
+	if !n.conn.notifies() {
 		return
 	}
 	b.mu.Lock()
@@ -41,4 +42,44 @@ func (b *Bridge) cacheAttr(n *inode, gen uint64, a *proto.Attr) {
 		n.attr, n.attrGen, n.attrOK = *a, gen, true
 	}
 	b.mu.Unlock()
+}
+
+// Translator control names the bridge itself answers or watches.
+const (
+	// xattrRefresh: reading it on a node makes the bridge drop, before it
+	// answers, everything it and the kernel cache of the node's server
+	// (attributes, data, spare opens). fsysopts on the host reads it after
+	// changing a translator's options: the translator's own notifications
+	// travel apart from its answer, and the next read must not race them.
+	xattrRefresh = "user.herd.refresh"
+	// xattrOptions: the fs server relays it to the translator on the node
+	// (fsysopts inside a subenvironment).
+	xattrOptions = "user.herd.options"
+)
+
+// refresh drops, synchronously, what the bridge and the kernel cache of c's
+// nodes: their attributes and data (the kernel's page cache), and spare
+// opens (a reused open would read what it read before).
+func (b *Bridge) refresh(c *conn) {
+	b.changed()
+	var ids []uint64
+	var sps []*spare
+	b.mu.Lock()
+	for _, in := range b.inodes {
+		if in.conn != c {
+			continue
+		}
+		ids = append(ids, in.id)
+		in.linkOK = false
+		if in.spare != nil {
+			sps = append(sps, b.unlinkSpare(in.spare))
+		}
+	}
+	b.mu.Unlock()
+	b.releaseSpares(sps)
+	for _, id := range ids {
+		// From the request's goroutine: an inode's invalidation takes no
+		// lock the kernel holds while it waits for this answer.
+		b.srv.InodeNotify(id, 0, 0)
+	}
 }

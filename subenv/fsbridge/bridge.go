@@ -96,6 +96,12 @@ type Options struct {
 	// in-process server with SetNotifier (the bridge calls it).
 	// (Added to the contract: an addition, not a change.)
 	Notifier *Notifier
+
+	// Translator: the root server is a translator mounted on the host
+	// (settrans -a, a translator's --mount). It may not notify when its
+	// contents change, so its entries and attributes are kept as briefly
+	// as a redirected translator's, not for an hour. (An addition.)
+	Translator bool
 }
 
 // Timeouts of the kernel's caches. Servers notify the bridge of changes, so
@@ -244,6 +250,7 @@ func newBridge(fs proto.FileSystem, opts Options) (*Bridge, error) {
 		spares:        list.New(),
 	}
 	b.root = b.newConn(fs, "")
+	b.root.translator = opts.Translator
 	ctx, cancel := context.WithTimeout(proto.WithCaller(context.Background(), proto.Caller{Uid: b.uid, Gid: uint32(os.Getegid())}), 30*time.Second)
 	defer cancel()
 	e, err := fs.Root(ctx)

@@ -229,6 +229,23 @@ func TestTranslatorControl(t *testing.T) {
 	if d, err := os.ReadFile(node); err != nil || string(d) != "second" {
 		t.Errorf("read after fsysopts: %q, %v", d, err)
 	}
+	// The same when the translator does not notify at all: the bridge
+	// drops the translator's cached data itself once the change is made.
+	if err := unix.Setxattr(node, "user.herd.options", []byte("--quiet"), 0); err != nil {
+		t.Fatalf("fsysopts --quiet: %v", err)
+	}
+	// Same sizes: the kernel would not drop its pages for a size change.
+	for _, v := range []string{"thirds", "fourth", "longer than before", "short"} {
+		if d, err := os.ReadFile(node); err != nil || len(d) == 0 {
+			t.Fatalf("read: %q, %v", d, err)
+		}
+		if err := unix.Setxattr(node, "user.herd.options", []byte("--contents="+v), 0); err != nil {
+			t.Fatalf("fsysopts: %v", err)
+		}
+		if d, err := os.ReadFile(node); err != nil || string(d) != v {
+			t.Errorf("read after fsysopts on a translator that does not notify: %q, %v; want %q", d, err, v)
+		}
+	}
 
 	// settrans NODE (no record) then settrans -g NODE: the record goes,
 	// the translator stops, the node is the file underneath again.
@@ -268,4 +285,41 @@ func TestTranslatorControl(t *testing.T) {
 		d, err := os.ReadFile(node)
 		return err == nil && bytes.Equal(d, []byte("underneath"))
 	})
+}
+
+// TestRefresh: a translator mounted as the root (settrans -a) whose
+// contents change without a notification (fsysopts talks to it on a
+// connection of its own): reading user.herd.refresh on a node makes the
+// bridge drop the kernel's cached data and attributes before it answers,
+// so the next read sees the change.
+func TestRefresh(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	m := newMemFS()
+	m.keepCache = true
+	f := m.add(1, "f", syscall.S_IFREG|0o644, "aaaa")
+	// Not wired to the bridge's notifier: the server's changes go unsaid.
+	c, closeFn, err := proto.Pipe(m, proto.ServerOptions{Name: "quiet"}, proto.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(closeFn)
+	_, dir := mount(t, c, Options{Translator: true})
+	p := filepath.Join(dir, "f")
+	for _, v := range []string{"bbbb", "cc", "dddddd"} {
+		if d, err := os.ReadFile(p); err != nil || len(d) == 0 {
+			t.Fatalf("read: %q, %v", d, err)
+		}
+		m.mu.Lock()
+		m.nodes[f].data = []byte(v)
+		m.mu.Unlock()
+		if _, err := getxattr(t, p, "user.herd.refresh"); err != nil {
+			t.Fatalf("getxattr user.herd.refresh: %v", err)
+		}
+		if d, err := os.ReadFile(p); err != nil || string(d) != v {
+			t.Errorf("read after refresh: %q, %v; want %q", d, err, v)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Size() != int64(len(v)) {
+			t.Errorf("stat after refresh: %v, %v; want size %d", fi, err, len(v))
+		}
+	}
 }

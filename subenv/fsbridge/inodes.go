@@ -27,6 +27,7 @@ type conn struct {
 	hasDeadlines bool
 	dead         atomic.Bool
 	owned        bool // the bridge dialed it and closes it
+	translator   bool // the root server is a translator (Options.Translator)
 }
 
 type doner interface {

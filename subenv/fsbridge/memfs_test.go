@@ -27,6 +27,8 @@ type memFS struct {
 	// hang: names whose lookup and getattr block until release is closed.
 	hang    map[string]bool
 	release chan struct{}
+	// keepCache: opens let the kernel keep its cached pages.
+	keepCache bool
 }
 
 type memNode struct {
@@ -193,6 +195,9 @@ func (m *memFS) Open(ctx context.Context, node proto.NodeID, flags uint32) (prot
 	h := m.nextH
 	m.nextH++
 	m.handles[h] = node
+	if m.keepCache {
+		return proto.OpenResult{Handle: h, Flags: proto.OpenKeepCache}, nil
+	}
 	return proto.OpenResult{Handle: h}, nil
 }
 

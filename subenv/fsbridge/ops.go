@@ -14,11 +14,17 @@ import (
 // This file turns the kernel's requests on nodes into proto calls.
 
 func (c *conn) ttl() time.Duration {
-	if c.socket == "" {
+	if c.notifies() {
 		return longTimeout
 	}
 	return translatorTimeout
 }
+
+// notifies: the server is one whose notifications the bridge relies on
+// (the root server, unless Options.Translator says it is a translator).
+// Translators may not notify: the kernel keeps their entries and
+// attributes briefly, and the bridge does not cache their attributes.
+func (c *conn) notifies() bool { return c.socket == "" && !c.translator }
 
 // fillAttr converts a server's attributes (host ids) to the kernel's view.
 func (b *Bridge) fillAttr(c *conn, a *proto.Attr, out *fuse.Attr) {
@@ -367,6 +373,10 @@ func (b *Bridge) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 	if !st.Ok() {
 		return 0, st
 	}
+	if attr == xattrRefresh {
+		b.refresh(n.conn)
+		return 0, fuse.OK
+	}
 	c, node := b.controlTarget(n, attr)
 	ctx, done := b.ctx(c, h)
 	defer done()
@@ -447,6 +457,12 @@ func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr stri
 	b.changed()
 	err := c.fs.SetXattr(ctx, node, attr, append([]byte(nil), data...), in.Flags)
 	b.changed()
+	if err == nil && attr == xattrOptions && c != n.conn {
+		// fsysopts through the parent: the translator's contents may have
+		// changed. Its own notifications travel apart from this answer;
+		// the caller's next read must not race them.
+		b.refresh(n.conn)
+	}
 	return errno(err)
 }
 

@@ -46,7 +46,14 @@ import (
 type IDMap struct {
 	HostUid, HostGid uint32
 	// Identity: host root, full range mapped (ids are the same on both
-	// sides). Otherwise only the namespace's root maps, to HostUid/HostGid.
+	// sides). Otherwise only the namespace's root maps, to HostUid/HostGid,
+	// and every node shows as the namespace root's: a plain user is root in
+	// their subenvironment and must be able to change anything there (into
+	// the copy-on-write layer), as root can. With the kernel's overflow id
+	// (65534) instead, root inside could not write /etc: capabilities do not
+	// reach inodes whose owner the namespace does not map. The server still
+	// runs as the user, so nothing the user may not read on the host becomes
+	// readable.
 	Identity bool
 }
 
@@ -69,10 +76,7 @@ func (m IDMap) fromHost(id, host uint32) uint32 {
 	if m.Identity {
 		return id
 	}
-	if id == host {
-		return 0
-	}
-	return overflowID
+	return 0
 }
 
 // Options configure a bridge.

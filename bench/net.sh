@@ -74,8 +74,9 @@ row() { order+=("$1"); measure "$@"; }
 row "host loopback" 127.0.0.1 env
 row "herd-net, MTU 65520" 10.0.2.2 "$tmp/nsrun" --herd-net "$tmp/herd-net" --
 row "herd-net, MTU 1500" 10.0.2.2 "$tmp/nsrun" --herd-net "$tmp/herd-net" --mtu 1500 --
-# The whole subenvironment, once cmd/subenv links the net modes in.
-if CGO_ENABLED=0 go build -o "$tmp/subenv" ./cmd/subenv 2>/dev/null &&
+# The whole subenvironment (nat is subenv run's default; herd-net is found
+# next to subenv, in $tmp).
+if CGO_ENABLED=0 go build -o "$tmp/subenv" ./cmd/subenv &&
 	"$tmp/subenv" run --net nat -- true 2>/dev/null; then
 	row "subenv run --net nat" 10.0.2.2 "$tmp/subenv" run --net nat --
 fi

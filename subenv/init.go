@@ -99,20 +99,8 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return 0, fmt.Errorf("making mounts private: %v", err)
 	}
-	fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		return 0, fmt.Errorf("cannot open /dev/fuse: %v", err)
-	}
-	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions", fuse.Fd())
-	if err := unix.Mount("herd", cfg.Staging, "fuse.herd", 0, opts); err != nil {
-		return 0, fmt.Errorf("mounting FUSE root: %v", err)
-	}
-	if err := sendMsg(ctl, msgFuse, nil, fuse); err != nil {
-		return 0, fmt.Errorf("handing the FUSE fd to subenv: %v", err)
-	}
-	fuse.Close()
-	tr.step("fuse mounted, fd sent")
-
+	// The network first: its host half (starting the net server) is the
+	// slowest step of the launcher, and runs while we mount the root.
 	ns, mode, arg, err := netSetupFor(cfg.Net)
 	if err != nil {
 		return 0, err
@@ -136,6 +124,21 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 		unix.Sethostname([]byte(cfg.Hostname))
 	}
 	tr.step("net %s up", cfg.Net)
+
+	fuse, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return 0, fmt.Errorf("cannot open /dev/fuse: %v", err)
+	}
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions", fuse.Fd())
+	if err := unix.Mount("herd", cfg.Staging, "fuse.herd", 0, opts); err != nil {
+		return 0, fmt.Errorf("mounting FUSE root: %v", err)
+	}
+	if err := sendMsg(ctl, msgFuse, nil, fuse); err != nil {
+		return 0, fmt.Errorf("handing the FUSE fd to subenv: %v", err)
+	}
+	fuse.Close()
+	tr.step("fuse mounted, fd sent")
+
 
 	// The first access to the staging dir blocks until the launcher serves
 	// the FUSE connection; it is what tells us the mount answers.

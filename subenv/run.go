@@ -231,8 +231,51 @@ func Run(cfg Config) (status int, err error) {
 	tr.step("fs server up: %s", srv.desc)
 	verbose("fs server %s serving %s on %s (upper: %s)", srv.desc, root, srv.socket, orNone(upper))
 
-	// The init's first message is the FUSE fd, or why it failed.
+	// The init's first message is the net mode's descriptors; the host
+	// half of the network starts (the net server, tens of ms) while the
+	// root is mounted and built.
 	m, err := in.next()
+	if err != nil {
+		return 0, err
+	}
+	if m.kind != msgNet {
+		return 0, fail(1, "init: unexpected message %q", m.kind)
+	}
+	netGone := make(chan error, 1)
+	type netResult struct {
+		stop func()
+		err  error
+	}
+	netCh := make(chan netResult, 1)
+	go func(files []*os.File) {
+		stop, err := netSetup.HostNet(HostNetContext{
+			Mode: netMode, Arg: netArg, Args: cfg.NetArgs, Default: netDefault,
+			RuntimeDir: rt.Path, InitPid: in.cmd.Process.Pid,
+			Verbose: verbose, Trace: tr.step,
+			Died: func(err error) {
+				select {
+				case netGone <- err:
+				default:
+				}
+			},
+		}, files)
+		for _, f := range files {
+			f.Close()
+		}
+		netCh <- netResult{stop, err}
+	}(m.files)
+	// Whatever happens next, the net server is stopped at the end.
+	netCollected := false
+	defer func() {
+		if !netCollected {
+			if nr := <-netCh; nr.stop != nil {
+				nr.stop()
+			}
+		}
+	}()
+
+	// Then the FUSE fd, or why it failed.
+	m, err = in.next()
 	if err != nil {
 		return 0, err
 	}
@@ -259,32 +302,15 @@ func Run(cfg Config) (status int, err error) {
 	tr.step("bridge serving")
 	verbose("root mounted in pid namespace of init %d", in.cmd.Process.Pid)
 
-	m, err = in.next()
-	if err != nil {
-		return 0, err
+	// The net server has been starting meanwhile.
+	nr := <-netCh
+	netCollected = true
+	if nr.stop != nil {
+		cleanups = append(cleanups, nr.stop)
 	}
-	if m.kind != msgNet {
-		return 0, fail(1, "init: unexpected message %q", m.kind)
+	if nr.err != nil {
+		return 0, fail(1, "net %s: %v", cfg.Net, nr.err)
 	}
-	netGone := make(chan error, 1)
-	stopNet, err := netSetup.HostNet(HostNetContext{
-		Mode: netMode, Arg: netArg, Args: cfg.NetArgs, Default: netDefault,
-		RuntimeDir: rt.Path, InitPid: in.cmd.Process.Pid,
-		Verbose: verbose, Trace: tr.step,
-		Died: func(err error) {
-			select {
-			case netGone <- err:
-			default:
-			}
-		},
-	}, m.files)
-	for _, f := range m.files {
-		f.Close()
-	}
-	if err != nil {
-		return 0, fail(1, "net %s: %v", cfg.Net, err)
-	}
-	cleanups = append(cleanups, stopNet)
 	if err := sendMsg(in.ctl, msgReady, nil); err != nil {
 		// The init is gone; its message (if any) says why.
 		if _, e := in.next(); e != nil {

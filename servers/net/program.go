@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -165,7 +166,11 @@ func Main(args []string, base Options) int {
 		defer os.Remove(jp)
 		lock := jp + ".lock"
 		var once sync.Once
+		var leaving atomic.Bool
 		empty := func() {
+			if leaving.Load() {
+				return // would make the lock file again
+			}
 			// Under the join lock, so a member that is about to join
 			// either finds us still here or starts a new keeper. If the
 			// lock cannot be had (its directory is gone), nobody can
@@ -176,8 +181,14 @@ func Main(args []string, base Options) int {
 				return
 			}
 			once.Do(func() {
+				leaving.Store(true)
 				jl.Close()
 				os.Remove(jp)
+				// Nothing of the lan stays behind: its lock (joiners that
+				// waited on this one see it is gone and take the new
+				// one, see netattach.lockFile) and the log launchers made.
+				os.Remove(lock)
+				os.Remove(strings.TrimSuffix(jp, ".join") + ".log")
 				stop <- "last member left"
 			})
 			// Keep the lock until exit.

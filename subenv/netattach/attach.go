@@ -170,10 +170,14 @@ type Net struct {
 	// Socket is the net server's control socket (for fsysopts), "" if none.
 	Socket string
 	cmd    *exec.Cmd
-	conn   *net.UnixConn
-	done   chan struct{}
-	err    error
-	once   sync.Once
+	// kill: the server is our herd-net, which keeps nothing worth a
+	// graceful stop once the subenvironment is gone (its orderly shutdown
+	// costs the launcher tens of ms at exit); a user's program gets SIGTERM.
+	kill bool
+	conn *net.UnixConn
+	done chan struct{}
+	err  error
+	once sync.Once
 }
 
 // Done is closed when the net server is gone (it exited, or the lan keeper
@@ -207,6 +211,14 @@ func (n *Net) Close() error {
 		return nil
 	}
 	if n.cmd != nil {
+		if n.kill {
+			// Dead at once; its exit (the kernel tearing down the TUN's
+			// link, ~15 ms) is not waited for: subenv's own exit must not
+			// pay for it. Our waiter reaps it while we live, init after.
+			n.cmd.Process.Kill()
+			os.Remove(n.Socket)
+			return nil
+		}
 		n.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-n.done:
@@ -282,7 +294,7 @@ func (p *Plan) Start(tun *os.File) (*Net, error) {
 		return nil, fmt.Errorf("netattach: start net server %s: %v", bin, err)
 	}
 	rw.Close()
-	n := &Net{Socket: sock, cmd: cmd, done: make(chan struct{})}
+	n := &Net{Socket: sock, cmd: cmd, done: make(chan struct{}), kill: p.mode.Kind != KindProg}
 	go func() {
 		err := cmd.Wait()
 		if err == nil {
@@ -489,13 +501,33 @@ func (p *Plan) attachLAN(tun *os.File) (*Net, error) {
 }
 
 func flock(path string) (func(), error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	f, err := lockFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
-		unix.Close(fd)
-		return nil, err
+	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+}
+
+// lockFile takes an exclusive lock on path (created if missing). The lan
+// keeper removes its lock file when it exits, under the lock, so a waiter
+// may get a lock on a file no longer at path: then it tries again on the
+// one that is.
+func lockFile(path string) (*os.File, error) {
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+			return nil, err
+		}
+		var held, now unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &now) == nil &&
+			held.Dev == now.Dev && held.Ino == now.Ino {
+			return f, nil
+		}
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
 	}
-	return func() { unix.Flock(fd, unix.LOCK_UN); unix.Close(fd) }, nil
 }

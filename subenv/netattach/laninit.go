@@ -39,12 +39,8 @@ func InitJoinLAN(m Mode, ifname string, mtu int) ([]*os.File, error) {
 		return nil, err
 	}
 	join := filepath.Join(dir, m.LAN+".join")
-	lock, err := os.OpenFile(join+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockFile(join + ".lock")
 	if err != nil {
-		return nil, fmt.Errorf("netattach: lan %s: lock: %v", m.LAN, err)
-	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		lock.Close()
 		return nil, fmt.Errorf("netattach: lan %s: lock: %v", m.LAN, err)
 	}
 	fail := func(err error) ([]*os.File, error) {

@@ -22,7 +22,6 @@ cmds=(
 	"bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true"
 	"$subenv run -- /bin/true"
 	"$subenv run --net none -- /bin/true"
-	"$subenv run --net none -- /bin/true"
 	"$subenv run --fs $herdfs --fs-arg=--hide-tmp -- /bin/true"
 )
 

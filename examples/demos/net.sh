@@ -1,46 +1,48 @@
 #!/bin/sh
-# about: networks served by a user program: a lan between two subenvironments, a published port
+# about: the network as a server: nat by default, a lan between two subenvironments, a published port
 #
-# The Hurd's pfinet: the TCP/IP stack is a program anyone may run. Each
-# subenvironment's network is served by herd-net (gVisor's netstack in a
-# user process): subenvironments started with --net lan:NAME share one
-# private network; --publish makes a server inside reachable from the host.
+# The Hurd's pfinet is a TCP/IP stack in a user process. herd's is herd-net
+# (gVisor's netstack): each subenvironment gets eth0, whose packets go to a
+# net server of its own (nat, the default), or to one shared by every
+# subenvironment that names the same lan. No root, no host configuration.
 DEMO=net
 . "$(dirname "$0")/lib/common.sh"
-need subenv herd-net busybox timeout
-# (busybox wget is bounded with timeout(1), not its -T: Debian's static
-# busybox 1.35 crashes in wget -T when the connection is refused.)
+need subenv herd-net busybox
 
 demo_tmpdir
-cd "$work"
 lan=demo$$
-mkdir www
-echo "hello from a web server in a subenvironment" >www/index.html
+port=$((20000 + $$ % 20000))
+mkdir "$work/www" && echo "hello from a subenvironment" >"$work/www/index.html" || fail "cannot write $work/www"
 
-say "Subenvironment A joins the lan '$lan' and runs a web server (busybox"
-say "httpd) on port 80; once it answers, A prints its address on the lan."
-cat >a.sh <<'EOF'
-busybox httpd -f -p 80 -h www &
-until timeout 10 busybox wget -q -O /dev/null http://127.0.0.1/ 2>/dev/null; do sleep 0.1; done
-ip addr show eth0 | awk '/inet / { print "serving on", $2 }'
-wait
-EOF
-run cat a.sh
-start_bg "$work/a.out" subenv run --net "lan:$lan" -- sh a.sh
-wait_for 60 "subenvironment A's web server" grep -q '^serving on ' "$work/a.out"
-run cat a.out
-ip=$(awk '/^serving on / { sub("/.*", "", $3); print $3 }' "$work/a.out")
+say "By default a subenvironment has eth0 (10.0.2.15), served by its own net"
+say "server, and a resolv.conf naming the server's DNS forwarder."
+check_contains "inet 10.0.2.15/24" subenv run -- busybox ip -4 -o addr show eth0
+check_contains "nameserver 10.0.2.3" subenv run -- cat /etc/resolv.conf
 
-say "Subenvironment B joins the same lan and fetches A's page ($ip) with wget."
-check_output "hello from a web server in a subenvironment" \
-	subenv run --net "lan:$lan" -- timeout 10 busybox wget -q -O - "http://$ip/"
+say "A web server in a subenvironment on lan '$lan' (the first member gets"
+say "10.0.3.15); --publish makes its port 80 reachable at the host's"
+say "127.0.0.1:$port."
+start_bg "$work/server.out" subenv run --net "lan:$lan" --publish "$port:80" -- \
+	busybox httpd -f -p 80 -h "$work/www"
+wait_for 60 "the web server" busybox wget -q -O /dev/null "http://127.0.0.1:$port/index.html"
 
-say "--publish HOSTPORT:PORT: the net server (nat, the default mode) listens on the"
-say "host's 127.0.0.1:HOSTPORT and forwards into the subenvironment. Here a web"
-say "server inside, port 80, is fetched from the host."
-hostport=$((20000 + $$ % 20000))
-start_bg "$work/c.out" subenv run --net nat --publish "$hostport:80" -- busybox httpd -f -p 80 -h www
-wait_for 60 "the published port" timeout 10 busybox wget -q -O /dev/null "http://127.0.0.1:$hostport/"
-check_output "hello from a web server in a subenvironment" timeout 10 busybox wget -q -O - "http://127.0.0.1:$hostport/"
+say "A second subenvironment on the same lan fetches the page from the first:"
+check_output "hello from a subenvironment" \
+	subenv run --net "lan:$lan" -- busybox wget -q -O - http://10.0.3.15/index.html
+
+say "The host reaches it through the published port:"
+check_output "hello from a subenvironment" busybox wget -q -O - "http://127.0.0.1:$port/index.html"
+
+say "A subenvironment with the default network (nat) reaches the host's"
+say "127.0.0.1 at 10.0.2.2, so the published port too:"
+check_output "hello from a subenvironment" \
+	subenv run -- busybox wget -q -O - "http://10.0.2.2:$port/index.html"
+
+say "A subenvironment on another lan is in another world: 10.0.3.15 there"
+say "is itself, and nothing listens."
+check_fails subenv run --net "lan:other$$" -- timeout 10 busybox wget -q -O - http://10.0.3.15/index.html
+
+say "With --net none there is loopback only:"
+check_output "lo" subenv run --net none -- ls /sys/class/net
 
 passed

@@ -15,21 +15,23 @@ FILES=${FILES:-20000}
 SIZE_MB=${SIZE_MB:-1024}
 RUNS=${RUNS:-3}
 base=${BENCH_DIR:-/var/tmp/herd-bench-$(id -u)}
-mnt=$base/mnt
 bin=$base/bin
 loop_pid=
 
 cleanup() {
-	if mountpoint -q "$mnt" 2>/dev/null; then
-		fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
-	fi
+	local m
+	for m in "$base"/mnt-loopback.*; do
+		[ -d "$m" ] || continue
+		if mountpoint -q "$m"; then fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; fi
+		rmdir "$m" 2>/dev/null || true
+	done
 	if [ -n "$loop_pid" ]; then kill "$loop_pid" 2>/dev/null || true; wait "$loop_pid" 2>/dev/null || true; fi
 	rm -f "$base/tree/out"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$bin" "$mnt"
+mkdir -p "$bin"
 chmod 755 "$base" "$bin"
 CGO_ENABLED=0 go build -o "$bin/" ./cmd/subenv ./cmd/herd-fs ./bench/fileops
 go build -o "$bin/loopback" github.com/hanwen/go-fuse/v2/example/loopback
@@ -50,11 +52,6 @@ if [ ! -e "$base/tree/.done-$FILES-$SIZE_MB" ]; then
 	touch "$base/tree/.done-$FILES-$SIZE_MB"
 fi
 
-"$bin/loopback" -q "$mnt" "$base/tree" &
-loop_pid=$!
-for _ in $(seq 200); do mountpoint -q "$mnt" && break; sleep 0.05; done
-mountpoint -q "$mnt" || { echo "files.sh: go-fuse loopback did not mount on $mnt" >&2; exit 1; }
-
 # The subenvironments get no network (--net none): only file work is timed,
 # and a net server would only add noise.
 sub=("$bin/subenv" run --net none --)
@@ -72,7 +69,27 @@ best() {
 }
 # Each runner: --op OP PATH [ARGS] with PATH under $base/tree.
 run_native() { "$bin/fileops" "$@"; }
-run_loop() { "$bin/fileops" "${@/#$base\/tree/$mnt}"; }
+# The loopback is mounted afresh for each run, as a subenvironment is, so
+# that its first pass is as cold as herd's.
+run_loop() {
+	local m rc=0
+	m=$(mktemp -d "$base/mnt-loopback.XXXXXX")
+	"$bin/loopback" -q "$m" "$base/tree" &
+	loop_pid=$!
+	for _ in $(seq 200); do mountpoint -q "$m" && break; sleep 0.05; done
+	if mountpoint -q "$m"; then
+		"$bin/fileops" "${@/#$base\/tree/$m}" || rc=$?
+		fusermount3 -u "$m" || umount "$m" || rc=1
+	else
+		echo "files.sh: go-fuse loopback did not mount on $m" >&2
+		rc=1
+	fi
+	kill "$loop_pid" 2>/dev/null
+	wait "$loop_pid" 2>/dev/null
+	loop_pid=
+	rmdir "$m"
+	return $rc
+}
 run_herd() { "${sub[@]}" "$bin/fileops" "$@"; }
 run_ext() { "${ext[@]}" "$bin/fileops" "$@"; }
 
@@ -114,7 +131,7 @@ measure "tar c src" tar "$base/tree/src"
 measure "seq read" seqread "$base/tree/big"
 measure "seq write" seqwrite "$base/tree/out" --size $((SIZE_MB << 20))
 table "warm: second pass in the same process (kernel caches filled by the first)" warm
-table "cold: first pass (herd: a fresh subenvironment; loopback: a long-lived mount, 1 s timeouts)" cold
+table "cold: first pass (a fresh subenvironment; a fresh loopback mount)" cold
 echo "seconds, best of $RUNS runs; $FILES files in $((FILES / 100)) dirs; ${SIZE_MB} MiB for seq read/write (one pass: cold = warm);"
 echo "native = $(df --output=fstype "$base" | tail -1) under $base; loopback = go-fuse v2 example/loopback (1 s timeouts);"
 echo "herd = subenv run --net none (built-in fs server); herd-ext = subenv run --net none --fs herd-fs (external server over proto);"

@@ -5,16 +5,13 @@
 // # How the launcher uses it
 //
 // The launcher (herd/subenv) has a plug-in point for --net modes
-// (subenv.RegisterNet with InitNet/HostNet halves); package
-// herd/subenv/netattach/subenvnet fills it with nat, lan:NAME[,nat] and
-// prog:PATH. cmd/subenv only needs
-//
-//	import _ "herd/subenv/netattach/subenvnet"
-//
-// There the init joins a lan itself (InitJoinLAN: the keeper's join
-// socket is a path, reachable from the new network namespace before
-// pivot_root) and the launcher finishes (HostAttachLAN), because the
-// launcher's host half runs after the init's.
+// (subenv.RegisterNet with InitNet/HostNet halves); subenv fills it itself
+// with nat (the default), lan:NAME[,nat], prog:PATH (subenv/netmodes.go)
+// and none and host. The init joins a lan itself (InitJoinLAN), as its first
+// step, before it mounts anything (so the keeper's join socket is reachable
+// wherever it is), and the launcher finishes (HostAttachLAN) while the init
+// builds the root. The keeper removes its sockets, lock and log when its
+// last member leaves (joiners re-check the lock file, see lockFile).
 //
 // A launcher whose host side can run first uses the Plan API instead:
 //

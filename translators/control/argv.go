@@ -17,6 +17,10 @@ const (
 	XattrGoaway = "user.herd.goaway"
 	// XattrOptions: get/set the running translator's options (NUL-joined).
 	XattrOptions = "user.herd.options"
+	// XattrRefresh: reading it on a node in a herd FUSE mount makes the
+	// bridge drop its and the kernel's cached copy of the node's server
+	// (fsysopts on the host, after changing a translator's options).
+	XattrRefresh = "user.herd.refresh"
 )
 
 // SideTable is the file, in a node's directory, that holds the passive

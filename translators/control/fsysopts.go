@@ -67,7 +67,7 @@ func GetOptions(nodeArg string, timeout time.Duration) ([]string, error) {
 	if inside {
 		opts, err := insideGet(node, XattrOptions)
 		if err == nil && len(opts) == 0 {
-			err = errors.New("no options reported: no active translator here, or the node is translated and the request reached its translator instead of the fs server")
+			err = errors.New("no active translator here")
 		}
 		return opts, controlErr(err)
 	}
@@ -111,5 +111,14 @@ func SetOptions(nodeArg string, opts []string, timeout time.Duration) error {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return c.SetOptions(ctx, opts)
+	if err := c.SetOptions(ctx, opts); err != nil {
+		return err
+	}
+	// The translator tells the mount's bridge that its contents changed,
+	// but on its own connection, racing this answer: have the bridge drop
+	// its and the kernel's cached copy now, so that what runs next reads
+	// the new contents. Best effort: where it fails (a node the caller
+	// may not read) the translator's notification does it a moment later.
+	getxattr(node, XattrRefresh)
+	return nil
 }

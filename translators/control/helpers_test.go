@@ -270,3 +270,25 @@ func (e *env) eventually(prog string, args []string, want string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// freshReadsScript changes hello's contents on $1 with fsysopts again and
+// again and reads the node right after each change, through the page
+// cache; it prints what was read stale. Same sizes in a row too: the
+// kernel drops its cached pages by itself on a size change, not otherwise.
+const freshReadsScript = `n=$1
+cat "$n" >/dev/null || exit 2
+for v in aaaa bbbb cccccc dd eeee ffff gggg hhhhhhhh iiii jjjj; do
+	fsysopts "$n" --contents=$v || exit 2
+	got=$(cat "$n")
+	[ "$got" = "$v" ] || echo "stale: $v read as $got"
+done`
+
+// freshReads runs freshReadsScript on node (a hello translator's) on the
+// host as the env's identity.
+func (e *env) freshReads(node string) {
+	e.t.Helper()
+	r := e.runEnv([]string{"PATH=" + binDir + ":/usr/local/bin:/usr/bin:/bin"}, "sh", "-c", freshReadsScript, "sh", node)
+	if r.code != 0 || r.stdout != "" {
+		e.t.Fatalf("reads right after fsysopts: %+v", r)
+	}
+}

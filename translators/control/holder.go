@@ -227,6 +227,9 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 		IDMap:      fsbridge.IDMap{Identity: true},
 		ServerGone: func(error) { h.signalGone() },
 		Notifier:   h.notifier,
+		// Any program may be the translator: one that does not notify
+		// must not leave the kernel an hour's stale copy.
+		Translator: true,
 	})
 	fd.Close()
 	if err != nil {

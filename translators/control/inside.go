@@ -3,6 +3,8 @@ package control
 import (
 	"errors"
 	"fmt"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,12 +24,14 @@ func insideGet(path, name string) ([]string, error) {
 	return DecodeArgv(v), nil
 }
 
-// controlErr explains a refused control xattr: on a translated node the
-// kernel's path lookup ends at the translator's root, so the request went
-// to the translator (which does not know it) instead of the fs server.
+// controlErr explains a refused control xattr. The fs bridge sends the
+// control xattrs of a translated node to the server that owns the node
+// (not to its translator), so a refusal means that server keeps no
+// translators (it is not herd's fs server, or it runs without a runtime
+// directory).
 func controlErr(err error) error {
 	if err != nil && xattrRefused(err) {
-		return fmt.Errorf("the node is translated and the request reached its translator, not the fs server (translator control of a translated node is not routed through the fs bridge yet): %w", err)
+		return fmt.Errorf("the server that owns the node does not control translators: %w", err)
 	}
 	return err
 }
@@ -47,12 +51,42 @@ func insideStart(path string, argv []string) error {
 	return controlErr(unix.Setxattr(path, XattrActive, EncodeArgv(argv), 0))
 }
 
+// insideGoaway stops NODE's running translator, then waits (briefly) until
+// NODE no longer shows it: the fs server tells the kernel that the name
+// changed meaning a moment after it answers, and the next program must not
+// find the stopped translator's root (EIO) in the kernel's cache.
 func insideGoaway(path string, force bool) error {
+	var before syscall.Stat_t
+	translated := syscall.Stat(path, &before) == nil
 	v := []byte{}
 	if force {
 		v = []byte("force")
 	}
-	return controlErr(unix.Setxattr(path, XattrGoaway, v, 0))
+	if err := unix.Setxattr(path, XattrGoaway, v, 0); err != nil {
+		return controlErr(err)
+	}
+	if translated {
+		waitDetached(path, &before, 5*time.Second)
+	}
+	return nil
+}
+
+// waitDetached waits until NODE shows something other than before (the
+// file under the stopped translator, or a passive translator started
+// anew), or until timeout: only a wait, never an error.
+func waitDetached(node string, before *syscall.Stat_t, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var st syscall.Stat_t
+		err := syscall.Stat(node, &st)
+		if err == nil && (st.Ino != before.Ino || st.Dev != before.Dev) {
+			return
+		}
+		if err != nil && !errors.Is(err, syscall.EIO) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func insideSetOptions(path string, opts []string) error {

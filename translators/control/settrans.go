@@ -372,25 +372,28 @@ func settransInside(o settransOpts, node string, argv []string, active, passive 
 		argv = rec
 	}
 	if passive && !active {
-		if len(cur) > 0 {
-			switch {
-			case o.goaway:
-				if err := insideGoaway(node, o.force); err != nil {
-					return err
-				}
-			case !o.keep:
-				return fmt.Errorf("has an active translator (%s); use -g to stop it or -k to keep it running: %w", ShowArgv(cur), syscall.EBUSY)
-			}
+		if len(cur) > 0 && !o.goaway && !o.keep {
+			return fmt.Errorf("has an active translator (%s); use -g to stop it or -k to keep it running: %w", ShowArgv(cur), syscall.EBUSY)
 		}
-		if o.excl && len(argv) > 0 {
-			if old, _ := insideGet(node, XattrPassive); len(old) > 0 {
-				return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(old), syscall.EBUSY)
-			}
+		old, _ := insideGet(node, XattrPassive)
+		if o.excl && len(argv) > 0 && len(old) > 0 {
+			return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(old), syscall.EBUSY)
 		}
 		var before syscall.Stat_t
 		syscall.Stat(node, &before)
+		// The record changes before the running translator goes: stopped
+		// first, the old record would start it again on the next lookup
+		// (this very settrans's).
 		if err := insideSetPassive(node, argv); err != nil {
 			return err
+		}
+		if len(cur) > 0 && o.goaway {
+			if err := insideGoaway(node, o.force); err != nil {
+				// It keeps running (busy): so does its record.
+				insideSetPassive(node, old)
+				return err
+			}
+			return nil
 		}
 		if len(argv) > 0 && len(cur) == 0 {
 			// The fs server tells the kernel the name changed meaning a

@@ -133,3 +133,50 @@ func TestPassiveSameSubenv(t *testing.T) {
 		})
 	}
 }
+
+// TestControlTranslatedInSubenv: inside a subenvironment the commands
+// control a node that already has a translator (the fs bridge sends
+// translator control to the fs server that owns the node, not to the
+// translator): showtrans -a/-p show it, fsysopts shows and changes its
+// options (and the next read, through the page cache, sees the change),
+// settrans -g stops it.
+func TestControlTranslatedInSubenv(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			loop := strings.ReplaceAll(freshReadsScript, "$1", "$node")
+			r := e.inSubenv(`set -u
+settrans -ac /tmp/h hello --contents=one || exit 1
+echo "a:$(showtrans -a /tmp/h)"
+echo "o:$(fsysopts /tmp/h)"
+node=/tmp/h; (` + loop + `) || exit 1
+settrans -g /tmp/h || exit 1
+echo "g:$(cat /tmp/h)"
+showtrans -a /tmp/h; echo "a2:$?"
+settrans -pc /tmp/p hello --contents=pp || exit 1
+echo "p:$(showtrans -p /tmp/p)"
+echo "c:$(cat /tmp/p)"
+echo "pa:$(showtrans -a /tmp/p)"
+echo "po:$(fsysopts /tmp/p)"
+node=/tmp/p; (` + loop + `) || exit 1
+settrans -g /tmp/p || exit 1
+echo "pg:$(cat /tmp/p)"
+showtrans -p /tmp/p; echo "pp:$?"
+`)
+			want := `a:hello --contents=one
+o:hello --contents=one
+g:
+a2:1
+p:hello --contents=pp
+c:pp
+pa:hello --contents=pp
+po:hello --contents=pp
+pg:
+pp:1
+`
+			if r.code != 0 || r.stdout != want {
+				t.Fatalf("control of translated nodes inside: code %d, stderr %q\ngot:\n%s\nwant:\n%s", r.code, r.stderr, r.stdout, want)
+			}
+		})
+	}
+}

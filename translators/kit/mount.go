@@ -46,7 +46,9 @@ func Mount(dir string, fs proto.FileSystem, mo MountOptions) (*Mounted, error) {
 	}
 	// Passthrough: files a translator backs by host files (Loopback) are read
 	// and written by the kernel itself where it allows.
-	bo := fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: mo.Debug, Notifier: mo.Notifier, Passthrough: true}
+	// Translator: contents that change without a notification (a node
+	// that forgets to call InvalidateNode) are seen within a second.
+	bo := fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Debug: mo.Debug, Notifier: mo.Notifier, Passthrough: true, Translator: true}
 	rootMode, err := checkMountPoint(dir, fs)
 	if err != nil {
 		return nil, err

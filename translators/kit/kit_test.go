@@ -637,3 +637,71 @@ func TestConcurrentTree(t *testing.T) {
 		t.Errorf("known %d after unmount, want 1", fs.Known())
 	}
 }
+
+// recorder is a Notifier that remembers what it was told.
+type recorder struct {
+	mu    sync.Mutex
+	nodes []proto.NodeID
+	got   chan struct{}
+}
+
+func (r *recorder) InvalNode(node proto.NodeID, off, length int64) {
+	r.mu.Lock()
+	r.nodes = append(r.nodes, node)
+	r.mu.Unlock()
+	select {
+	case r.got <- struct{}{}:
+	default:
+	}
+}
+func (r *recorder) InvalEntry(proto.NodeID, string) {}
+
+// TestSetOptionsNotifies: a run-time option change tells the clients that
+// the translator's nodes changed, the root of a one-file translator among
+// them (fsysopts NODE --contents=... on hello), so no client keeps reading
+// its cached copy.
+func TestSetOptionsNotifies(t *testing.T) {
+	flags := pflag.NewFlagSet("one", pflag.ContinueOnError)
+	contents := flags.String("contents", "old", "")
+	in, err := kit.Translator{
+		Name:  "one",
+		Flags: flags,
+		Root:  func([]string) (kit.Node, error) { return kit.File(func() []byte { return []byte(*contents) }), nil },
+	}.Start(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{got: make(chan struct{}, 1)}
+	c, closeFn, err := proto.Pipe(in.FileSystem(), proto.ServerOptions{Name: "one"}, proto.ClientOptions{Notifier: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	root, err := c.Root(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetOptions(t.Context(), []string{"--contents=new"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		r.mu.Lock()
+		found := false
+		for _, n := range r.nodes {
+			found = found || n == root.Node
+		}
+		r.mu.Unlock()
+		if found {
+			break
+		}
+		select {
+		case <-r.got:
+		case <-deadline:
+			t.Fatal("no invalidation of the root after SetOptions")
+		}
+	}
+	if a, err := c.GetAttr(t.Context(), root.Node); err != nil || a.Size != 3 {
+		t.Errorf("root after SetOptions: size %d, %v", a.Size, err)
+	}
+}

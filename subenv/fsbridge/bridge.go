@@ -11,10 +11,21 @@
 // protocol. Released read-only opens are kept a few seconds for reuse
 // (spares.go), so reopening a file costs no protocol round trip.
 //
+// Translator control: the kernel sees a translator's root in place of the
+// node it sits on, but the user.herd.* xattrs of that inode (passive
+// record, active, goaway, options: settrans, showtrans, fsysopts) are the
+// parent server's business, as the Hurd sends them to the node underneath.
+// So for a root reached through a redirect the bridge keeps the lookup of
+// the underlying node and sends those xattrs there; the rest go to the
+// translator. After an options change the bridge drops the translator's
+// cached data before it answers (its own notifications race the answer);
+// reading user.herd.refresh asks for the same (fsysopts on the host).
+//
 // Invariants: every Entry a server returns counts one lookup there; the
 // bridge gives each back exactly once (Forget when the kernel forgets the
 // inode, at READDIR release for listing entries the kernel never got, or
-// when the bridge stops). Kernel node ids are never reused.
+// when the bridge stops; for a node under a translator also when the
+// translator's connection dies). Kernel node ids are never reused.
 //
 // Locking: Bridge.mu guards the inode, handle and connection tables. It is a
 // leaf: no proto call, kernel notification or other lock is taken while it is

@@ -9,7 +9,10 @@
 //     (source "herd"). The fs server that owns the node keeps its
 //     translator records; settrans and friends reach it through extended
 //     attributes on the node (XattrPassive, XattrActive, XattrGoaway,
-//     XattrOptions), so nothing else is needed inside.
+//     XattrOptions), so nothing else is needed inside. On a node that
+//     already has a translator the fs bridge sends these to the fs server
+//     that owns the node, not to the translator (the Hurd's settrans and
+//     fsysopts talk to the node underneath too).
 //
 //   - On the host, a passive translator is the record stored on the host
 //     file (the xattr user.herd.translator, or the directory's side table
@@ -21,5 +24,7 @@
 //     (source "herd:ARGV"), and unmounts and stops it when the translator
 //     dies, when the mount goes away, or on settrans -g. A state file beside
 //     the translator's socket in the runtime directory says which
-//     translator serves which node.
+//     translator serves which node. fsysopts talks to the translator on
+//     its socket, then reads XattrRefresh on the node so the bridge drops
+//     the kernel's cached copy before fsysopts returns.
 package control

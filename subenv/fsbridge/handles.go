@@ -121,10 +121,6 @@ func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse
 	return fuse.OK
 }
 
-// passthroughMinSize: read-only opens of smaller regular files are served
-// from the descriptor by the bridge instead of passthrough.
-const passthroughMinSize = 1 << 20
-
 // passthrough hands h's backing file to the kernel, which then reads and
 // writes it without asking the bridge. The kernel allows one backing file
 // per inode, and no mixing with cached opens; it refuses (EPERM) unless the
@@ -153,15 +149,6 @@ func (b *Bridge) passthrough(n *inode, h *handle, out *fuse.OpenOut) fuse.Status
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h.file.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fuse.OK
-	}
-	if !h.write && st.Size < passthroughMinSize {
-		// A small file is read faster without passthrough: registering a
-		// backing file costs the open two ioctls and a kernel open of its
-		// own, while one READ from the descriptor serves the whole file and
-		// KEEP_CACHE serves it again from the page cache (open+read+close
-		// of 4 KiB files: BenchmarkReadSmall, BENCHMARKS.md). Writers
-		// always get passthrough: what they write may grow large.
 		return fuse.OK
 	}
 	id, errno := b.srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(h.file.Fd())})

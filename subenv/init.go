@@ -161,7 +161,7 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 		if err := bindResolvConf(); err != nil {
 			return 0, err
 		}
-		tr.step("resolv.conf bound")
+		tr.step("resolv.conf bound (if there was one)")
 	}
 	if cfg.Cwd == "" || unix.Chdir(cfg.Cwd) != nil {
 		unix.Chdir("/")
@@ -206,13 +206,10 @@ func bindResolvConf() error {
 	defer os.Remove(src)
 	dst := "/etc/resolv.conf"
 	if _, err := os.Stat(dst); err != nil {
-		// None (or a dangling symlink): make one, in the copy-on-write
-		// layer (or the --rw tree).
-		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
-		if err != nil {
-			return fmt.Errorf("resolv.conf: %v", err)
-		}
-		f.Close()
+		// None (a --root tree without one, or a dangling symlink): nothing
+		// to bind over, and making one would write into the served tree
+		// (the user's own with --rw).
+		return nil
 	}
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("binding resolv.conf over %s: %v", dst, err)

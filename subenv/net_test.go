@@ -396,3 +396,43 @@ func TestNetServerKilled(t *testing.T) {
 		t.Errorf("stderr does not say the net server died: %s", b.stderr.String())
 	}
 }
+
+// Without a usable /dev/net/tun (here: an unreadable file bound over it,
+// in a mount namespace of the run's own), plain `subenv run` warns in one
+// line and runs with loopback only; an explicit --net nat fails, saying why.
+func TestNetNoTUN(t *testing.T) {
+	needProgs(t, "unshare")
+	e := newEnv(t, true)
+	blocker := filepath.Join(e.base, "notun")
+	if err := os.WriteFile(blocker, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	wrap := func(args ...string) result {
+		// unshare runs as root, the bind is its own; subenv as the user.
+		script := fmt.Sprintf(`mount --bind %s /dev/net/tun && exec setpriv --reuid=%d --regid=%d --clear-groups "$@"`,
+			blocker, e.cred.Uid, e.cred.Gid)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := e.command(ctx, args...)
+		cmd.SysProcAttr = nil
+		cmd.Args = append([]string{"unshare", "-m", "sh", "-c", script, "sh", subenvBin}, args...)
+		cmd.Path, _ = exec.LookPath("unshare")
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		r := result{stdout: out.String(), stderr: errb.String()}
+		if ee, ok := err.(*exec.ExitError); ok {
+			r.code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := wrap("run", "--", "ls", "/sys/class/net")
+	if r.code != 0 || r.stdout != "lo\n" || strings.Count(r.stderr, "\n") != 1 ||
+		!strings.Contains(r.stderr, "/dev/net/tun") || !strings.Contains(r.stderr, "--net none") {
+		t.Errorf("default net without TUN: exit %d, stdout %q, stderr %q; want lo only and a one-line warning", r.code, r.stdout, r.stderr)
+	}
+	r = wrap("run", "--net", "nat", "--", "true")
+	oneLine(t, r, "cannot open /dev/net/tun")
+}

@@ -71,6 +71,7 @@ func (b *Bridge) refresh(c *conn) {
 		}
 		ids = append(ids, in.id)
 		in.linkOK = false
+		in.dataGen++
 		if in.spare != nil {
 			sps = append(sps, b.unlinkSpare(in.spare))
 		}

@@ -51,6 +51,7 @@ type ctlFS struct {
 	notifier proto.Notifier
 	gone     chan struct{}
 	goOnce   sync.Once
+	nextH    proto.HandleID
 }
 
 func (t *ctlFS) Goaway(context.Context, uint32) error {
@@ -92,7 +93,10 @@ func (t *ctlFS) Root(context.Context) (proto.Entry, error) {
 }
 func (t *ctlFS) GetAttr(context.Context, proto.NodeID) (proto.Attr, error) { return t.attr(), nil }
 func (t *ctlFS) Open(context.Context, proto.NodeID, uint32) (proto.OpenResult, error) {
-	return proto.OpenResult{Handle: 1, Flags: proto.OpenKeepCache}, nil
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.nextH++ // a number per open: the proto server tracks each
+	return proto.OpenResult{Handle: t.nextH, Flags: proto.OpenKeepCache}, nil
 }
 func (t *ctlFS) Read(_ context.Context, _ proto.HandleID, off int64, size int) ([]byte, error) {
 	d := t.data()

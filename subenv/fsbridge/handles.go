@@ -30,6 +30,9 @@ type handle struct {
 	cached      bool // counted in in.cachedOpens
 	writer      bool // counted in in.writers
 	write       bool // opened for writing
+	// gen is the inode's dataGen when the open was made: an open from
+	// before a change must not become a spare after it (spares.go).
+	gen uint64
 
 	mu    sync.Mutex
 	dirty bool // protocol writes since the last flush
@@ -186,6 +189,7 @@ func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
 	var res proto.OpenResult
+	gen := b.dataGenOf(n)
 	if sp := b.spareFor(n, in.Flags); sp != nil {
 		b.opensSpare.Add(1)
 		res = proto.OpenResult{Handle: sp.h, File: sp.file, Flags: sp.resFlags}
@@ -196,7 +200,7 @@ func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 			return errno(err)
 		}
 	}
-	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags}
+	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags, gen: gen}
 	if st := b.setupOpen(n, h, &res, out); !st.Ok() {
 		h.closeFile()
 		n.conn.fs.Release(ctx, res.Handle)

@@ -207,6 +207,10 @@ type inode struct {
 	cachedOpens int
 
 	spare *spare // a released read-only open kept for reuse (spares.go)
+	// dataGen counts changes to the node's data the bridge made or was
+	// asked to drop caches for (writes, setattr, refresh): opens from an
+	// older generation are not kept as spares.
+	dataGen uint64
 
 	// Cached attributes (attrs.go); writers counts opens for writing.
 	attr    proto.Attr

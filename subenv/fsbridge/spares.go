@@ -67,7 +67,10 @@ func (b *Bridge) putSpare(n *inode, h *handle) bool {
 	now := time.Now()
 	var evict []*spare
 	b.mu.Lock()
-	if n.spare != nil || b.inodes[n.id] != n {
+	if n.spare != nil || b.inodes[n.id] != n || h.gen != n.dataGen {
+		// (An open made before the node last changed reads what was
+		// there then: kit's files take their contents at open. Kept,
+		// it would outlive the change's notification.)
 		b.mu.Unlock()
 		return false
 	}
@@ -98,9 +101,18 @@ func (b *Bridge) unlinkSpare(sp *spare) *spare {
 	return sp
 }
 
-// dropSpare discards n's spare: n changed, or is going away.
+// dataGenOf is n's data generation (see dropSpare).
+func (b *Bridge) dataGenOf(n *inode) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return n.dataGen
+}
+
+// dropSpare discards n's spare: n changed, or is going away. It also
+// counts a change, so that opens made before it do not become spares.
 func (b *Bridge) dropSpare(n *inode) {
 	b.mu.Lock()
+	n.dataGen++
 	sp := n.spare
 	if sp != nil {
 		b.unlinkSpare(sp)

@@ -5,16 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"herd/proto"
 )
 
 const fsysoptsDoc = `Usage: fsysopts [OPTION...] NODE [OPTIONS...]
 Show (no OPTIONS) or change the options of the translator running on NODE,
 as the Hurd's fsysopts: e.g. "fsysopts ~/hello --contents='new text'",
 "fsysopts ~/u --readonly". On the host NODE is a mount made by settrans -a;
-inside a subenvironment the fs server relays to the translator.
+inside a subenvironment the fs server relays to the translator. NODE may also
+be a server's unix socket, e.g. a subenvironment's net server (subenv run -v
+prints it): "fsysopts $XDG_RUNTIME_DIR/herd/ID/net.sock --allow=10.0.2.2:80".
 
 Options:
 `
@@ -60,6 +65,14 @@ func Fsysopts(args []string, stdout, stderr io.Writer) int {
 
 // GetOptions returns the options of the translator running on NODE.
 func GetOptions(nodeArg string, timeout time.Duration) ([]string, error) {
+	if isSocket(nodeArg) {
+		var opts []string
+		err := onSocket(nodeArg, timeout, func(ctx context.Context, c *proto.Client) (err error) {
+			opts, err = c.GetOptions(ctx)
+			return err
+		})
+		return opts, err
+	}
 	node, inside, err := locate(nodeArg)
 	if err != nil {
 		return nil, err
@@ -90,6 +103,11 @@ func GetOptions(nodeArg string, timeout time.Duration) ([]string, error) {
 
 // SetOptions changes the options of the translator running on NODE.
 func SetOptions(nodeArg string, opts []string, timeout time.Duration) error {
+	if isSocket(nodeArg) {
+		return onSocket(nodeArg, timeout, func(ctx context.Context, c *proto.Client) error {
+			return c.SetOptions(ctx, opts)
+		})
+	}
 	node, inside, err := locate(nodeArg)
 	if err != nil {
 		return err
@@ -121,4 +139,22 @@ func SetOptions(nodeArg string, opts []string, timeout time.Duration) error {
 	// may not read) the translator's notification does it a moment later.
 	getxattr(node, XattrRefresh)
 	return nil
+}
+
+// isSocket: NODE names a server's unix socket rather than a node.
+func isSocket(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode()&os.ModeSocket != 0
+}
+
+// onSocket runs one call on the server listening at sock.
+func onSocket(sock string, timeout time.Duration, call func(context.Context, *proto.Client) error) error {
+	c, err := proto.Dial(sock, proto.ClientOptions{Timeout: timeout})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return call(ctx, c)
 }

@@ -76,11 +76,11 @@ Flags:
                       ECONNREFUSED. With lan:NAME these three apply when the
                       lan starts (its first member); a later member giving
                       them is refused.
-                      At run time the net server's control socket
-                      ($XDG_RUNTIME_DIR/herd/ID/net.sock, -v prints it) takes
-                      the same options through herd's fsys interface
-                      (proto: fsys set-options, e.g. "--allow=10.0.2.2:80");
-                      its /connections and /stats nodes list live connections.
+                      At run time, change them with fsysopts on the net
+                      server's control socket (-v prints it), e.g.
+                      fsysopts $XDG_RUNTIME_DIR/herd/ID/net.sock --allow=10.0.2.2:80
+                      (fsysopts SOCKET alone shows them); its /connections and
+                      /stats nodes list live connections.
   --subuid            as a plain user, map the range /etc/subuid and /etc/subgid
                       grant you as uids 1.. inside (via newuidmap/newgidmap), so
                       programs inside can switch users (apt, daemons); without

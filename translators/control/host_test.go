@@ -431,3 +431,22 @@ func TestOrphan(t *testing.T) {
 	e.ok("settrans", "-g", node)
 	waitGone(t, st.HolderPid)
 }
+
+// TestSymlinkRootRefused: a translator whose root is a symlink cannot be
+// mounted on the host (the kernel refuses such a FUSE root): settrans -a
+// says so in one line and leaves nothing behind.
+func TestSymlinkRootRefused(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			node := filepath.Join(e.dir, "link")
+			r := e.run("settrans", "-ac", node, "symlink", "/etc/hostname")
+			if r.code == 0 || !strings.Contains(r.stderr, "root is a symlink") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+				t.Fatalf("settrans -ac of a symlink translator: %+v; want a one-line refusal", r)
+			}
+			if _, err := os.Lstat(node); !os.IsNotExist(err) {
+				t.Fatalf("refused settrans -ac left %s behind (%v)", node, err)
+			}
+		})
+	}
+}

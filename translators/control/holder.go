@@ -190,12 +190,6 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 	isDir := rootType == syscall.S_IFDIR
 	if rootType == syscall.S_IFLNK {
 		// The kernel refuses a FUSE mount whose root is a symlink
-		// (rootmode S_IFLNK is EINVAL; fusermount3 takes the mount
-		// point's type, which cannot be a symlink either).
-		return fmt.Errorf("translator %s serves a symlink, and Linux cannot mount one whose root is a symlink on the host (inside a subenvironment it works: settrans -p there)", name)
-	}
-	if rootType == syscall.S_IFLNK {
-		// The kernel refuses a FUSE mount whose root is a symlink
 		// (rootmode S_IFLNK: EINVAL), and fusermount3 takes the mount
 		// point's type, which mount(2) resolves through symlinks.
 		return fmt.Errorf("translator %s's root is a symlink, and Linux cannot mount one on the host; use ln -s, or settrans -p for subenvironments, where it works", name)

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"herd/translators/hello"
 	"herd/translators/kit/kittest"
 )
@@ -40,6 +42,11 @@ func TestHello(t *testing.T) {
 	}
 	if err := m.Client.SetOptions(t.Context(), []string{"--contents=Goodbye!\n"}); err != nil {
 		t.Fatal(err)
+	}
+	// The translator's invalidation travels on its own connection, racing
+	// this answer; fsysopts has the mount drop its copy, and so do we.
+	if _, err := unix.Getxattr(m.Dir, "user.herd.refresh", nil); err != nil {
+		t.Fatalf("refresh: %v", err)
 	}
 	if b, _ := os.ReadFile(m.Dir); string(b) != "Goodbye!\n" {
 		t.Errorf("after fsysopts: %q", b)

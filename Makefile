@@ -9,7 +9,7 @@
 
 GO       ?= go
 PREFIX   ?= /usr/local
-FUZZTIME ?= 15s
+FUZZTIME ?= 100000x
 PROGRAMS := $(notdir $(wildcard cmd/*))
 
 .PHONY: all build test vet unit fuzz bench demo install iso iso-test clean

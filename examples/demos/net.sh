@@ -11,7 +11,7 @@ need subenv herd-net busybox
 
 demo_tmpdir
 lan=demo$$
-port=$((20000 + $$ % 20000))
+port=$((20000 + $$ % 12000)) # below the kernel's ephemeral ports (32768-)
 mkdir "$work/www" && echo "hello from a subenvironment" >"$work/www/index.html" || fail "cannot write $work/www"
 
 say "By default a subenvironment has eth0 (10.0.2.15), served by its own net"

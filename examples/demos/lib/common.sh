@@ -46,6 +46,11 @@ show() {
 # fail TEXT: end the demo.
 fail() {
 	_failed=1
+	# What a background server (start_bg) said explains most failures.
+	if [ -n "${_out:-}" ] && [ -s "$_out" ]; then
+		printf '\n--- %s ---\n' "$(basename "$_out")" >&2
+		tail -n 20 "$_out" >&2
+	fi
 	printf '\nDEMO %s: FAILED: %s\n' "$DEMO" "$*" >&2
 	exit 1
 }

@@ -627,7 +627,7 @@ func (s *Server) Create(ctx context.Context, parent proto.NodeID, name string, f
 		unix.Close(fd)
 		return proto.Entry{}, proto.OpenResult{}, err
 	}
-	r, err := s.newHandle(c, fd, true, name)
+	r, err := s.newHandle(c, fd, true, flags&unix.O_ACCMODE != unix.O_RDONLY, true, name)
 	if err != nil {
 		return proto.Entry{}, proto.OpenResult{}, err
 	}
@@ -1087,23 +1087,12 @@ func (s *Server) SetXattr(ctx context.Context, id proto.NodeID, attr string, val
 	if handled, err := s.transSetXattr(ctx, n, attr, value); handled {
 		return err
 	}
-	if s.isReadOnly() {
-		return syscall.EROFS
-	}
-	s.wlock()
-	defer s.wunlock()
-	dirfd, name, copied, err := s.upperAt(n)
-	if err != nil {
-		return errno(err)
-	}
-	defer unix.Close(dirfd)
-	if copied {
-		defer s.invalNode(n)
-	}
-	if attr == xattrTranslator {
-		return s.setTransRecord(ctx, n, dirfd, name, value, flags)
-	}
-	return errno(setXattrAt(dirfd, name, attr, value, int(flags)))
+	return s.atUpper(n, func(dirfd int, name string) error {
+		if attr == xattrTranslator {
+			return s.setTransRecord(ctx, n, dirfd, name, value, flags)
+		}
+		return errno(setXattrAt(dirfd, name, attr, value, int(flags)))
+	})
 }
 
 // RemoveXattr implements proto.FileSystem.
@@ -1112,6 +1101,18 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 	if err != nil {
 		return err
 	}
+	return s.atUpper(n, func(dirfd int, name string) error {
+		if attr == xattrTranslator {
+			return s.removeTransRecord(ctx, n, dirfd, name)
+		}
+		return errno(removeXattrAt(dirfd, name, attr))
+	})
+}
+
+// atUpper runs fn on n's name in the writable layer, under the write lock,
+// copying n up first in copy-on-write mode; a copy-up is announced to the
+// clients once fn is done (their cached attributes name the lower file).
+func (s *Server) atUpper(n *node, fn func(dirfd int, name string) error) error {
 	if s.isReadOnly() {
 		return syscall.EROFS
 	}
@@ -1125,10 +1126,7 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 	if copied {
 		defer s.invalNode(n)
 	}
-	if attr == xattrTranslator {
-		return s.removeTransRecord(ctx, n, dirfd, name)
-	}
-	return errno(removeXattrAt(dirfd, name, attr))
+	return fn(dirfd, name)
 }
 
 // StatFS implements proto.FileSystem: the writable layer's numbers.
@@ -1179,7 +1177,8 @@ func closeHandle(h *handle) {
 	h.mu.Unlock()
 }
 
-func (s *Server) newHandle(n *node, fd int, upper bool, name string) (proto.OpenResult, error) {
+// write says fd was opened for writing; regular, that it is a regular file.
+func (s *Server) newHandle(n *node, fd int, upper, write, regular bool, name string) (proto.OpenResult, error) {
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		unix.Close(fd)
@@ -1191,8 +1190,6 @@ func (s *Server) newHandle(n *node, fd int, upper bool, name string) (proto.Open
 	s.hmu.Lock()
 	id := s.nextH
 	s.nextH++
-	fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	write := fl&unix.O_ACCMODE != unix.O_RDONLY
 	s.handles[id] = &handle{id: id, fd: fd, node: n, upper: upper, write: write}
 	s.hmu.Unlock()
 	res := proto.OpenResult{Handle: id, File: os.NewFile(uintptr(dup), name)}
@@ -1200,8 +1197,7 @@ func (s *Server) newHandle(n *node, fd int, upper bool, name string) (proto.Open
 	// change made through this server is announced (writes over the
 	// protocol at once, writes through a handed-out descriptor when that
 	// handle is released), so a stale page gets invalidated.
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+	if regular {
 		res.Flags |= proto.OpenKeepCache
 	}
 	return res, nil
@@ -1257,7 +1253,7 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 	if len(comps) > 0 {
 		name = comps[len(comps)-1]
 	}
-	return s.newHandle(n, fd, writable, name)
+	return s.newHandle(n, fd, writable, write, st.Mode&unix.S_IFMT == unix.S_IFREG, name)
 }
 
 // Read implements proto.FileSystem.

@@ -82,8 +82,9 @@ func (m IDMap) toHost(id, host uint32) uint32 {
 	return overflowID
 }
 
-// fromHost maps a host uid (gid) to the namespace's.
-func (m IDMap) fromHost(id, host uint32) uint32 {
+// fromHost maps a host uid (gid) to the namespace's: unchanged with the
+// full range mapped, else the namespace's root (see IDMap).
+func (m IDMap) fromHost(id uint32) uint32 {
 	if m.Identity {
 		return id
 	}

@@ -468,15 +468,16 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
 	d := &dirSnapshot{}
-	var plusErr error = syscall.ENOSYS
-	if n.conn.plus != nil && !n.conn.noPlus.Load() {
-		var ents []proto.DirEntryPlus
-		ents, plusErr = n.conn.plus.ReadDirPlus(ctx, n.node)
-		if errors.Is(plusErr, syscall.ENOSYS) {
+	plus := n.conn.plus != nil && !n.conn.noPlus.Load()
+	if plus {
+		ents, err := n.conn.plus.ReadDirPlus(ctx, n.node)
+		switch {
+		case errors.Is(err, syscall.ENOSYS):
 			n.conn.noPlus.Store(true)
-		} else if plusErr != nil {
-			return errno(plusErr)
-		} else {
+			plus = false
+		case err != nil:
+			return errno(err)
+		default:
 			if ents == nil {
 				ents = []proto.DirEntryPlus{}
 			}
@@ -484,7 +485,7 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 			d.delivered = make([]bool, len(ents))
 		}
 	}
-	if plusErr != nil {
+	if !plus {
 		ents, err := n.conn.fs.ReadDir(ctx, n.node)
 		if err != nil {
 			return errno(err)

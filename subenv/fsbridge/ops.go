@@ -48,8 +48,8 @@ func (b *Bridge) fillAttr(c *conn, a *proto.Attr, out *fuse.Attr) {
 		Mode:      a.Mode,
 		Nlink:     a.Nlink,
 		Owner: fuse.Owner{
-			Uid: m.fromHost(a.Uid, m.HostUid),
-			Gid: m.fromHost(a.Gid, m.HostGid),
+			Uid: m.fromHost(a.Uid),
+			Gid: m.fromHost(a.Gid),
 		},
 		Rdev:    uint32(a.Rdev),
 		Blksize: a.Blksize,

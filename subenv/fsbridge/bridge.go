@@ -57,39 +57,56 @@ import (
 type IDMap struct {
 	HostUid, HostGid uint32
 	// Identity: host root, full range mapped (ids are the same on both
-	// sides). Otherwise only the namespace's root maps, to HostUid/HostGid,
-	// and every node shows as the namespace root's: a plain user is root in
-	// their subenvironment and must be able to change anything there (into
-	// the copy-on-write layer), as root can. With the kernel's overflow id
-	// (65534) instead, root inside could not write /etc: capabilities do not
-	// reach inodes whose owner the namespace does not map. The server still
-	// runs as the user, so nothing the user may not read on the host becomes
-	// readable.
+	// sides). Otherwise the namespace's root maps to HostUid/HostGid, and
+	// every node whose host owner the namespace does not map shows as the
+	// namespace root's: a plain user is root in their subenvironment and
+	// must be able to change anything there (into the copy-on-write layer),
+	// as root can. With the kernel's overflow id (65534) instead, root
+	// inside could not write /etc: capabilities do not reach inodes whose
+	// owner the namespace does not map. The server still runs as the user,
+	// so nothing the user may not read on the host becomes readable.
 	Identity bool
+	// The /etc/subuid and /etc/subgid ranges a plain user maps besides
+	// themself (newuidmap): namespace ids 1..UidCount are host ids
+	// UidStart..UidStart+UidCount-1, likewise for gids. A count of 0: none.
+	// (An addition to the contract.)
+	UidStart, UidCount, GidStart, GidCount uint32
 }
 
 // overflowID is what unmapped ids show as (the kernel's overflowuid).
 const overflowID = 65534
 
-// toHost maps a namespace uid (gid) to a host one.
-func (m IDMap) toHost(id, host uint32) uint32 {
-	if m.Identity {
+// toHost maps a namespace id to the host's, given the namespace root's
+// host id and the range above it.
+func (m IDMap) toHost(id, host, start, count uint32) uint32 {
+	switch {
+	case m.Identity:
 		return id
-	}
-	if id == 0 {
+	case id == 0:
 		return host
+	case id-1 < count:
+		return start + id - 1
 	}
 	return overflowID
 }
 
-// fromHost maps a host uid (gid) to the namespace's: unchanged with the
-// full range mapped, else the namespace's root (see IDMap).
-func (m IDMap) fromHost(id uint32) uint32 {
+// fromHost maps a host id to the namespace's: unchanged with the full range
+// mapped; ids of the range to theirs; anything else (the user, host root,
+// other users) to the namespace's root (see IDMap).
+func (m IDMap) fromHost(id, start, count uint32) uint32 {
 	if m.Identity {
 		return id
 	}
+	if id-start < count {
+		return id - start + 1
+	}
 	return 0
 }
+
+func (m IDMap) uidToHost(id uint32) uint32   { return m.toHost(id, m.HostUid, m.UidStart, m.UidCount) }
+func (m IDMap) gidToHost(id uint32) uint32   { return m.toHost(id, m.HostGid, m.GidStart, m.GidCount) }
+func (m IDMap) uidFromHost(id uint32) uint32 { return m.fromHost(id, m.UidStart, m.UidCount) }
+func (m IDMap) gidFromHost(id uint32) uint32 { return m.fromHost(id, m.GidStart, m.GidCount) }
 
 // Options configure a bridge.
 type Options struct {
@@ -483,8 +500,8 @@ func fusermountLazy(dir string) error {
 func (b *Bridge) ctx(c *conn, h *fuse.InHeader) (context.Context, context.CancelFunc) {
 	m := b.opts.IDMap
 	caller := proto.Caller{
-		Uid: m.toHost(h.Uid, m.HostUid),
-		Gid: m.toHost(h.Gid, m.HostGid),
+		Uid: m.uidToHost(h.Uid),
+		Gid: m.gidToHost(h.Gid),
 		Pid: h.Pid,
 	}
 	ctx := proto.WithCaller(context.Background(), caller)

@@ -48,8 +48,8 @@ func (b *Bridge) fillAttr(c *conn, a *proto.Attr, out *fuse.Attr) {
 		Mode:      a.Mode,
 		Nlink:     a.Nlink,
 		Owner: fuse.Owner{
-			Uid: m.fromHost(a.Uid),
-			Gid: m.fromHost(a.Gid),
+			Uid: m.uidFromHost(a.Uid),
+			Gid: m.gidFromHost(a.Gid),
 		},
 		Rdev:    uint32(a.Rdev),
 		Blksize: a.Blksize,
@@ -193,11 +193,11 @@ func (b *Bridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	}
 	if in.Valid&fuse.FATTR_UID != 0 {
 		s.Valid |= proto.SetAttrUid
-		s.Uid = m.toHost(in.Uid, m.HostUid)
+		s.Uid = m.uidToHost(in.Uid)
 	}
 	if in.Valid&fuse.FATTR_GID != 0 {
 		s.Valid |= proto.SetAttrGid
-		s.Gid = m.toHost(in.Gid, m.HostGid)
+		s.Gid = m.gidToHost(in.Gid)
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		s.Valid |= proto.SetAttrSize

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 
 	"herd/proto"
 	"herd/subenv/fsbridge"
+	"herd/translators/launch"
 )
 
 // HolderFlag is the hidden settrans flag that runs the holder of a host
@@ -43,9 +42,7 @@ type holder struct {
 	cfg      holderConfig
 	under    *os.File // the node under the mount
 	created  bool     // the holder created the node (-c), and removes it on failure
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	waitErr  error
+	proc     *launch.Process
 	client   *proto.Client
 	mounted  bool
 	bridge   *fsbridge.Bridge
@@ -64,13 +61,13 @@ func RunHolder(config string) int {
 		fmt.Fprintf(ready, "error: holder config: %v\n", err)
 		return 2
 	}
-	h := &holder{cfg: cfg, exited: make(chan struct{}), gone: make(chan struct{}), notifier: fsbridge.NewNotifier()}
+	h := &holder{cfg: cfg, gone: make(chan struct{}), notifier: fsbridge.NewNotifier()}
 	logf("holder %d: starting %s on %s", os.Getpid(), ShowArgv(cfg.Argv), cfg.Node)
 	// Signals that ask us to stop are caught from the start, so a stop
 	// during start-up still cleans up.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	if err := h.start(sigs); err != nil {
+	signal.Notify(sigs, stopSignals...)
+	if err := h.start(); err != nil {
 		logf("holder: start failed: %v", err)
 		h.stop(true)
 		fmt.Fprintf(ready, "error: %v\n", err)
@@ -85,11 +82,14 @@ func RunHolder(config string) int {
 	return 0
 }
 
+// stopSignals ask the holder to stop.
+var stopSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 }
 
-func (h *holder) start(sigs <-chan os.Signal) error {
+func (h *holder) start() error {
 	cfg := h.cfg
 	deadline := time.Now().Add(24 * 365 * time.Hour)
 	if cfg.Timeout > 0 {
@@ -110,77 +110,31 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 		return err
 	}
 
-	// The translator's listening socket.
-	if fi, err := os.Lstat(cfg.Paths.Socket); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(cfg.Paths.Socket)
-	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Paths.Socket, Net: "unix"})
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Paths.Socket, err)
-	}
-	l.SetUnlinkOnClose(false)
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		return err
-	}
-	defer lf.Close()
-
 	// The translator, with a runtime dir of its own.
 	os.RemoveAll(cfg.Paths.RunDir)
 	if err := os.Mkdir(cfg.Paths.RunDir, 0o700); err != nil {
 		return err
 	}
-	cmd := &exec.Cmd{Path: cfg.Program, Args: cfg.Argv, Stdout: os.Stderr, Stderr: os.Stderr}
-	cmd.ExtraFiles = []*os.File{lf}
-	env := []string{"LISTEN_FDS=1", "HERD_RUNTIME_DIR=" + cfg.Paths.RunDir}
-	if h.under != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, h.under)
-		env = append(env, "HERD_UNDERLYING=4")
+	p, err := launch.Start(launch.Spec{Program: cfg.Program, Argv: cfg.Argv, Socket: cfg.Paths.Socket,
+		Underlying: h.under, RuntimeDir: cfg.Paths.RunDir})
+	if err != nil {
+		return err
 	}
-	cmd.Env = append(cleanEnv(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", cfg.Program, err)
-	}
-	h.cmd = cmd
-	logf("holder: translator pid %d", cmd.Process.Pid)
-	go func() {
-		h.waitErr = cmd.Wait()
-		close(h.exited)
-	}()
+	h.proc = p
+	logf("holder: translator pid %d", p.Pid())
 
-	// Its start-up handshake, within the start-up deadline (a dial waits
-	// for the handshake's answer, so it runs beside the watch).
-	dialed := make(chan *proto.Client, 1)
-	stopDial := make(chan struct{})
-	defer close(stopDial)
-	go func() {
-		for {
-			c, err := proto.Dial(cfg.Paths.Socket, proto.ClientOptions{Notifier: h.notifier})
-			if err == nil {
-				select {
-				case dialed <- c:
-				case <-stopDial:
-					c.Close()
-				}
-				return
-			}
-			select {
-			case <-stopDial:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	select {
-	case h.client = <-dialed:
-	case <-h.exited:
-		return fmt.Errorf("translator %s exited at start (%v); its messages: %s", name, h.waitErr, tailLog(cfg.Paths.Log))
-	case <-ctx.Done():
+	// Its start-up handshake, within the start-up deadline; a signal that
+	// asks us to stop (still queued on sigs) ends the wait too.
+	dctx, stopSigs := signal.NotifyContext(ctx, stopSignals...)
+	h.client, err = p.Dial(dctx, proto.ClientOptions{Notifier: h.notifier})
+	stopSigs()
+	switch {
+	case errors.Is(err, launch.ErrExited):
+		return fmt.Errorf("translator %s exited at start (%v); its messages: %s", name, p.Err(), tailLog(cfg.Paths.Log))
+	case ctx.Err() != nil:
 		return fmt.Errorf("translator %s did not answer within %v: %w", name, cfg.Timeout, syscall.ETIMEDOUT)
-	case s := <-sigs:
-		return fmt.Errorf("stopped by %v during start-up", s)
+	case err != nil:
+		return fmt.Errorf("stopped during start-up: %v", context.Cause(dctx))
 	}
 	root, err := h.client.Root(ctx)
 	if err != nil {
@@ -261,8 +215,8 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 		if err != nil {
 			return fmt.Errorf("mount on %s does not answer: %w", cfg.Node, err)
 		}
-	case <-h.exited:
-		return fmt.Errorf("translator %s exited (%v); its messages: %s", name, h.waitErr, tailLog(cfg.Paths.Log))
+	case <-p.Exited():
+		return fmt.Errorf("translator %s exited (%v); its messages: %s", name, p.Err(), tailLog(cfg.Paths.Log))
 	case <-ctx.Done():
 		return fmt.Errorf("mount on %s did not answer within %v: %w", cfg.Node, cfg.Timeout, syscall.ETIMEDOUT)
 	}
@@ -270,7 +224,7 @@ func (h *holder) start(sigs <-chan os.Signal) error {
 	return WriteState(cfg.Paths.State, &State{
 		Node: cfg.Node, Argv: cfg.Argv, Program: cfg.Program,
 		Socket: cfg.Paths.Socket, Log: cfg.Paths.Log,
-		HolderPid: os.Getpid(), TranslatorPid: cmd.Process.Pid,
+		HolderPid: os.Getpid(), TranslatorPid: p.Pid(),
 		UnderlyingFD: int(h.under.Fd()),
 	})
 }
@@ -289,8 +243,8 @@ func (h *holder) wait(sigs <-chan os.Signal) {
 	unmounted := make(chan struct{})
 	go func() { h.bridge.Wait(); close(unmounted) }()
 	select {
-	case <-h.exited:
-		logf("holder: translator exited: %v", h.waitErr)
+	case <-h.proc.Exited():
+		logf("holder: translator exited: %v", h.proc.Err())
 	case <-h.gone:
 		logf("holder: connection to the translator lost")
 	case <-unmounted:
@@ -312,29 +266,8 @@ func (h *holder) stop(failed bool) {
 			h.bridge.Unmount()
 		}
 	}
-	if h.cmd != nil {
-		select {
-		case <-h.exited:
-		default:
-			if h.client != nil {
-				// The Hurd's goaway: let it flush (tarfs writes its archive).
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				h.client.Goaway(ctx, 0)
-				cancel()
-				// Our session would keep its server waiting for us.
-				h.client.Close()
-			}
-			if !waitFor(h.exited, 5*time.Second) {
-				h.cmd.Process.Signal(syscall.SIGTERM)
-				if !waitFor(h.exited, 5*time.Second) {
-					h.cmd.Process.Kill()
-					<-h.exited
-				}
-			}
-		}
-	}
-	if h.client != nil {
-		h.client.Close()
+	if h.proc != nil {
+		h.proc.Stop()
 	}
 	// An orphaned translator's holder (settrans -o) outlives it on the
 	// node: the paths are then its successor's, and stay.
@@ -354,15 +287,6 @@ func (h *holder) stop(failed bool) {
 	}
 }
 
-func waitFor(c <-chan struct{}, d time.Duration) bool {
-	select {
-	case <-c:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
 // openUnder opens a node to read it, or only to name it when it cannot be
 // read.
 func openUnder(path string) (*os.File, error) {
@@ -378,21 +302,6 @@ func openUnder(path string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
-}
-
-// cleanEnv is our environment without what socket activation and the
-// holder set for themselves.
-func cleanEnv() []string {
-	var out []string
-	for _, e := range os.Environ() {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERD_UNDERLYING", "HERD_RUNTIME_DIR":
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 func typeName(mode uint32) string {

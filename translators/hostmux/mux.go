@@ -2,10 +2,11 @@
 // name starts a translator for that name (`settrans -c ~/ftp: hostmux ftpfs
 // /` then `ls ~/ftp:/localhost`). Its engine, Mux, is shared with usermux.
 //
-// A child translator is started with its listening socket as fd 3
-// (LISTEN_FDS=1) in a private directory of the runtime dir, and the lookup
-// answers with a redirect to that socket: the client (the fs bridge) talks
-// to the child directly, the mux never relays its traffic. A child that
+// A child translator is started (package launch) with its listening
+// socket as fd 3 (LISTEN_FDS=1) in a private directory of the runtime dir,
+// and the lookup answers with a redirect to that socket: the client (the
+// fs bridge) talks to the child directly, the mux never relays its
+// traffic. A child that
 // dies is started again by the next lookup of its name. Children stop when
 // the mux goes away (goaway or signal; if the mux is killed outright, the
 // kernel kills them: PDEATHSIG).
@@ -17,10 +18,9 @@ package hostmux
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -30,6 +30,7 @@ import (
 
 	"herd/proto"
 	"herd/translators/control"
+	"herd/translators/launch"
 	"herd/translators/search"
 )
 
@@ -78,9 +79,7 @@ type child struct {
 	spec   Child
 	attr   proto.Attr
 	socket string
-	cmd    *exec.Cmd
-	client *proto.Client
-	exited chan struct{}
+	proc   *launch.Process // nil until started, and for a symlink
 }
 
 func (m *Mux) init() {
@@ -270,11 +269,11 @@ func (c *child) running() bool {
 	if c.spec.Symlink != "" {
 		return true
 	}
-	if c.cmd == nil {
+	if c.proc == nil {
 		return false
 	}
 	select {
-	case <-c.exited:
+	case <-c.proc.Exited():
 		return false
 	default:
 		return true
@@ -300,67 +299,33 @@ func (m *Mux) startChild(ctx context.Context, c *child) error {
 	n := m.nsock
 	m.mu.Unlock()
 	c.socket = filepath.Join(dir, socketName(c.name, n))
-	os.Remove(c.socket)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: c.socket, Net: "unix"})
+	p, err := launch.Start(launch.Spec{Program: program, Argv: argv, Socket: c.socket})
 	if err != nil {
 		return err
 	}
-	l.SetUnlinkOnClose(false)
-	lf, err := l.File()
-	l.Close()
-	if err != nil {
-		return err
-	}
-	defer lf.Close()
-	cmd := &exec.Cmd{Path: program, Args: argv, Stdout: os.Stderr, Stderr: os.Stderr, ExtraFiles: []*os.File{lf}}
-	cmd.Env = append(cleanEnv(), "LISTEN_FDS=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", program, err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	c.cmd, c.exited = cmd, exited
-	m.Logf("%s: started %s (pid %d)", c.name, control.ShowArgv(argv), cmd.Process.Pid)
+	c.proc = p
+	m.Logf("%s: started %s (pid %d)", c.name, control.ShowArgv(argv), p.Pid())
 
 	fail := func(err error) error {
 		c.stop()
 		return err
 	}
-	dctx, cancel := context.WithTimeout(context.Background(), m.Timeout)
+	dctx, cancel := context.WithTimeout(ctx, m.Timeout)
 	defer cancel()
-	dialed := make(chan *proto.Client, 1)
-	go func() {
-		for dctx.Err() == nil {
-			if cl, err := proto.Dial(c.socket, proto.ClientOptions{}); err == nil {
-				select {
-				case dialed <- cl:
-				case <-dctx.Done():
-					cl.Close()
-				}
-				return
-			}
-			select {
-			case <-exited:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	select {
-	case c.client = <-dialed:
-	case <-exited:
+	cl, err := p.Dial(dctx, proto.ClientOptions{})
+	switch {
+	case errors.Is(err, launch.ErrExited):
 		return fail(fmt.Errorf("translator %s exited at start: %w", argv[0], syscall.EIO))
-	case <-dctx.Done():
-		return fail(fmt.Errorf("translator %s did not answer within %v: %w", argv[0], m.Timeout, syscall.ETIMEDOUT))
-	case <-ctx.Done():
+	case ctx.Err() != nil:
 		return fail(ctx.Err())
+	case err != nil:
+		return fail(fmt.Errorf("translator %s did not answer within %v: %w", argv[0], m.Timeout, syscall.ETIMEDOUT))
 	}
-	root, err := c.client.Root(dctx)
+	root, err := cl.Root(dctx)
 	if err != nil {
 		return fail(fmt.Errorf("translator %s: root: %w", argv[0], err))
 	}
-	c.client.Forget(dctx, root.Node, 1)
+	cl.Forget(dctx, root.Node, 1)
 	c.attr = root.Attr
 	c.attr.Ino = uint64(c.node)
 	return nil
@@ -369,29 +334,10 @@ func (m *Mux) startChild(ctx context.Context, c *child) error {
 // stop asks the child to go away, then makes sure it does. Called with
 // c.mu held (or once the mux is stopped).
 func (c *child) stop() {
-	if c.cmd == nil {
+	if c.proc == nil {
 		return
 	}
-	select {
-	case <-c.exited:
-	default:
-		if c.client != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c.client.Goaway(ctx, 0)
-			cancel()
-		}
-		if !waitFor(c.exited, 5*time.Second) {
-			c.cmd.Process.Signal(syscall.SIGTERM)
-			if !waitFor(c.exited, 5*time.Second) {
-				c.cmd.Process.Kill()
-				<-c.exited
-			}
-		}
-	}
-	if c.client != nil {
-		c.client.Close()
-		c.client = nil
-	}
+	c.proc.Stop()
 	os.Remove(c.socket)
 }
 
@@ -426,15 +372,6 @@ func (m *Mux) Stop() {
 // Goaway: the kit has called Sync (which stops the children) already.
 func (m *Mux) Goaway(ctx context.Context, flags uint32) error { return nil }
 
-func waitFor(c <-chan struct{}, d time.Duration) bool {
-	select {
-	case <-c:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
 // socketName keeps a child's socket name short and safe: a unix socket's
 // path has 108 bytes in all.
 func socketName(name string, n int) string {
@@ -451,19 +388,6 @@ func socketName(name string, n int) string {
 		s = s[:16]
 	}
 	return fmt.Sprintf("%s-%d.sock", s, n)
-}
-
-func cleanEnv() []string {
-	var out []string
-	for _, e := range os.Environ() {
-		k, _, _ := strings.Cut(e, "=")
-		switch k {
-		case "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERD_UNDERLYING":
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 var (

@@ -126,6 +126,7 @@ type Server struct {
 	notifier proto.Notifier
 	readOnly bool
 	rootUp   atomic.Bool // copy-on-write: the root's attributes are the upper root's
+	own      ownerState  // owner records (owner.go)
 
 	transDir  string     // RuntimeDir/trans/PID.N: this server's translator sockets
 	tmu       sync.Mutex // translators

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -35,9 +36,12 @@ func toAttr(st *unix.Stat_t) proto.Attr {
 func (s *Server) Root(ctx context.Context) (proto.Entry, error) {
 	s.treeMu.RLock()
 	defer s.treeMu.RUnlock()
-	st, _, _, err := s.locate(s.root)
+	st, inUpper, _, err := s.locate(s.root)
 	if err != nil {
 		return proto.Entry{}, errno(err)
+	}
+	if inUpper {
+		s.ownerComps(nil, &st) // owner.go
 	}
 	s.mu.Lock()
 	s.root.lookups++
@@ -152,6 +156,9 @@ func (s *Server) lookup(parent proto.NodeID, name string) (*node, proto.Entry, *
 	if err != nil {
 		return nil, proto.Entry{}, nil, errno(err)
 	}
+	if inUpper {
+		s.ownerAt(v.ufd, name, &st) // owner.go
+	}
 	var rec *record
 	if s.opts.RuntimeDir != "" {
 		fd := v.lfd
@@ -188,13 +195,18 @@ func (s *Server) GetAttr(ctx context.Context, id proto.NodeID) (proto.Attr, erro
 		return proto.Attr{}, err
 	}
 	s.treeMu.RLock()
-	st, _, _, err := s.locate(n)
+	st, inUpper, comps, err := s.locate(n)
+	if err == nil && inUpper {
+		s.ownerComps(comps, &st) // owner.go
+	}
 	s.treeMu.RUnlock()
 	if err == unix.ENOENT {
 		// Removed but still open: answer from the open file, as fstat does.
 		if h := s.anyHandle(n); h != nil {
 			if h, done, herr := s.useHandle(h.id); herr == nil {
-				err = unix.Fstat(h.fd, &st)
+				if err = unix.Fstat(h.fd, &st); err == nil && h.upper {
+					s.ownerAt(h.fd, "", &st)
+				}
 				done()
 			}
 		}
@@ -326,7 +338,7 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 	// Tell other clients (and, after a copy-up, about the new backing file).
 	defer s.invalNode(n)
 	if uid, gid, ok := ownerArgs(in); ok {
-		if err := unix.Fchownat(dirfd, name, uid, gid, atFlags(name)); err != nil {
+		if err := s.chownAt(dirfd, name, uid, gid); err != nil { // owner.go
 			return proto.Attr{}, errno(err)
 		}
 	}
@@ -364,6 +376,7 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 	if err := unix.Fstatat(dirfd, name, &st, atFlags(name)); err != nil {
 		return proto.Attr{}, errno(err)
 	}
+	s.ownerAt(dirfd, name, &st)
 	return toAttr(&st), nil
 }
 
@@ -371,7 +384,7 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 // unlinked-but-open file can be truncated or chmodded as on ext4.
 func (s *Server) setAttrFD(fd int, in proto.SetAttrIn) (proto.Attr, error) {
 	if uid, gid, ok := ownerArgs(in); ok {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
+		if err := s.chownAt(fd, "", uid, gid); err != nil { // owner.go
 			return proto.Attr{}, errno(err)
 		}
 	}
@@ -394,6 +407,7 @@ func (s *Server) setAttrFD(fd int, in proto.SetAttrIn) (proto.Attr, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return proto.Attr{}, errno(err)
 	}
+	s.ownerAt(fd, "", &st)
 	return toAttr(&st), nil
 }
 
@@ -497,6 +511,10 @@ func (s *Server) finishCreate(ctx context.Context, p *node, v *view, name string
 		if st.Uid != c.Uid || st.Gid != gid {
 			unix.Fchownat(v.ufd, name, int(c.Uid), int(gid), unix.AT_SYMLINK_NOFOLLOW)
 		}
+	} else if ok {
+		// A plain user's server records what it cannot chown (owner.go).
+		s.ownerAt(v.ufd, "", &pst)
+		s.ownNew(v.ufd, name, &pst, &st, c.Uid, c.Gid)
 	}
 	if !isLink {
 		want := mode & 0o7777
@@ -520,6 +538,7 @@ func (s *Server) finishCreate(ctx context.Context, p *node, v *view, name string
 	if err := unix.Fstatat(v.ufd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return proto.Entry{}, nil, errno(err)
 	}
+	s.ownerAt(v.ufd, name, &st)
 	s.mu.Lock()
 	c := s.childLocked(p, name, wh || v.lfd < 0)
 	s.mu.Unlock()
@@ -997,6 +1016,7 @@ func (s *Server) Link(ctx context.Context, id proto.NodeID, newParent proto.Node
 	if err := unix.Fstatat(v.ufd, newName, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return proto.Entry{}, errno(err)
 	}
+	s.ownerAt(v.ufd, newName, &st)
 	s.mu.Lock()
 	c := s.childLocked(np, newName, wh || v.lfd < 0)
 	s.mu.Unlock()
@@ -1036,6 +1056,9 @@ func (s *Server) GetXattr(ctx context.Context, id proto.NodeID, attr string) ([]
 	if err != nil {
 		return nil, err
 	}
+	if ownerXattr(attr) {
+		return nil, syscall.ENODATA
+	}
 	if v, handled, err := s.transGetXattr(ctx, n, attr); handled {
 		return v, err
 	}
@@ -1072,6 +1095,7 @@ func (s *Server) ListXattr(ctx context.Context, id proto.NodeID) ([]string, erro
 	if err != nil {
 		return nil, errno(err)
 	}
+	l = slices.DeleteFunc(l, ownerXattr)
 	if _, ok := s.sideTableGet(dirfd, name); ok {
 		l = append(l, xattrTranslator)
 	}
@@ -1083,6 +1107,9 @@ func (s *Server) SetXattr(ctx context.Context, id proto.NodeID, attr string, val
 	n, err := s.getNode(id)
 	if err != nil {
 		return err
+	}
+	if ownerXattr(attr) {
+		return syscall.EPERM
 	}
 	if handled, err := s.transSetXattr(ctx, n, attr, value); handled {
 		return err
@@ -1100,6 +1127,9 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 	n, err := s.getNode(id)
 	if err != nil {
 		return err
+	}
+	if ownerXattr(attr) {
+		return syscall.EPERM
 	}
 	return s.atUpper(n, func(dirfd int, name string) error {
 		if attr == xattrTranslator {

@@ -81,10 +81,16 @@ Flags:
                       fsysopts $XDG_RUNTIME_DIR/herd/ID/net.sock --allow=10.0.2.2:80
                       (fsysopts SOCKET alone shows them); its /connections and
                       /stats nodes list live connections.
-  --subuid            as a plain user, map the range /etc/subuid and /etc/subgid
-                      grant you as uids 1.. inside (via newuidmap/newgidmap), so
-                      programs inside can switch users (apt, daemons); without
-                      it only you are mapped, to root. Costs start-up time.
+  --subuid=false, --no-subuid
+                      as a plain user, map only yourself (to root). By default
+                      the ranges /etc/subuid and /etc/subgid grant you are
+                      mapped too, as uids and gids 1.. inside (via newuidmap
+                      and newgidmap, when installed), so programs inside can
+                      switch users (su, setpriv, apt, daemons) and chown works;
+                      owners the fs server cannot set on the host are kept in
+                      an xattr (user.herd.owner) of the copy-on-write layer.
+                      -v says what was mapped. As root the whole range is
+                      always mapped, unchanged.
   -v, --verbose       say which servers started where (on stderr)
   -h, --help          this text
 
@@ -145,7 +151,9 @@ func runMain(args []string) int {
 	fl.StringArrayVar(&publish, "publish", nil, "")
 	fl.StringArrayVar(&allow, "allow", nil, "")
 	fl.StringArrayVar(&deny, "deny", nil, "")
-	fl.BoolVar(&cfg.SubIDs, "subuid", false, "")
+	subuid, noSubuid := true, false
+	fl.BoolVar(&subuid, "subuid", true, "")
+	fl.BoolVar(&noSubuid, "no-subuid", false, "")
 	fl.BoolVarP(&cfg.Verbose, "verbose", "v", false, "")
 	fl.BoolVarP(&help, "help", "h", false, "")
 	if err := fl.Parse(args); err != nil {
@@ -187,6 +195,7 @@ func runMain(args []string) int {
 	for _, d := range deny {
 		cfg.NetArgs = append(cfg.NetArgs, "--deny", d)
 	}
+	cfg.NoSubIDs = !subuid || noSubuid
 	cfg.Prog = fl.Args()
 	if len(cfg.Prog) == 0 {
 		fmt.Fprintln(os.Stderr, "subenv run: no program given (usage: subenv run [flags] -- PROG [ARGS...])")

@@ -8,13 +8,19 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"herd/subenv/fsbridge"
 )
 
 // subIDs is what a plain user may map besides themself: the ranges that
 // /etc/subuid and /etc/subgid grant, written into the init's maps by the
 // setuid helpers newuidmap and newgidmap (shadow's uidmap package). With
 // them, programs inside can switch to other uids (apt's _apt, daemons
-// dropping privileges). Without them the user maps only themself, to root.
+// dropping privileges), and the fs bridge shows files of those uids as
+// theirs (the fs server records owners it cannot set on the host, see
+// servers/fs/owner.go). Without them the user maps only themself, to root.
 type subIDs struct {
 	uid, gid             int
 	uidStart, uidCount   int
@@ -65,6 +71,18 @@ func subIDRange(file, name string, id int) (start, count int, ok bool) {
 	return 0, 0, false
 }
 
+// idMap is what the bridge needs to know of the maps.
+func (s *subIDs) idMap() fsbridge.IDMap {
+	return fsbridge.IDMap{HostUid: uint32(s.uid), HostGid: uint32(s.gid),
+		UidStart: uint32(s.uidStart), UidCount: uint32(s.uidCount),
+		GidStart: uint32(s.gidStart), GidCount: uint32(s.gidCount)}
+}
+
+func (s *subIDs) String() string {
+	return fmt.Sprintf("uid 0 inside is you (%d); uids 1-%d are your /etc/subuid range from %d, gids 1-%d your /etc/subgid range from %d",
+		s.uid, s.uidCount, s.uidStart, s.gidCount, s.gidStart)
+}
+
 // apply writes the init's maps: the user as root, the range from uid 1 on.
 // Both helpers run at once.
 func (s *subIDs) apply(pid int) error {
@@ -100,6 +118,46 @@ func writeOwnMaps(pid, uid, gid int) error {
 	os.WriteFile(dir+"gid_map", []byte(fmt.Sprintf("0 %d 1\n", gid)), 0)
 	if err := os.WriteFile(dir+"uid_map", []byte(fmt.Sprintf("0 %d 1\n", uid)), 0); err != nil {
 		return fmt.Errorf("uid map: %v", err)
+	}
+	return nil
+}
+
+// allCaps is every capability the kernel knows. The init is exec'd before
+// newuidmap has mapped its uid, and an exec by an unmapped uid would drop
+// its capabilities in the new namespace; as ambient capabilities they
+// survive that exec (Go's exec raises them in the child before execve), so
+// the init need not exec itself again once mapped. It clears them before
+// it starts the program (dropAmbient).
+func allCaps() []uintptr {
+	last := uintptr(unix.CAP_LAST_CAP)
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= 0 && n < 64 {
+			last = uintptr(n)
+		}
+	}
+	caps := make([]uintptr, 0, last+1)
+	for c := uintptr(0); c <= last; c++ {
+		caps = append(caps, c)
+	}
+	return caps
+}
+
+// dropAmbient clears this thread's ambient and inheritable capabilities,
+// so that a program started from it begins as a root would: with the
+// capabilities of its uid, and none left over once it switches to another.
+// The caller has locked the thread and forks from it.
+func dropAmbient() error {
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clearing ambient capabilities: %v", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %v", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset: %v", err)
 	}
 	return nil
 }

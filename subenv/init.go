@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -27,6 +28,9 @@ type initConfig struct {
 	NetDflt  bool     // no --net given
 	TTY      int      // which of fds 0-2 is the controlling terminal with us in its foreground; -1: none
 	WaitMaps bool     // the launcher writes our maps after we started: wait for msgMaps
+	// Ranged: an /etc/subuid range is mapped too (told with msgMaps), so
+	// gid 5 (tty) exists inside for devpts.
+	Ranged bool `json:"-"`
 }
 
 // initError is a failure the init reports to the launcher, which prints it
@@ -81,19 +85,14 @@ func InitMain(args []string) int {
 
 func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	if cfg.WaitMaps {
-		if m, err := recvMsg(ctl); err != nil || m.kind != msgMaps {
+		m, err := recvMsg(ctl)
+		if err != nil || m.kind != msgMaps {
 			return 0, fmt.Errorf("subenv went away before mapping our uid")
 		}
+		// Our capabilities came through the exec as ambient ones (see
+		// allCaps); now that our uid is mapped we are the namespace's root.
+		cfg.Ranged = len(m.data) > 0 && m.data[0] == 1
 		tr.step("uid maps written")
-		// We were exec'd before our uid was mapped, which cost us our
-		// capabilities; exec'd again as the namespace's root, we have them.
-		cfg.WaitMaps = false
-		js, _ := json.Marshal(cfg)
-		if _, _, errno := unix.Syscall(unix.SYS_FCNTL, 3, unix.F_SETFD, 0); errno != 0 {
-			return 0, fmt.Errorf("re-exec: %v", errno)
-		}
-		err := unix.Exec("/proc/self/exe", []string{"subenv", "init", string(js)}, os.Environ())
-		return 0, fmt.Errorf("re-exec: %v", err)
 	}
 	// Our mounts stay ours: nothing propagates back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -138,7 +137,6 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	}
 	fuse.Close()
 	tr.step("fuse mounted, fd sent")
-
 
 	// The first access to the staging dir blocks until the launcher serves
 	// the FUSE connection; it is what tells us the mount answers.
@@ -188,6 +186,14 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 		attr.Sys.Setpgid = true
 		attr.Sys.Foreground = true
 		attr.Sys.Ctty = cfg.TTY
+	}
+	if cfg.WaitMaps {
+		// The program is forked from this thread, which must not hand it
+		// the ambient capabilities we came with.
+		runtime.LockOSThread()
+		if err := dropAmbient(); err != nil {
+			return 0, err
+		}
 	}
 	pid, err := syscall.ForkExec(path, cfg.Prog, attr)
 	if err != nil {
@@ -343,7 +349,7 @@ func buildRoot(cfg *initConfig, tr *tracer) error {
 	if err := unix.Mount("proc", filepath.Join(r, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mounting /proc: %v", err)
 	}
-	if err := buildDev(filepath.Join(r, "dev"), cfg.Identity); err != nil {
+	if err := buildDev(filepath.Join(r, "dev"), cfg.Identity || cfg.Ranged); err != nil {
 		return err
 	}
 	// A fresh sysfs shows our own net namespace; if the kernel refuses,

@@ -50,10 +50,11 @@ type Config struct {
 	NetArgs  []string // flags for the net server: --publish X, --allow X, --deny X
 	Verbose  bool     // -v: say which servers started where
 	Hostname string   // default "subenv"
-	// SubIDs: a plain user with an /etc/subuid range maps it too, as uids
-	// 1.. inside. Off by default: the setuid helpers and the re-exec they
-	// force cost more than the rest of the start-up together.
-	SubIDs bool
+	// NoSubIDs: a plain user maps only themself (to root), even with an
+	// /etc/subuid and /etc/subgid range. By default the range is mapped
+	// too, as ids 1.. inside, when newuidmap and newgidmap exist (the
+	// helpers run while the rest starts).
+	NoSubIDs bool
 	// Grace is how long the program may go on after the fs server died
 	// before the whole pid namespace is killed (default 5s).
 	Grace time.Duration
@@ -286,7 +287,7 @@ func Run(cfg Config) (status int, err error) {
 	gone := make(chan string, 1)
 	identity := os.Geteuid() == 0
 	bridge, err := fsbridge.Serve(fuseFile, srv.root(), fsbridge.Options{
-		IDMap:       fsbridge.IDMap{HostUid: uint32(os.Geteuid()), HostGid: uint32(os.Getegid()), Identity: identity},
+		IDMap:       in.idMap(),
 		Passthrough: identity,
 		Notifier:    srv.notes,
 		ServerGone: func(err error) {
@@ -442,21 +443,36 @@ type initProc struct {
 	tty      int // fd whose foreground process group we hand to the program, -1 none
 	pgrp     int
 	once     sync.Once
+
+	// The uid maps: mapped is closed once they are written (at once unless
+	// newuidmap writes them); then idmap is what they are, or mapErr why
+	// they could not be written (the init is killed then).
+	mapped chan struct{}
+	idmap  fsbridge.IDMap
+	mapErr error
+}
+
+// idMap is the bridge's view of the init's uid maps, once written.
+func (in *initProc) idMap() fsbridge.IDMap {
+	<-in.mapped
+	return in.idmap
 }
 
 // startInit re-executes this binary as `subenv init` in new namespaces.
 // The uid and gid maps are written by this process: host root maps the whole
-// range; with --subuid, a user with an /etc/subuid range maps themself to
-// root and the range above (newuidmap/newgidmap, the init waiting for
-// msgMaps and re-exec'ing itself to regain its capabilities); anyone else maps
-// themself to root, with setgroups denied as the kernel requires (Go's exec
-// writes these between clone and exec).
+// range; a user with an /etc/subuid range (unless cfg.NoSubIDs) maps themself
+// to root and the range above: newuidmap/newgidmap write them after the init
+// started, in the background while the fs server starts, and the init waits
+// for msgMaps (it keeps its capabilities as ambient ones meanwhile, see
+// allCaps); anyone else maps themself to root, with setgroups denied as the
+// kernel requires (Go's exec writes these between clone and exec).
 func startInit(cfg Config, netDefault, hostNet bool, staging string, start time.Time, verbose func(string, ...any)) (*initProc, error) {
 	mine, theirs, err := socketpair()
 	if err != nil {
 		return nil, err
 	}
-	in := &initProc{ctl: mine, msgs: make(chan ctlMsg, 4), exited: make(chan struct{}), readDone: make(chan struct{}), tty: -1}
+	in := &initProc{ctl: mine, msgs: make(chan ctlMsg, 4), exited: make(chan struct{}), readDone: make(chan struct{}), tty: -1,
+		mapped: make(chan struct{})}
 	cwd, _ := os.Getwd()
 	ic := initConfig{
 		Start: start.UnixNano(), Staging: staging, Identity: os.Geteuid() == 0,
@@ -468,10 +484,20 @@ func startInit(cfg Config, netDefault, hostNet bool, staging string, start time.
 	}
 	uid, gid := os.Geteuid(), os.Getegid()
 	var sub *subIDs
-	if uid != 0 && cfg.SubIDs {
+	switch {
+	case uid == 0:
+		in.idmap = fsbridge.IDMap{Identity: true}
+		verbose("ids inside are the host's (you are root: the whole range is mapped)")
+	case cfg.NoSubIDs:
+		verbose("uid 0 inside is you (%d), alone (--subuid=false)", uid)
+	default:
 		if sub = lookupSubIDs(uid, gid); sub == nil {
-			verbose("--subuid: no range for you in /etc/subuid and /etc/subgid, or no newuidmap; you alone are mapped, to root")
+			verbose("uid 0 inside is you (%d), alone: no range for you in /etc/subuid and /etc/subgid, or no newuidmap/newgidmap", uid)
 		}
+	}
+	if sub == nil {
+		in.idmap = fsbridge.IDMap{HostUid: uint32(uid), HostGid: uint32(gid), Identity: uid == 0}
+		close(in.mapped)
 	}
 	ic.WaitMaps = sub != nil
 	js, _ := json.Marshal(ic)
@@ -494,6 +520,8 @@ func startInit(cfg Config, netDefault, hostNet bool, staging string, start time.
 	} else if sub == nil {
 		sys.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
 		sys.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}}
+	} else {
+		sys.AmbientCaps = allCaps()
 	}
 	cmd.SysProcAttr = sys
 	if err := cmd.Start(); err != nil {
@@ -504,23 +532,30 @@ func startInit(cfg Config, netDefault, hostNet bool, staging string, start time.
 	theirs.Close()
 	in.cmd = cmd
 	if sub != nil {
-		// The init waits for its maps before it does anything.
-		err := sub.apply(cmd.Process.Pid)
-		if err == nil {
-			verbose("uid 0 inside is you (%d); uids 1-%d are your /etc/subuid range from %d", uid, sub.uidCount, sub.uidStart)
-		} else {
-			verbose("no /etc/subuid range (%v); you are root inside, alone", err)
-			err = writeOwnMaps(cmd.Process.Pid, uid, gid)
-		}
-		if err == nil {
-			err = sendMsg(mine, msgMaps, nil)
-		}
-		if err != nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-			mine.Close()
-			return nil, fmt.Errorf("cannot map your uid: %v", err)
-		}
+		// The init waits for its maps before it does anything; we go on
+		// (the fs server starts meanwhile) and the bridge waits for them.
+		pid := cmd.Process.Pid
+		go func() {
+			defer close(in.mapped)
+			err := sub.apply(pid)
+			ranged := byte(1)
+			if err == nil {
+				in.idmap = sub.idMap()
+				verbose("%v", sub)
+			} else {
+				verbose("your /etc/subuid range could not be mapped (%v); uid 0 inside is you (%d), alone", err, uid)
+				in.idmap = fsbridge.IDMap{HostUid: uint32(uid), HostGid: uint32(gid)}
+				ranged = 0
+				err = writeOwnMaps(pid, uid, gid)
+			}
+			if err == nil {
+				err = sendMsg(mine, msgMaps, []byte{ranged})
+			}
+			if err != nil {
+				in.mapErr = fmt.Errorf("cannot map your uid: %v", err)
+				cmd.Process.Kill()
+			}
+		}()
 	}
 	go func() {
 		defer close(in.readDone)
@@ -544,6 +579,9 @@ func (in *initProc) next() (ctlMsg, error) {
 	m, ok := <-in.msgs
 	if !ok {
 		<-in.exited
+		if <-in.mapped; in.mapErr != nil {
+			return ctlMsg{}, fail(1, "%v", in.mapErr)
+		}
 		return ctlMsg{}, fail(1, "init ended at start (%s)", exitStatus(in.waitErr))
 	}
 	if m.kind == msgError {

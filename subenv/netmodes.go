@@ -37,7 +37,13 @@ func (s tunSetup) InitNet(ctx InitNetContext) ([]*os.File, error) {
 		return nil, fmt.Errorf("cannot open /dev/net/tun: %v (use --net none for loopback only, or --net host)", err)
 	}
 	unix.Close(fd)
-	tun, err := netattach.CreateTUN("eth0", netattach.DefaultMTU)
+	// herd-net gets frames with the virtio-net header (checksum and
+	// segmentation offloads); a --net PROG plain IP packets, as documented.
+	cfg := netattach.NATConfig("eth0", netattach.DefaultMTU)
+	if s.kind == netattach.KindNAT {
+		cfg = netattach.ServerConfig("eth0", netattach.DefaultMTU)
+	}
+	tun, err := netattach.CreateTUNWith(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package net
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -38,6 +40,20 @@ type tunLink struct {
 
 	rxPackets, txPackets atomic.Uint64
 	rxBytes, txBytes     atomic.Uint64
+
+	// vnet: every frame on the TUN carries a virtio-net header (the TUN
+	// was made with IFF_VNET_HDR, see netattach.TUNConfig.VNetHdr), and
+	// the checksum offload is on: the namespace's kernel neither computes
+	// the checksums of what it sends us nor checks those of what we send
+	// it (the data never leaves the machine's memory), and the stack does
+	// neither either. gsoRX: the kernel may also hand us TCP super-packets
+	// of up to 64 KiB (TSO), whatever the MTU.
+	vnet, gsoRX bool
+	// rxCsumOK says whether the frame being delivered (by readLoop, the
+	// only deliverer) had its checksums vouched for by the kernel; the
+	// stack asks Capabilities once per frame, so frames without (injected
+	// raw, e.g. by a packet socket) are still checked.
+	rxCsumOK atomic.Bool
 }
 
 var _ stack.LinkEndpoint = (*tunLink)(nil)
@@ -50,27 +66,97 @@ func newTunLink(srv *Server, fd int, mtu uint32, addr, addr6 netip.Addr) (*tunLi
 		unix.Close(fd)
 		return nil, err
 	}
+	l := &tunLink{srv: srv, mtu: mtu, addr: addr, addr6: addr6, down: make(chan struct{})}
+	l.vnet, l.gsoRX = setOffloads(fd, !srv.opts.LAN)
 	nf := os.NewFile(uintptr(fd), "tun")
 	raw, err := nf.SyscallConn()
 	if err != nil {
 		nf.Close()
 		return nil, err
 	}
-	return &tunLink{srv: srv, f: nf, raw: raw, mtu: mtu, addr: addr, addr6: addr6, down: make(chan struct{})}, nil
+	l.f, l.raw = nf, raw
+	return l, nil
 }
+
+// setOffloads turns on the offloads of a TUN made with IFF_VNET_HDR and
+// reports whether it has the header and whether TSO is on. The segment
+// offload is asked for only when tso is set (not in a lan, whose switch
+// forwards frames between members as they come, and a member without the
+// header could not take a super-packet). A descriptor that is no TUN, or
+// a TUN without the header, is plain IP.
+func setOffloads(fd int, tso bool) (vnet, gso bool) {
+	ifr, err := unix.NewIfreq("")
+	if err != nil || unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr) != nil || ifr.Uint16()&unix.IFF_VNET_HDR == 0 {
+		return false, false
+	}
+	// The header is the 10-byte virtio_net_hdr (not the 12-byte one with
+	// num_buffers): say so, in case the creator changed it.
+	if unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen) != nil {
+		return false, false // cannot happen on a TUN with the header; be plain
+	}
+	if tso && unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6) == nil {
+		return true, true
+	}
+	// Without the offload the kernel sends complete checksums and no
+	// super-packets, still after a header: handled the same way.
+	unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM)
+	return true, false
+}
+
+// The virtio-net header (linux/virtio_net.h), little-endian.
+const (
+	vnetHdrLen    = 10
+	vnetNeedsCsum = 1 // flags: the checksum at csum_start+csum_offset is the pseudo-header's only
+	vnetDataValid = 2 // flags: the kernel checked the checksums
+	vnetGSONone   = 0
+	vnetGSOTCPv4  = 1
+	vnetGSOTCPv6  = 4
+	// vnetGSOMax is the largest TCP super-packet either side makes (the
+	// kernel's legacy GSO limit).
+	vnetGSOMax = 65536
+)
 
 func (l *tunLink) MTU() uint32                                  { return l.mtu }
 func (l *tunLink) SetMTU(mtu uint32)                            { l.mtu = mtu }
 func (l *tunLink) MaxHeaderLength() uint16                      { return 0 }
 func (l *tunLink) LinkAddress() tcpip.LinkAddress               { return "" }
 func (l *tunLink) SetLinkAddress(tcpip.LinkAddress)             {}
-func (l *tunLink) Capabilities() stack.LinkEndpointCapabilities { return 0 }
 func (l *tunLink) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
 func (l *tunLink) AddHeader(*stack.PacketBuffer)                {}
 func (l *tunLink) ParseHeader(*stack.PacketBuffer) bool         { return true }
 func (l *tunLink) Close()                                       {}
 func (l *tunLink) SetOnCloseAction(func())                      {}
 func (l *tunLink) Wait()                                        { l.wg.Wait() }
+
+// Capabilities: the receive checksum "offload" is per frame (see
+// rxCsumOK). No transmit checksum offload: with GSO the stack leaves TCP
+// checksums to the kernel (NEEDS_CSUM) and still completes those of the
+// rest (handshakes, UDP, ICMP), which a kernel forwarding them on needs.
+func (l *tunLink) Capabilities() stack.LinkEndpointCapabilities {
+	if l.rxCsumOK.Load() {
+		return stack.CapabilityRXChecksumOffload
+	}
+	return 0
+}
+
+var _ stack.GSOEndpoint = (*tunLink)(nil)
+
+// GSOMaxSize and SupportedGSO: with the virtio-net header the stack hands
+// us TCP segments of up to 64 KiB whatever the MTU, which the namespace's
+// kernel takes whole (it would split them only to send them on).
+func (l *tunLink) GSOMaxSize() uint32 {
+	if l.vnet {
+		return vnetGSOMax
+	}
+	return 0
+}
+
+func (l *tunLink) SupportedGSO() stack.SupportedGSO {
+	if l.vnet {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
 
 func (l *tunLink) IsAttached() bool {
 	l.mu.RLock()
@@ -107,8 +193,18 @@ func (l *tunLink) readLoop() {
 	defer l.wg.Done()
 	defer close(l.down)
 	// One byte more than any frame the link may carry, so an oversized one
-	// is seen (and dropped) instead of silently cut.
-	size := int(l.mtu) + 1
+	// is seen (and dropped) instead of silently cut. A super-packet may
+	// be bigger than the MTU.
+	limit := int(l.mtu)
+	if l.gsoRX && limit < vnetGSOMax {
+		limit = vnetGSOMax
+	}
+	size := limit + 1
+	var vh [vnetHdrLen]byte
+	iov := [][]byte{nil, nil}
+	if l.vnet {
+		iov = [][]byte{vh[:], nil, nil}
+	}
 	// The payload view is kept across reads until a frame needs it: a
 	// new one is cleared memory (64 KiB at the default MTU), which small
 	// frames (ACKs) need not pay for.
@@ -129,8 +225,9 @@ func (l *tunLink) readLoop() {
 		}
 		var n int
 		var rerr error
+		iov[len(iov)-2], iov[len(iov)-1] = hv.AsSlice(), pv.AsSlice()
 		err := l.raw.Read(func(fd uintptr) bool {
-			n, rerr = unix.Readv(int(fd), [][]byte{hv.AsSlice(), pv.AsSlice()})
+			n, rerr = unix.Readv(int(fd), iov)
 			return rerr != unix.EAGAIN
 		})
 		if err == nil {
@@ -149,7 +246,18 @@ func (l *tunLink) readLoop() {
 		}
 		l.rxPackets.Add(1)
 		l.rxBytes.Add(uint64(n))
-		if n > int(l.mtu) {
+		csumOK, gso := false, false
+		if l.vnet {
+			if n < vnetHdrLen {
+				l.srv.stats.malformed.Add(1)
+				hv.Release()
+				continue
+			}
+			n -= vnetHdrLen
+			csumOK = vh[0]&(vnetNeedsCsum|vnetDataValid) != 0
+			gso = vh[1] != vnetGSONone
+		}
+		if n > int(l.mtu) && !(gso && n <= limit) {
 			l.srv.stats.oversized.Add(1)
 			hv.Release()
 			continue
@@ -178,7 +286,7 @@ func (l *tunLink) readLoop() {
 			continue
 		}
 		if peer := l.srv.lanPeer(dst, l); peer != nil {
-			peer.writeRaw(buf.Flatten())
+			peer.forward(l, vh[:], buf.Flatten())
 			buf.Release()
 			continue
 		}
@@ -190,6 +298,7 @@ func (l *tunLink) readLoop() {
 			return
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
+		l.rxCsumOK.Store(csumOK)
 		d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 	}
@@ -243,18 +352,85 @@ func parseIP(b []byte, n int) (tcpip.NetworkProtocolNumber, netip.Addr, netip.Ad
 	return 0, netip.Addr{}, netip.Addr{}, false
 }
 
-// WritePackets writes the stack's packets to the TUN, one writev each.
+// WritePackets writes the stack's packets to the TUN, one writev each
+// (a TUN takes one packet per write), after a virtio-net header if the
+// link has one.
 func (l *tunLink) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
+	var vh [vnetHdrLen]byte
+	var iov [][]byte
 	for _, pkt := range pkts.AsSlice() {
-		if l.writeSlices(pkt.AsSlices()) {
+		iov = iov[:0]
+		if l.vnet {
+			vnetHeader(&vh, pkt)
+			iov = append(iov, vh[:])
+		}
+		iov = append(iov, pkt.AsSlices()...)
+		if l.writeSlices(iov) {
 			n++
 		}
 	}
 	return n, nil
 }
 
-func (l *tunLink) writeRaw(b []byte) bool { return l.writeSlices([][]byte{b}) }
+// vnetHeader describes pkt for the kernel: a TCP segment of an endpoint
+// with GSO carries only its pseudo-header checksum (NEEDS_CSUM: the kernel
+// completes it if the packet ever leaves the namespace, else nobody does),
+// and one bigger than the MSS is a super-packet of MSS-sized segments.
+// Everything else is complete.
+func vnetHeader(h *[vnetHdrLen]byte, pkt *stack.PacketBuffer) {
+	*h = [vnetHdrLen]byte{}
+	g := pkt.GSOOptions
+	if g.Type == stack.GSONone || !g.NeedsCsum {
+		return
+	}
+	l3 := len(pkt.NetworkHeader().Slice())
+	h[0] = vnetNeedsCsum
+	binary.LittleEndian.PutUint16(h[2:], uint16(pkt.HeaderSize()))
+	binary.LittleEndian.PutUint16(h[6:], uint16(l3))
+	binary.LittleEndian.PutUint16(h[8:], g.CsumOffset)
+	if g.MSS != 0 && pkt.Data().Size() > int(g.MSS) {
+		switch g.Type {
+		case stack.GSOTCPv4:
+			h[1] = vnetGSOTCPv4
+		case stack.GSOTCPv6:
+			h[1] = vnetGSOTCPv6
+		}
+		binary.LittleEndian.PutUint16(h[4:], g.MSS)
+	}
+}
+
+// forward writes a frame that member from sent to this member (the lan's
+// switch), converting between a link with the virtio-net header and one
+// without: a frame that goes to a plain link gets its checksum completed
+// here; a super-packet cannot go to one (lans do not turn TSO on, so
+// none comes).
+func (l *tunLink) forward(from *tunLink, vh []byte, b []byte) {
+	switch {
+	case l.vnet && from.vnet:
+		l.writeSlices([][]byte{vh, b})
+	case l.vnet:
+		var zero [vnetHdrLen]byte
+		l.writeSlices([][]byte{zero[:], b})
+	case from.vnet:
+		if vh[1] != vnetGSONone {
+			l.srv.stats.txErrors.Add(1)
+			return
+		}
+		if vh[0]&vnetNeedsCsum != 0 {
+			start := int(binary.LittleEndian.Uint16(vh[6:]))
+			at := start + int(binary.LittleEndian.Uint16(vh[8:]))
+			if at+2 > len(b) {
+				l.srv.stats.txErrors.Add(1)
+				return
+			}
+			binary.BigEndian.PutUint16(b[at:], ^checksum.Checksum(b[start:], 0))
+		}
+		l.writeSlices([][]byte{b})
+	default:
+		l.writeSlices([][]byte{b})
+	}
+}
 
 func (l *tunLink) writeSlices(s [][]byte) bool {
 	if l.closing.Load() {

@@ -70,6 +70,10 @@ func (pb *publisher) target() netip.AddrPort {
 func (s *Server) firstMember() netip.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.firstMemberLocked()
+}
+
+func (s *Server) firstMemberLocked() netip.Addr {
 	var best netip.Addr
 	for a := range s.members {
 		if !best.IsValid() || a.Less(best) {

@@ -116,7 +116,10 @@ func Prepare(mode Mode, runtimeDir string, opts Options) (*Plan, error) {
 	p := &Plan{mode: mode, opts: opts, runtimeDir: runtimeDir}
 	p.fill()
 	switch mode.Kind {
-	case KindNAT, KindProg:
+	case KindNAT:
+		c := ServerConfig(p.opts.IfName, p.opts.MTU)
+		p.tun = &c
+	case KindProg:
 		c := NATConfig(p.opts.IfName, p.opts.MTU)
 		p.tun = &c
 	case KindLAN:
@@ -391,7 +394,7 @@ func (p *Plan) joinLAN() error {
 		c.Close()
 		return err
 	}
-	cfg := TUNConfig{Name: p.opts.IfName, MTU: p.opts.MTU, Addr: addr}
+	cfg := TUNConfig{Name: p.opts.IfName, MTU: p.opts.MTU, Addr: addr, VNetHdr: true}
 	if p.mode.NAT {
 		cfg.Gateway = gw
 	}

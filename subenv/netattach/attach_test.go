@@ -84,13 +84,14 @@ func TestParseMode(t *testing.T) {
 		}
 	}
 	plan, err := netattach.Prepare(netattach.Mode{Kind: netattach.KindNAT}, t.TempDir(), netattach.Options{})
-	if err != nil || plan.TUN() == nil || *plan.TUN() != netattach.NATConfig("eth0", netattach.DefaultMTU) {
+	if err != nil || plan.TUN() == nil || *plan.TUN() != netattach.ServerConfig("eth0", netattach.DefaultMTU) {
 		t.Fatalf("Prepare(nat).TUN() = %+v, %v", plan.TUN(), err)
 	}
-	cfg := netattach.NATConfig("eth0", 1500)
-	back, err := netattach.ParseTUNConfig(cfg.String())
-	if err != nil || back != cfg {
-		t.Errorf("TUNConfig round trip: %+v %v", back, err)
+	for _, cfg := range []netattach.TUNConfig{netattach.NATConfig("eth0", 1500), netattach.ServerConfig("eth0", 1500)} {
+		back, err := netattach.ParseTUNConfig(cfg.String())
+		if err != nil || back != cfg {
+			t.Errorf("TUNConfig round trip: %+v %v", back, err)
+		}
 	}
 }
 

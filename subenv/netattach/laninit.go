@@ -63,7 +63,7 @@ func InitJoinLAN(m Mode, ifname string, mtu int) ([]*os.File, error) {
 			return fail(err)
 		}
 	}
-	cfg := TUNConfig{Name: ifname, MTU: mtu, Addr: addr}
+	cfg := TUNConfig{Name: ifname, MTU: mtu, Addr: addr, VNetHdr: true}
 	if m.NAT {
 		cfg.Gateway = gw
 	}

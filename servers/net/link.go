@@ -116,17 +116,17 @@ const (
 	vnetGSOMax = 65536
 )
 
-func (l *tunLink) MTU() uint32                                  { return l.mtu }
-func (l *tunLink) SetMTU(mtu uint32)                            { l.mtu = mtu }
-func (l *tunLink) MaxHeaderLength() uint16                      { return 0 }
-func (l *tunLink) LinkAddress() tcpip.LinkAddress               { return "" }
-func (l *tunLink) SetLinkAddress(tcpip.LinkAddress)             {}
-func (l *tunLink) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
-func (l *tunLink) AddHeader(*stack.PacketBuffer)                {}
-func (l *tunLink) ParseHeader(*stack.PacketBuffer) bool         { return true }
-func (l *tunLink) Close()                                       {}
-func (l *tunLink) SetOnCloseAction(func())                      {}
-func (l *tunLink) Wait()                                        { l.wg.Wait() }
+func (l *tunLink) MTU() uint32                             { return l.mtu }
+func (l *tunLink) SetMTU(mtu uint32)                       { l.mtu = mtu }
+func (l *tunLink) MaxHeaderLength() uint16                 { return 0 }
+func (l *tunLink) LinkAddress() tcpip.LinkAddress          { return "" }
+func (l *tunLink) SetLinkAddress(tcpip.LinkAddress)        {}
+func (l *tunLink) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (l *tunLink) AddHeader(*stack.PacketBuffer)           {}
+func (l *tunLink) ParseHeader(*stack.PacketBuffer) bool    { return true }
+func (l *tunLink) Close()                                  {}
+func (l *tunLink) SetOnCloseAction(func())                 {}
+func (l *tunLink) Wait()                                   { l.wg.Wait() }
 
 // Capabilities: the receive checksum "offload" is per frame (see
 // rxCsumOK). No transmit checksum offload: with GSO the stack leaves TCP

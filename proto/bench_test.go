@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -124,19 +125,32 @@ func BenchmarkRead128K(b *testing.B) {
 }
 
 // BenchmarkRawSocket: the floor. A goroutine answers length-prefixed
-// requests on a unix socket with a reply of the asked size.
+// requests on a unix socket with a reply of the asked size; "-proc": in
+// another process.
 func BenchmarkRawSocket(b *testing.B) {
 	for _, tc := range []struct {
 		name  string
 		reply int
-	}{{"small", 88}, {"128K", 128 << 10}} {
+	}{{"small", 88}, {"128K", 128 << 10}, {"small-proc", 88}, {"128K-proc", 128 << 10}} {
 		b.Run(tc.name, func(b *testing.B) {
-			cc, sc, err := socketpair()
-			if err != nil {
-				b.Fatal(err)
+			var cc net.Conn
+			if strings.HasSuffix(tc.name, "-proc") {
+				sock := filepath.Join(b.TempDir(), "raw.sock")
+				startHelper(b, "rawecho", sock, nil)
+				c, err := net.Dial("unix", sock)
+				if err != nil {
+					b.Fatal(err)
+				}
+				cc = c
+			} else {
+				c, sc, err := socketpair()
+				if err != nil {
+					b.Fatal(err)
+				}
+				cc = c
+				go rawEcho(sc)
 			}
 			defer cc.Close()
-			go rawEcho(sc)
 			var req [8]byte
 			binary.LittleEndian.PutUint32(req[4:], uint32(tc.reply))
 			resp := make([]byte, 4+tc.reply)

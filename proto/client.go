@@ -53,14 +53,22 @@ type Client struct {
 	// callsPerStream mode.
 	calls     *frameWriter
 	callsConn net.Conn
-	// callsDone closes when the reader of the call lane or stream has
-	// stopped: after it delivered every reply that reached us, so a
-	// reply that raced with the connection's end still gets through.
+	// callsDone closes when reading the call lane or stream has failed:
+	// after every reply that reached us was delivered, so a reply that
+	// raced with the connection's end still gets through.
 	callsDone chan struct{}
+
+	// Replies are read by whoever holds the reader role (see lead): a
+	// caller waiting for its own reply, or, while callers that cannot
+	// read wait, a reader goroutine. fr and rdl belong to the holder.
+	fr  *frameReader
+	rdl time.Time // the call stream's read deadline as last set
 
 	mu      sync.Mutex
 	pending map[uint32]chan *message
 	nextTag uint32
+	reading bool  // someone holds the reader role
+	rerr    error // reading failed: the call stream is dead
 
 	done     chan struct{}
 	err      error
@@ -163,7 +171,7 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 		}
 		c.calls = newFrameWriter(st, false)
 		c.callsConn = st
-		go c.readReplies(newFrameReader(st))
+		c.fr = newFrameReader(st)
 	case callsPerStream:
 		close(c.callsDone)
 	}
@@ -181,7 +189,7 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 func (c *Client) useLane(lane *net.UnixConn) {
 	c.calls = newFrameWriter(lane, true)
 	c.callsConn = lane
-	go c.readReplies(newFrameReader(newFDReader(lane)))
+	c.fr = newFrameReader(newFDReader(lane))
 }
 
 func yamuxConfig() *yamux.Config {
@@ -291,10 +299,10 @@ func (c *Client) fail(err error) {
 		c.err = err
 		close(c.done)
 		if c.callsConn != nil {
-			if uc, ok := c.callsConn.(*net.UnixConn); ok && err != errClosed {
+			if _, ok := c.callsConn.(*net.UnixConn); ok && err != errClosed {
 				// A lost session: let the lane's reader take what
 				// the server sent before it went, then stop.
-				uc.SetReadDeadline(time.Now().Add(time.Second))
+				time.AfterFunc(time.Second, func() { c.callsConn.Close() })
 			} else {
 				c.callsConn.Close()
 			}
@@ -336,35 +344,137 @@ func (c *Client) readNotifications(hs net.Conn) {
 	}
 }
 
-func (c *Client) readReplies(fr *frameReader) {
-	defer func() {
-		c.callsConn.Close()
-		if fr.fds != nil {
-			fr.fds.closeAll()
-		}
-		close(c.callsDone)
-	}()
+// The reader role. Replies on the call stream are read by one goroutine at
+// a time. When nobody reads, a caller whose context cannot be cancelled (the
+// fs bridge's never are) takes the role after sending its request and reads
+// the socket itself: its reply wakes it directly from the network poller,
+// with no hand-off from a reader goroutine, which costs a goroutine switch
+// and, on a busy machine, a thread wake-up per call. Replies for other
+// callers that it reads on the way go to their channels. When it has its
+// reply it lets the role go; if others still wait, a reader goroutine takes
+// over (readFor) and keeps it until nobody waits.
+
+// lead reads replies until the one for tag comes, the deadline passes or
+// the stream fails. The caller holds the reader role.
+func (c *Client) lead(op uint16, tag uint32, ch chan *message, deadline time.Time) (*reply, *os.File, error) {
 	for {
-		m, err := fr.read()
+		// Coarse read deadline, as in frameWriter: only moved earlier,
+		// and moved to ours when an earlier one runs out.
+		if c.rdl.IsZero() || deadline.Before(c.rdl) {
+			c.setReadDeadline(deadline)
+		}
+		m, err := c.fr.read()
 		if err != nil {
-			c.fail(err)
+			if isTimeout(err) {
+				if time.Now().Before(deadline) {
+					c.setReadDeadline(deadline)
+					continue
+				}
+				c.mu.Lock()
+				delete(c.pending, tag)
+				c.releaseLocked()
+				c.mu.Unlock()
+				c.cancelCall(tag, op)
+				return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(op))}
+			}
+			c.readFailed(err)
+			return nil, nil, c.lostErr(op)
+		}
+		if m.kind != kindReply {
+			m.closeFile()
+			c.readFailed(fmt.Errorf("%w: frame kind %d on the call stream", errProtocol, m.kind))
+			return nil, nil, c.lostErr(op)
+		}
+		c.mu.Lock()
+		if m.tag == tag {
+			delete(c.pending, tag)
+			c.releaseLocked()
+			c.mu.Unlock()
+			return c.finish(op, m)
+		}
+		c.deliverLocked(m)
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) setReadDeadline(t time.Time) {
+	c.rdl = t
+	c.callsConn.SetReadDeadline(t)
+}
+
+// deliverLocked hands m to the caller waiting for it (its channel has room
+// for one message, and a tag gets one reply), or drops a late reply.
+func (c *Client) deliverLocked(m *message) {
+	ch := c.pending[m.tag]
+	if ch == nil {
+		m.closeFile() // the caller gave up: a late reply
+		return
+	}
+	delete(c.pending, m.tag)
+	ch <- m
+}
+
+// releaseLocked lets the reader role go: to a reader goroutine if callers
+// still wait.
+func (c *Client) releaseLocked() {
+	if len(c.pending) > 0 && c.rerr == nil {
+		go c.readFor()
+		return
+	}
+	c.reading = false
+}
+
+// readFor holds the reader role for callers that wait on their channels,
+// until none does.
+func (c *Client) readFor() {
+	for {
+		if !c.rdl.IsZero() {
+			c.setReadDeadline(time.Time{})
+		}
+		m, err := c.fr.read()
+		if err != nil {
+			if isTimeout(err) {
+				continue // a leader's deadline, now cleared
+			}
+			c.readFailed(err)
 			return
 		}
 		if m.kind != kindReply {
 			m.closeFile()
-			c.fail(fmt.Errorf("%w: frame kind %d on the call stream", errProtocol, m.kind))
+			c.readFailed(fmt.Errorf("%w: frame kind %d on the call stream", errProtocol, m.kind))
 			return
 		}
 		c.mu.Lock()
-		ch := c.pending[m.tag]
-		delete(c.pending, m.tag)
-		c.mu.Unlock()
-		if ch == nil {
-			m.closeFile() // the caller gave up: a late reply
-			continue
+		c.deliverLocked(m)
+		if len(c.pending) == 0 {
+			c.reading = false
+			c.mu.Unlock()
+			return
 		}
-		ch <- m
+		c.mu.Unlock()
 	}
+}
+
+// readFailed ends the call stream: waiting callers get EIO (after the
+// replies read before), and so does every later call.
+func (c *Client) readFailed(err error) {
+	c.mu.Lock()
+	first := c.rerr == nil
+	if first {
+		c.rerr = err
+		c.reading = false
+	}
+	c.mu.Unlock()
+	c.fail(err)
+	if !first {
+		return
+	}
+	c.callsConn.Close()
+	if c.fr.fds != nil {
+		c.fr.fds.closeAll()
+	}
+	c.fr.abort()
+	close(c.callsDone)
 }
 
 func (c *Client) lostErr(op uint16) error {
@@ -410,6 +520,10 @@ func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error)
 
 	ch := make(chan *message, 1)
 	c.mu.Lock()
+	if c.rerr != nil {
+		c.mu.Unlock()
+		return nil, nil, c.lostErr(r.op)
+	}
 	c.nextTag++
 	if c.nextTag == 0 {
 		c.nextTag = 1
@@ -419,12 +533,35 @@ func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error)
 	c.mu.Unlock()
 
 	if err := c.send(h, e, deadline); err != nil {
-		c.forget(h.tag)
+		c.mu.Lock()
+		delete(c.pending, h.tag)
+		c.mu.Unlock()
 		return nil, nil, err
 	}
 	// (A write that failed with the connection still counts as sent: yamux
 	// may report a shutdown for a frame it did send, and the reply may be
 	// on its way. The reader's end settles it.)
+
+	// Only now take the reader role if it is free: a caller that is still
+	// writing a long request must not be the only one who could read the
+	// replies the server is writing meanwhile.
+	c.mu.Lock()
+	lead := false
+	// (Its reply may be in ch already, delivered by the last holder.)
+	if !c.reading && c.rerr == nil && len(ch) == 0 {
+		c.reading = true
+		if ctx.Done() == nil {
+			lead = true
+		} else {
+			// This caller can be interrupted, which a goroutine
+			// blocked in a read cannot: read for it.
+			go c.readFor()
+		}
+	}
+	c.mu.Unlock()
+	if lead {
+		return c.lead(r.op, h.tag, ch, deadline)
+	}
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
@@ -438,10 +575,10 @@ func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error)
 		}
 		return nil, nil, c.lostErr(r.op)
 	case <-timer.C:
-		c.abandon(h)
+		c.abandon(h, ch)
 		return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(r.op))}
 	case <-ctx.Done():
-		c.abandon(h)
+		c.abandon(h, ch)
 		return nil, nil, ctxErr(r.op, ctx.Err())
 	}
 }
@@ -467,18 +604,25 @@ func (c *Client) send(h header, e *enc, deadline time.Time) error {
 	return nil
 }
 
-func (c *Client) forget(tag uint32) {
-	c.mu.Lock()
-	delete(c.pending, tag)
-	c.mu.Unlock()
-}
-
 // abandon gives up on a call: a late reply is dropped, and the server is
 // told so it can cancel the work.
-func (c *Client) abandon(h header) {
-	c.forget(h.tag)
+func (c *Client) abandon(h header, ch chan *message) {
+	c.mu.Lock()
+	delete(c.pending, h.tag)
+	c.mu.Unlock()
+	// Replies are delivered under c.mu: one that came just now is here.
+	select {
+	case m := <-ch:
+		m.closeFile()
+	default:
+	}
+	c.cancelCall(h.tag, h.op)
+}
+
+// cancelCall tells the server a call is abandoned; not waited for.
+func (c *Client) cancelCall(tag uint32, op uint16) {
 	go func() {
-		c.calls.write(header{tag: h.tag, op: h.op, kind: kindCancel}, newEnc(0), nil, time.Now().Add(c.timeout))
+		c.calls.write(header{tag: tag, op: op, kind: kindCancel}, newEnc(0), nil, time.Now().Add(c.timeout))
 	}()
 }
 

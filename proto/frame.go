@@ -19,11 +19,20 @@ type message struct {
 	file *os.File
 }
 
-// frameReader reads messages from one byte stream. Only one goroutine reads.
+// frameReader reads messages from one byte stream. Only one goroutine
+// reads at a time, but not always the same one: on the client, the caller
+// whose reply is due reads for everybody (see Client.lead). A read that
+// fails with a timeout leaves the reader where it stopped, and the next
+// read resumes there; any other error is final for the stream.
 type frameReader struct {
 	r   *bufio.Reader
 	fds *fdReader // nil when the transport carries no descriptors
 	hdr [headerSize]byte
+
+	hdrN int      // header bytes of the next frame read so far
+	m    *message // message being assembled, from its first header on
+	got  int      // body bytes of m received so far
+	want int      // bytes of the current frame's body still to come
 }
 
 func newFrameReader(r io.Reader) *frameReader {
@@ -37,62 +46,96 @@ func newFrameReader(r io.Reader) *frameReader {
 
 var errProtocol = errors.New("protocol error")
 
-// read returns the next message. Every error is final for the stream: a
-// malformed header or an oversized message means the peer does not speak
-// the protocol, and the caller ends the session.
+// isTimeout reports a deadline expiry, after which a stream is intact.
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// read returns the next message. A malformed header or an oversized
+// message means the peer does not speak the protocol, and the caller ends
+// the session; a timeout can be retried.
 func (fr *frameReader) read() (*message, error) {
-	h, err := fr.readHeader()
-	if err != nil {
-		return nil, err
+	m, err := fr.step()
+	if err != nil && !isTimeout(err) {
+		fr.abort()
 	}
-	m := &message{header: h}
-	if h.flags&flagFD != 0 {
-		if fr.fds == nil {
-			return nil, fmt.Errorf("%w: descriptor flag on a transport without descriptors", errProtocol)
+	return m, err
+}
+
+func (fr *frameReader) abort() {
+	if fr.m != nil {
+		fr.m.closeFile()
+		fr.m = nil
+	}
+}
+
+func (fr *frameReader) step() (*message, error) {
+	for {
+		if fr.want > 0 {
+			n, err := io.ReadFull(fr.r, fr.m.body[fr.got:fr.got+fr.want])
+			fr.got += n
+			fr.want -= n
+			if err != nil {
+				return nil, unexpectedEOF(err)
+			}
 		}
-		// The descriptor travels with the first byte of its frame's
-		// header, so it is already queued.
-		m.file = fr.fds.pop()
-		if m.file == nil {
-			return nil, fmt.Errorf("%w: descriptor flag but no descriptor received", errProtocol)
+		if m := fr.m; m != nil && m.flags&flagMore == 0 {
+			fr.m = nil
+			m.body = m.body[:fr.got]
+			m.size = uint32(fr.got)
+			return m, nil
 		}
-	}
-	body := make([]byte, h.size)
-	if _, err := io.ReadFull(fr.r, body); err != nil {
-		m.closeFile()
-		return nil, unexpectedEOF(err)
-	}
-	for h.flags&flagMore != 0 {
-		h, err = fr.readHeader()
+		h, err := fr.readHeader()
 		if err != nil {
-			m.closeFile()
+			if fr.m != nil && !isTimeout(err) {
+				err = unexpectedEOF(err)
+			}
 			return nil, err
 		}
+		if fr.m == nil {
+			m := &message{header: h}
+			if h.flags&flagFD != 0 {
+				if fr.fds == nil {
+					return nil, fmt.Errorf("%w: descriptor flag on a transport without descriptors", errProtocol)
+				}
+				// The descriptor travels with the first byte of its
+				// frame's header, so it is already queued.
+				m.file = fr.fds.pop()
+				if m.file == nil {
+					return nil, fmt.Errorf("%w: descriptor flag but no descriptor received", errProtocol)
+				}
+			}
+			m.body = make([]byte, h.size)
+			fr.m, fr.got, fr.want = m, 0, int(h.size)
+			continue
+		}
+		m := fr.m
 		if h.tag != m.tag || h.kind != m.kind || h.op != m.op || h.flags&flagFD != 0 {
-			m.closeFile()
 			return nil, fmt.Errorf("%w: continuation frame does not match its message", errProtocol)
 		}
-		if len(body)+int(h.size) > MaxMessage {
-			m.closeFile()
+		if fr.got+int(h.size) > MaxMessage {
 			return nil, fmt.Errorf("%w: message exceeds %d bytes", errProtocol, MaxMessage)
 		}
-		n := len(body)
-		body = append(body, make([]byte, h.size)...)
-		if _, err := io.ReadFull(fr.r, body[n:]); err != nil {
-			m.closeFile()
-			return nil, unexpectedEOF(err)
-		}
+		m.body = append(m.body[:fr.got], make([]byte, h.size)...)
+		m.flags = m.flags&^flagMore | h.flags&flagMore
+		fr.want = int(h.size)
 	}
-	m.body = body
-	m.size = uint32(len(body))
-	m.flags &^= flagMore
-	return m, nil
 }
 
 func (fr *frameReader) readHeader() (header, error) {
-	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+	n, err := io.ReadFull(fr.r, fr.hdr[fr.hdrN:])
+	fr.hdrN += n
+	if err != nil {
+		if fr.hdrN > 0 && !isTimeout(err) {
+			err = unexpectedEOF(err)
+		}
 		return header{}, err // io.EOF here is a clean end
 	}
+	fr.hdrN = 0
 	h, err := parseHeader(fr.hdr[:])
 	if err != nil {
 		return h, fmt.Errorf("%w: %v", errProtocol, err)
@@ -116,10 +159,18 @@ func (m *message) closeFile() {
 
 // frameWriter writes messages to one byte stream; its lock keeps the frames
 // of a message together.
+//
+// Deadlines are coarse, because a runtime timer armed per call costs more
+// than the call (adding one wakes an idle thread to watch it): the
+// stream's write deadline is only moved earlier, never later, and a write
+// that runs into it while its own deadline is still ahead moves it to its
+// own and carries on. So with the usual deadlines (now + a constant) it is
+// set once per that constant, not once per message.
 type frameWriter struct {
-	mu sync.Mutex
-	w  net.Conn
-	uc *net.UnixConn // set when descriptors can be sent (a lane)
+	mu  sync.Mutex
+	w   net.Conn
+	uc  *net.UnixConn // set when descriptors can be sent (a lane)
+	wdl time.Time     // the stream's write deadline as last set (under mu)
 }
 
 func newFrameWriter(w net.Conn, fds bool) *frameWriter {
@@ -145,34 +196,21 @@ func (fw *frameWriter) write(h header, e *enc, file *os.File, deadline time.Time
 			return false, errors.New("transport cannot carry descriptors")
 		}
 		h.flags |= flagFD
-		if len(tail) > 0 { // one sendmsg carries the descriptor: no tail
-			buf, tail = append(buf, tail...), nil
-		}
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	if !deadline.IsZero() {
-		fw.w.SetWriteDeadline(deadline)
-		defer fw.w.SetWriteDeadline(time.Time{})
+	if !deadline.IsZero() && (fw.wdl.IsZero() || deadline.Before(fw.wdl)) {
+		fw.setDeadline(deadline)
 	}
 	if total <= MaxFrame {
 		h.size = uint32(total)
 		h.put(buf)
-		var n int64
-		switch {
-		case file != nil:
-			var m int
-			m, err = fw.writeFirst(buf, file)
-			n = int64(m)
-		case len(tail) == 0:
-			var m int
-			m, err = fw.w.Write(buf)
-			n = int64(m)
-		default:
-			bufs := net.Buffers{buf, tail}
-			n, err = bufs.WriteTo(fw.w)
+		if len(tail) == 0 {
+			one := [1][]byte{buf}
+			return fw.put(one[:], file, deadline)
 		}
-		return n > 0, err
+		two := [2][]byte{buf, tail}
+		return fw.put(two[:], file, deadline)
 	}
 	// More than one frame: cut the body (buf's, then tail) in MaxFrame
 	// pieces, each behind its own header.
@@ -187,7 +225,7 @@ func (fw *frameWriter) write(h header, e *enc, file *os.File, deadline time.Time
 			h.flags |= flagMore
 		}
 		h.put(hb[:])
-		bufs := net.Buffers{hb[:]}
+		bufs := [][]byte{hb[:]}
 		for need := n; need > 0; {
 			for len(segs[0]) == 0 {
 				segs = segs[1:]
@@ -197,35 +235,88 @@ func (fw *frameWriter) write(h header, e *enc, file *os.File, deadline time.Time
 			segs[0] = segs[0][k:]
 			need -= k
 		}
-		if h.flags&flagFD != 0 {
-			var one []byte
-			for _, b := range bufs {
-				one = append(one, b...)
-			}
-			m, err := fw.writeFirst(one, file)
-			if err != nil {
-				return written || m > 0, err
-			}
-			h.flags &^= flagFD
-		} else if m, err := bufs.WriteTo(fw.w); err != nil {
-			return written || m > 0, err
+		w, err := fw.put(bufs, file, deadline)
+		written = written || w
+		if err != nil {
+			return written, err
 		}
-		written = true
+		file = nil
+		h.flags &^= flagFD
 	}
 	return true, nil
 }
 
-func (fw *frameWriter) writeFirst(b []byte, file *os.File) (int, error) {
-	if file == nil {
-		return fw.w.Write(b)
+func (fw *frameWriter) setDeadline(t time.Time) {
+	fw.wdl = t
+	fw.w.SetWriteDeadline(t)
+}
+
+// put writes bufs (all of them, in order: one writev, or one sendmsg when
+// a descriptor goes with them), riding over expiries of an earlier
+// deadline than the caller's own.
+func (fw *frameWriter) put(bufs [][]byte, file *os.File, deadline time.Time) (written bool, err error) {
+	for len(bufs) > 0 && len(bufs[0]) == 0 {
+		bufs = bufs[1:]
+	}
+	for len(bufs) > 0 {
+		var n int
+		if file != nil {
+			n, err = fw.sendFD(bufs, file)
+			if n > 0 {
+				file = nil
+			}
+		} else if len(bufs) == 1 {
+			n, err = fw.w.Write(bufs[0])
+		} else {
+			// WriteTo consumes nb as it writes.
+			nb := net.Buffers(bufs)
+			var n64 int64
+			n64, err = nb.WriteTo(fw.w)
+			written = written || n64 > 0
+			bufs = nb
+		}
+		written = written || n > 0
+		// Drop what went out.
+		for n > 0 {
+			k := min(n, len(bufs[0]))
+			bufs[0] = bufs[0][k:]
+			n -= k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+		if err == nil {
+			continue
+		}
+		if len(bufs) == 0 {
+			return written, nil
+		}
+		if !isTimeout(err) {
+			return written, err
+		}
+		now := time.Now()
+		if !deadline.IsZero() && !now.Before(deadline) {
+			return written, err // the caller's own deadline
+		}
+		// An earlier deadline than ours ran out: move it to ours.
+		fw.setDeadline(deadline)
+	}
+	return written, nil
+}
+
+// sendFD sends the descriptor with the first bytes of bufs in one sendmsg.
+func (fw *frameWriter) sendFD(bufs [][]byte, file *os.File) (int, error) {
+	b := bufs[0]
+	if len(bufs) > 1 {
+		// One sendmsg carries the descriptor: join the pieces (the
+		// replies that carry one are small).
+		for _, x := range bufs[1:] {
+			b = append(b[:len(b):len(b)], x...)
+		}
 	}
 	n, _, err := fw.uc.WriteMsgUnix(b, unixRights(file), nil)
-	if err != nil {
-		return n, err
-	}
-	if n < len(b) {
-		m, err := fw.w.Write(b[n:])
-		return n + m, err
-	}
-	return n, nil
+	return n, err
 }

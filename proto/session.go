@@ -199,29 +199,61 @@ func (se *session) takeLookups(n NodeID, count uint64) uint64 {
 	return count
 }
 
+// inlineBudget bounds how long the goroutine reading a call stream may
+// spend on one request (the call and its reply's write) before another
+// goroutine takes over reading the stream.
+var inlineBudget = time.Millisecond
+
 // callStream is one stream of calls (a lane or a yamux stream): its reader
-// and writer and the cancel functions of its running requests.
+// and writer and the contexts of its running requests.
+//
+// The goroutine that reads a request runs it and writes the reply itself,
+// then reads on: no goroutine is started and none woken for a quick call,
+// which is what most calls are (a hand-off per call costs a goroutine
+// switch and, on a busy machine, a thread wake-up, several times the work
+// of a stat). A slow call must not hold up the others, so a watchdog timer
+// checks the request being run this way; once it has run inlineBudget, the
+// watchdog's own goroutine becomes the stream's reader and the old one
+// finishes its request alone. Requests that arrive together (more bytes
+// already buffered behind one) get a goroutine each, as before, so
+// concurrent callers still run concurrently.
 type callStream struct {
 	se *session
+	fr *frameReader
 	fw *frameWriter
 	c  net.Conn
 
-	mu      sync.Mutex
-	running map[uint32]context.CancelFunc
+	mu sync.Mutex
+	// running: requests not run by the reader, by tag, for Cancel.
+	running map[uint32]*callCtx
+	// The request the reader runs itself (nil: none), for the watchdog.
+	cur      *callCtx
+	curTag   uint32
+	curReply bool
+	since    time.Time
+	watch    *time.Timer
+	armed    bool // watch is set to fire
 }
 
-// serveCalls reads requests from one stream and runs each in its own
-// goroutine. Any malformed frame ends the whole session.
+// serveCalls reads requests from one stream and runs them. Any malformed
+// frame ends the whole session.
 func (se *session) serveCalls(fr *frameReader, fw *frameWriter, c net.Conn) {
-	cs := &callStream{se: se, fw: fw, c: c, running: make(map[uint32]context.CancelFunc)}
-	defer c.Close()
+	cs := &callStream{se: se, fr: fr, fw: fw, c: c, running: make(map[uint32]*callCtx)}
+	cs.readLoop()
+}
+
+// readLoop reads the stream until it ends or this goroutine is relieved
+// of reading (its request ran too long).
+func (cs *callStream) readLoop() {
+	se := cs.se
 	for {
-		m, err := fr.read()
+		m, err := cs.fr.read()
 		if err != nil {
+			cs.c.Close()
 			// A yamux stream that breaks or that the client closes
 			// (per-call streams) ends only itself; garbage ends the
 			// session, and so does the loss of a lane.
-			if _, ok := c.(*yamux.Stream); ok && !errors.Is(err, errProtocol) {
+			if _, ok := cs.c.(*yamux.Stream); ok && !errors.Is(err, errProtocol) {
 				return
 			}
 			se.end(err)
@@ -229,87 +261,154 @@ func (se *session) serveCalls(fr *frameReader, fw *frameWriter, c net.Conn) {
 		}
 		switch m.kind {
 		case kindRequest:
-			if err := cs.start(m); err != nil {
+			relieved, err := cs.start(m)
+			if err != nil {
+				cs.c.Close()
 				se.end(err)
+				return
+			}
+			if relieved {
 				return
 			}
 		case kindCancel:
 			cs.mu.Lock()
-			cancel := cs.running[m.tag]
+			ctx := cs.running[m.tag]
 			cs.mu.Unlock()
-			if cancel != nil {
-				cancel()
+			if ctx != nil {
+				ctx.cancel(context.Canceled)
 			}
 		default:
+			cs.c.Close()
 			se.end(fmt.Errorf("%w: frame kind %d from a client", errProtocol, m.kind))
 			return
 		}
 	}
 }
 
-func (cs *callStream) start(m *message) error {
+// start runs one request, on this goroutine or a new one. relieved says
+// that another goroutine reads the stream now.
+func (cs *callStream) start(m *message) (relieved bool, err error) {
 	se := cs.se
 	req, err := decodeRequest(m.op, m.flags, m.body)
+	noReply := m.flags&flagNoReply != 0
 	var unknown errUnknownOp
 	if errors.As(err, &unknown) {
-		if m.flags&flagNoReply == 0 {
+		if !noReply {
 			go cs.reply(m.tag, m.op, nil, &Error{syscall.ENOSYS, fmt.Sprintf("proto: server %q does not know op %d", se.srv.opts.Name, m.op)})
 		}
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %v", errProtocol, err)
+		return false, fmt.Errorf("%w: %v", errProtocol, err)
 	}
 	if req.op == opForget {
 		// Inline, so a Forget is applied before the calls sent after it.
 		if n := se.takeLookups(req.node, req.nlookup); n > 0 {
 			se.dispatch(se.ctx, &request{op: opForget, node: req.node, nlookup: n})
 		}
-		if m.flags&flagNoReply == 0 {
+		if !noReply {
 			go cs.reply(m.tag, m.op, &reply{}, nil)
 		}
-		return nil
+		return false, nil
 	}
-	var ctx context.Context
-	var cancel context.CancelFunc
+	var deadline time.Time
 	if m.status != 0 {
-		ctx, cancel = context.WithTimeout(se.ctx, time.Duration(m.status)*time.Millisecond)
-	} else {
-		ctx, cancel = context.WithCancel(se.ctx)
+		deadline = time.Now().Add(time.Duration(m.status) * time.Millisecond)
 	}
-	if req.hasCaller {
-		ctx = WithCaller(ctx, req.caller)
+	ctx := newCallCtx(se.ctx, deadline, req.caller, req.hasCaller)
+	if cs.fr.r.Buffered() == 0 {
+		return cs.runInline(m.tag, req, ctx, !noReply), nil
 	}
-	noReply := m.flags&flagNoReply != 0
+	// More requests wait behind this one: let it run alongside.
 	if !noReply {
 		cs.mu.Lock()
-		cs.running[m.tag] = cancel
+		cs.running[m.tag] = ctx
 		cs.mu.Unlock()
 	}
 	select {
 	case se.sem <- struct{}{}:
 	case <-se.ctx.Done():
-		cancel()
-		return nil
+		return false, nil
 	}
 	se.inflight.Add(1)
 	go func() {
-		defer func() { <-se.sem; se.inflight.Add(-1) }()
-		rep, err := se.dispatch(ctx, req)
-		if noReply {
-			cancel()
-			if rep != nil && rep.open.File != nil {
-				rep.open.File.Close()
-			}
-			return
-		}
+		defer func() { <-se.sem }()
+		cs.run(m.tag, req, ctx, !noReply)
 		cs.mu.Lock()
-		delete(cs.running, m.tag)
+		if cs.running[m.tag] == ctx {
+			delete(cs.running, m.tag)
+		}
 		cs.mu.Unlock()
-		cancel()
-		cs.reply(m.tag, m.op, rep, err)
 	}()
-	return nil
+	return false, nil
+}
+
+// run runs a request and sends its reply.
+func (cs *callStream) run(tag uint32, req *request, ctx *callCtx, wantReply bool) {
+	se := cs.se
+	rep, err := se.dispatch(ctx, req)
+	ctx.release()
+	if wantReply {
+		cs.reply(tag, req.op, rep, err)
+	} else if rep != nil && rep.open.File != nil {
+		rep.open.File.Close()
+	}
+	se.inflight.Add(-1)
+}
+
+// runInline runs a request on the reading goroutine under the watchdog,
+// and reports whether the watchdog gave the reading to another goroutine
+// meanwhile.
+func (cs *callStream) runInline(tag uint32, req *request, ctx *callCtx, wantReply bool) (relieved bool) {
+	cs.se.inflight.Add(1)
+	cs.mu.Lock()
+	cs.cur, cs.curTag, cs.curReply, cs.since = ctx, tag, wantReply, time.Now()
+	if !cs.armed {
+		// Armed at most once per inlineBudget while calls come: a timer
+		// set per call would cost what this saves.
+		cs.armed = true
+		if cs.watch == nil {
+			cs.watch = time.AfterFunc(inlineBudget, cs.watchdog)
+		} else {
+			cs.watch.Reset(inlineBudget)
+		}
+	}
+	cs.mu.Unlock()
+	cs.run(tag, req, ctx, wantReply)
+	cs.mu.Lock()
+	if cs.cur == ctx {
+		cs.cur = nil
+	} else {
+		relieved = true
+		if cs.running[tag] == ctx {
+			delete(cs.running, tag)
+		}
+	}
+	cs.mu.Unlock()
+	return relieved
+}
+
+// watchdog runs on its own goroutine when the watch timer fires. If the
+// reader's request has run inlineBudget, this goroutine takes over reading.
+func (cs *callStream) watchdog() {
+	cs.mu.Lock()
+	cs.armed = false
+	if cs.cur == nil {
+		cs.mu.Unlock()
+		return
+	}
+	if left := inlineBudget - time.Since(cs.since); left > 0 {
+		cs.armed = true
+		cs.watch.Reset(left)
+		cs.mu.Unlock()
+		return
+	}
+	if cs.curReply {
+		cs.running[cs.curTag] = cs.cur // the new reader may read its Cancel
+	}
+	cs.cur = nil
+	cs.mu.Unlock()
+	cs.readLoop()
 }
 
 // reply sends the answer to one request. The runtime owns a returned

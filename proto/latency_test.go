@@ -1,0 +1,193 @@
+package proto
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestHungHandlerDoesNotBlockOthers: while one handler hangs (the server
+// runs quick requests on the goroutine that read them, so this is the case
+// where the watchdog must hand the reading to another goroutine), 8
+// concurrent callers on the same client keep getting answers, and the hung
+// call still gets its own answer once the handler returns.
+func TestHungHandlerDoesNotBlockOthers(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			c, _ := tr.connect(t, fs, ClientOptions{Timeout: 2 * time.Minute})
+			ctx := context.Background()
+			hung := make(chan error, 1)
+			go func() {
+				_, err := c.GetAttr(ctx, hangNode)
+				hung <- err
+			}()
+			select {
+			case <-fs.entered:
+			case <-time.After(time.Minute):
+				t.Fatal("the hanging call never reached the server")
+			}
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 200 {
+						name := fmt.Sprintf("c%d-%d", g, i)
+						e, err := c.Lookup(ctx, rootNode, name)
+						if err != nil {
+							t.Errorf("caller %d, call %d, beside a hung handler: %v", g, i, err)
+							return
+						}
+						if e != entryFor(name) {
+							t.Errorf("lookup %s got the entry of another call", name)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			select {
+			case err := <-hung:
+				t.Fatalf("the hung call returned before its handler did: %v", err)
+			default:
+			}
+			fs.unhang()
+			select {
+			case err := <-hung:
+				noErr(t, "the hung call, once its handler returned", err)
+			case <-time.After(time.Minute):
+				t.Fatal("the hung call got no answer after its handler returned")
+			}
+		})
+	}
+}
+
+// TestHungHandlersEveryCaller: every one of 8 callers hangs once, one after
+// another, with calls in between, and each still gets its answer; no
+// caller waits for another's handler.
+func TestHungHandlersEveryCaller(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			c, _ := tr.connect(t, fs, ClientOptions{Timeout: 2 * time.Minute})
+			ctx := context.Background()
+			hung := make(chan error, 8)
+			for range 8 {
+				go func() {
+					_, err := c.GetAttr(ctx, hangNode)
+					hung <- err
+				}()
+				select {
+				case <-fs.entered:
+				case <-time.After(time.Minute):
+					t.Fatal("a hanging call never reached the server")
+				}
+				if _, err := c.GetAttr(ctx, rootNode); err != nil {
+					t.Fatalf("a call beside hung handlers: %v", err)
+				}
+			}
+			fs.unhang()
+			for range 8 {
+				select {
+				case err := <-hung:
+					noErr(t, "a hung call, once its handler returned", err)
+				case <-time.After(time.Minute):
+					t.Fatal("a hung call got no answer after its handler returned")
+				}
+			}
+		})
+	}
+}
+
+// TestDeadlineWhileOthersWait: callers that wait while another reads the
+// socket for them (the reader role) still time out on their own deadline,
+// and the reader's timing out hands the reading on to those still waiting.
+func TestDeadlineWhileOthersWait(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			c, _ := tr.connect(t, fs, ClientOptions{Timeout: time.Minute})
+			var wg sync.WaitGroup
+			errs := make(chan error, 4)
+			for i := range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					// Different deadlines, so readers and waiters time
+					// out in turns.
+					d := time.Duration(100*(i+1)) * time.Millisecond
+					ctx := context.Background()
+					if i%2 == 1 {
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithTimeout(ctx, d)
+						defer cancel()
+						_, err := c.GetAttr(ctx, hangNode)
+						errs <- err
+						return
+					}
+					// A deadline but no Done: a caller that reads the
+					// socket itself.
+					_, err := c.GetAttr(deadlineOnly{ctx, time.Now().Add(d)}, hangNode)
+					errs <- err
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if !errors.Is(err, syscall.ETIMEDOUT) {
+					t.Errorf("call on a hung handler: %v, want ETIMEDOUT", err)
+				}
+			}
+			fs.unhang()
+			for range 3 {
+				if _, err := c.GetAttr(context.Background(), rootNode); err != nil {
+					t.Fatalf("after the timeouts: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// deadlineOnly is a context with a deadline and no Done channel.
+type deadlineOnly struct {
+	context.Context
+	d time.Time
+}
+
+func (x deadlineOnly) Deadline() (time.Time, bool) { return x.d, true }
+
+// TestFrameReaderResumes: a read that times out in the middle of a frame
+// resumes there on the next read; the message comes out whole.
+func TestFrameReaderResumes(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	fr := newFrameReader(a)
+	body := bytes.Repeat([]byte("x"), 3*MaxFrame/2) // two frames
+	e := newEnc(0)
+	e.b = append(e.b, body...)
+	go newFrameWriter(b, false).write(header{tag: 7, op: opRead, kind: kindReply}, e, nil, time.Time{})
+	for cut := 0; ; cut++ {
+		a.SetReadDeadline(time.Now().Add(time.Duration(cut%3) * time.Microsecond))
+		m, err := fr.read()
+		if err == nil {
+			if m.tag != 7 || m.op != opRead || m.kind != kindReply || !bytes.Equal(m.body, body) || m.flags != 0 {
+				t.Fatalf("message after %d timeouts: tag %d op %d kind %d flags %d, %d body bytes", cut, m.tag, m.op, m.kind, m.flags, len(m.body))
+			}
+			return
+		}
+		if !isTimeout(err) {
+			t.Fatalf("read: %v", err)
+		}
+		if cut > 1e6 {
+			t.Fatal("no message after a million reads")
+		}
+	}
+}

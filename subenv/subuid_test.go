@@ -73,7 +73,7 @@ func newSubEnv(t *testing.T) *env {
 // What a user expects of ids inside, as a plain user with a range (the
 // default): chown shows, a process switched to uid 1000 creates files as
 // 1000 and cannot write root's, and root still changes /etc (into the
-// copy-on-write layer).
+// copy-on-write layer), also a file whose mode shuts out its owner.
 const idScript = `set -e
 wc -l < /proc/self/uid_map
 echo a > /tmp/f; chown 1000:1000 /tmp/f; stat -c '%u %g' /tmp/f
@@ -86,9 +86,10 @@ if as1000 sh -c 'echo y >> /etc/passwd' 2>/dev/null; then echo wrote-passwd; els
 echo 'herdsubtest:x:4242:4242::/:/bin/sh' >> /etc/passwd; grep -c '^herdsubtest:' /etc/passwd
 mkdir /tmp/d; chown 1000:1000 /tmp/d; as1000 sh -c 'echo hi > /tmp/d/x'; stat -c '%u %g' /tmp/d/x
 chown 0:0 /tmp/f; stat -c '%u %g' /tmp/f
+echo a > /tmp/m; chmod 400 /tmp/m; echo b > /tmp/m; cat /tmp/m; stat -c %a /tmp/m
 `
 
-const idWant = "2\n1000 1000\n1000 1000\n1000 1000\ndenied\ndenied\n1\n1000 1000\n0 0\n"
+const idWant = "2\n1000 1000\n1000 1000\n1000 1000\ndenied\ndenied\n1\n1000 1000\n0 0\nb\n400\n"
 
 func TestSubuidDefault(t *testing.T) {
 	e := newSubEnv(t)
@@ -118,10 +119,11 @@ func TestSubuidDefault(t *testing.T) {
 func TestSubuidOff(t *testing.T) {
 	e := newSubEnv(t)
 	const script = `wc -l < /proc/self/uid_map; id -u; echo hi > /tmp/x; cat /tmp/x; stat -c '%u %g' /etc/passwd
-if chown 1000 /tmp/x 2>/dev/null; then echo chowned; else echo refused; fi`
+if chown 1000 /tmp/x 2>/dev/null; then echo chowned; else echo refused; fi
+chmod 400 /tmp/x; echo b > /tmp/x; cat /tmp/x; stat -c %a /tmp/x`
 	for _, flag := range []string{"--subuid=false", "--no-subuid"} {
 		r := e.run("", "run", "-v", flag, "--", "sh", "-c", script)
-		if want := "1\n0\nhi\n0 0\nrefused\n"; r.code != 0 || r.stdout != want {
+		if want := "1\n0\nhi\n0 0\nrefused\nb\n400\n"; r.code != 0 || r.stdout != want {
 			t.Errorf("%s: exit %d, stdout %q, want %q; stderr: %s", flag, r.code, r.stdout, want, r.stderr)
 		}
 		if !strings.Contains(r.stderr, "alone") {

@@ -343,7 +343,7 @@ func (s *Server) SetAttr(ctx context.Context, id proto.NodeID, in proto.SetAttrI
 		}
 	}
 	if in.Valid&proto.SetAttrMode != 0 {
-		if err := chmodAt(dirfd, name, in.Mode&0o7777); err != nil {
+		if err := s.chmodAt(dirfd, name, in.Mode&0o7777); err != nil { // owner.go
 			return proto.Attr{}, errno(err)
 		}
 	}
@@ -389,7 +389,7 @@ func (s *Server) setAttrFD(fd int, in proto.SetAttrIn) (proto.Attr, error) {
 		}
 	}
 	if in.Valid&proto.SetAttrMode != 0 {
-		if err := unix.Fchmod(fd, in.Mode&0o7777); err != nil {
+		if err := s.chmodAt(fd, "", in.Mode&0o7777); err != nil { // owner.go
 			return proto.Attr{}, errno(err)
 		}
 	}
@@ -524,6 +524,7 @@ func (s *Server) finishCreate(ctx context.Context, p *node, v *view, name string
 		if st.Mode&0o7777 != want && (s.umask&mode != 0 || mode&0o7000 != 0) {
 			unix.Fchmodat(v.ufd, name, want, 0)
 		}
+		s.modeNew(v.ufd, name, &st, want) // owner.go
 	}
 	if wh {
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {

@@ -33,6 +33,9 @@ import (
 // cannot give is accepted without effect (as fuse-overlayfs does): their
 // owners matter little, and failing would break tar and package managers.
 //
+// A record may also hold permission bits ("UID:GID:MODE", octal), when
+// the real ones had to stay open to the server (see chmodAt).
+//
 // Reading a record costs one getxattr per attribute answer, so none is
 // read until a record exists: the writable layer's root carries
 // user.herd.owners once one was written (a kept layer, a --rw tree).
@@ -128,29 +131,64 @@ func (s *Server) ownersOn() bool {
 // ownerXattr: names programs must not see or set.
 func ownerXattr(attr string) bool { return attr == xattrOwner || attr == xattrOwners }
 
-func parseOwner(v []byte) (uid, gid uint32, ok bool) {
-	_, err := fmt.Sscanf(string(v), "%d:%d", &uid, &gid)
-	return uid, gid, err == nil
+// ownerRec is one owner record: host ids, and permission bits when the
+// file's real ones differ (see chmodAt).
+type ownerRec struct {
+	uid, gid uint32
+	mode     uint32
+	hasMode  bool
 }
 
-// recorded returns the record of dirfd/name (name "" is dirfd itself), if
+func (r ownerRec) String() string {
+	if r.hasMode {
+		return fmt.Sprintf("%d:%d:%o", r.uid, r.gid, r.mode)
+	}
+	return fmt.Sprintf("%d:%d", r.uid, r.gid)
+}
+
+func parseRecord(v []byte) (ownerRec, bool) {
+	var r ownerRec
+	f := strings.Split(string(v), ":")
+	if len(f) < 2 || len(f) > 3 {
+		return r, false
+	}
+	u, err1 := strconv.ParseUint(f[0], 10, 32)
+	g, err2 := strconv.ParseUint(f[1], 10, 32)
+	if err1 != nil || err2 != nil {
+		return r, false
+	}
+	r.uid, r.gid = uint32(u), uint32(g)
+	if len(f) == 3 {
+		m, err := strconv.ParseUint(f[2], 8, 32)
+		if err != nil || m > 0o7777 {
+			return r, false
+		}
+		r.mode, r.hasMode = uint32(m), true
+	}
+	return r, true
+}
+
+// recordOf returns the record of dirfd/name (name "" is dirfd itself), if
 // any.
-func (s *Server) recorded(dirfd int, name string) (uid, gid uint32, ok bool) {
+func (s *Server) recordOf(dirfd int, name string) (ownerRec, bool) {
 	if !s.ownersOn() {
-		return 0, 0, false
+		return ownerRec{}, false
 	}
 	v, err := oGet(dirfd, name, xattrOwner)
 	if err != nil {
-		return 0, 0, false
+		return ownerRec{}, false
 	}
-	return parseOwner(v)
+	return parseRecord(v)
 }
 
-// ownerAt puts the recorded owner of dirfd/name, a node in the writable
-// layer that st describes, into st.
+// ownerAt puts the record of dirfd/name, a node in the writable layer that
+// st describes, into st.
 func (s *Server) ownerAt(dirfd int, name string, st *unix.Stat_t) {
-	if uid, gid, ok := s.recorded(dirfd, name); ok {
-		st.Uid, st.Gid = uid, gid
+	if r, ok := s.recordOf(dirfd, name); ok {
+		st.Uid, st.Gid = r.uid, r.gid
+		if r.hasMode {
+			st.Mode = st.Mode&unix.S_IFMT | r.mode
+		}
 	}
 }
 
@@ -172,6 +210,14 @@ func (s *Server) ownerComps(comps []string, st *unix.Stat_t) {
 	unix.Close(fd)
 }
 
+// current is dirfd/name's record, or one made of its real owner.
+func (s *Server) current(dirfd int, name string, st *unix.Stat_t) ownerRec {
+	if r, ok := s.recordOf(dirfd, name); ok {
+		return r
+	}
+	return ownerRec{uid: st.Uid, gid: st.Gid}
+}
+
 // chownAt gives dirfd/name (in the writable layer; name "" is dirfd
 // itself) the owner uid:gid in host ids, -1 for unchanged. As root it
 // chowns. Otherwise it chowns what the kernel lets a plain user do (the
@@ -190,37 +236,101 @@ func (s *Server) chownAt(dirfd int, name string, uid, gid int) error {
 	if err := unix.Fstatat(dirfd, name, &st, atFlags(name)); err != nil {
 		return err
 	}
-	tu, tg := st.Uid, st.Gid
-	if ru, rg, ok := s.recorded(dirfd, name); ok {
-		tu, tg = ru, rg
-	}
+	r := s.current(dirfd, name, &st)
 	if uid != -1 {
-		tu = uint32(uid)
+		r.uid = uint32(uid)
 	}
 	if gid != -1 {
-		tg = uint32(gid)
+		r.gid = uint32(gid)
 	}
-	if tu == uint32(s.euid) {
+	if r.uid == uint32(s.euid) {
 		// Maybe a real one: our uid and a group of ours.
-		err := unix.Fchownat(dirfd, name, -1, int(tg), atFlags(name))
+		err := unix.Fchownat(dirfd, name, -1, int(r.gid), atFlags(name))
 		if err == nil {
-			if s.ownersOn() {
-				oRemove(dirfd, name, xattrOwner)
-			}
-			return nil
+			st.Gid = r.gid
+			return s.setRecord(dirfd, name, &st, r)
 		}
 		if err != unix.EPERM {
 			return err
 		}
 	}
-	if !s.mayRecord(tu, tg, st.Gid) {
+	if !s.mayRecord(r.uid, r.gid, st.Gid) {
 		return syscall.EPERM
 	}
-	return s.record(dirfd, name, &st, tu, tg)
+	return s.setRecord(dirfd, name, &st, r)
 }
 
-// record writes the owner record of dirfd/name.
-func (s *Server) record(dirfd int, name string, st *unix.Stat_t, uid, gid uint32) error {
+// chmodAt gives dirfd/name (in the writable layer) the permission bits
+// mode. A plain user's server keeps the owner's read and write bits (and
+// search, for a directory) on the real file, lest it lock itself out of a
+// file that root inside may still write (root's capabilities reach it, the
+// server's do not), and records the bits it did not set. Only in
+// copy-on-write mode: with --rw the files are the user's own, and a chmod
+// is real.
+func (s *Server) chmodAt(dirfd int, name string, mode uint32) error {
+	var st unix.Stat_t
+	if s.euid == 0 || !s.cow || unix.Fstatat(dirfd, name, &st, atFlags(name)) != nil {
+		return s.chmodReal(dirfd, name, mode)
+	}
+	need := uint32(0o600)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		need = 0o700
+	case unix.S_IFREG:
+	default:
+		return s.chmodReal(dirfd, name, mode)
+	}
+	r, had := s.recordOf(dirfd, name)
+	if !had {
+		r = ownerRec{uid: st.Uid, gid: st.Gid}
+	}
+	if mode&need == need {
+		if err := chmodAt(dirfd, name, mode); err != nil {
+			return err
+		}
+		if had && r.hasMode {
+			r.hasMode = false
+			return s.setRecord(dirfd, name, &st, r)
+		}
+		return nil
+	}
+	if err := chmodAt(dirfd, name, mode|need); err != nil {
+		return err
+	}
+	r.mode, r.hasMode = mode, true
+	if err := s.setRecord(dirfd, name, &st, r); err != nil {
+		// No xattrs: the real bits, as before.
+		return chmodAt(dirfd, name, mode)
+	}
+	return nil
+}
+
+// chmodReal sets the real bits, dropping a recorded mode.
+func (s *Server) chmodReal(dirfd int, name string, mode uint32) error {
+	if err := chmodAt(dirfd, name, mode); err != nil {
+		return err
+	}
+	if r, ok := s.recordOf(dirfd, name); ok && r.hasMode {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, name, &st, atFlags(name)); err == nil {
+			r.hasMode = false
+			return s.setRecord(dirfd, name, &st, r)
+		}
+	}
+	return nil
+}
+
+// setRecord makes r the record of dirfd/name whose real attributes are st:
+// none when they agree.
+func (s *Server) setRecord(dirfd int, name string, st *unix.Stat_t, r ownerRec) error {
+	if r.uid == st.Uid && r.gid == st.Gid && !r.hasMode {
+		if s.ownersOn() {
+			if err := oRemove(dirfd, name, xattrOwner); err != nil && err != unix.ENODATA {
+				return err
+			}
+		}
+		return nil
+	}
 	ft := st.Mode & unix.S_IFMT
 	if ft != unix.S_IFREG && ft != unix.S_IFDIR {
 		return nil // see above: such nodes keep their host owner
@@ -233,10 +343,9 @@ func (s *Server) record(dirfd int, name string, st *unix.Stat_t, uid, gid uint32
 		s.ownersOn()
 		s.own.on.Store(true)
 	}
-	v := fmt.Appendf(nil, "%d:%d", uid, gid)
-	if err := oSet(dirfd, name, xattrOwner, v); err != nil {
+	if err := oSet(dirfd, name, xattrOwner, []byte(r.String())); err != nil {
 		if err == unix.ENOTSUP {
-			// A writable layer without user xattrs: the chown the kernel
+			// A writable layer without user xattrs: what the kernel
 			// refused stays refused.
 			return syscall.EPERM
 		}
@@ -256,6 +365,21 @@ func (s *Server) ownNew(dirfd int, name string, pst, st *unix.Stat_t, uid, gid u
 		return
 	}
 	s.chownAt(dirfd, name, int(uid), int(gid))
+}
+
+// modeNew gives a node just created the permission bits mode when they
+// would lock the server out (see chmodAt).
+func (s *Server) modeNew(dirfd int, name string, st *unix.Stat_t, mode uint32) {
+	if s.euid == 0 || !s.cow {
+		return
+	}
+	need := uint32(0o600)
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		need = 0o700
+	}
+	if mode&need != need {
+		s.chmodAt(dirfd, name, mode)
+	}
 }
 
 // The *xattrat calls refuse an O_PATH descriptor itself (name ""), which

@@ -99,6 +99,7 @@ func TestOwnerRecords(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestOwnerRecordsHelper") {
 		t.Fatalf("helper as %s: %v\n%s", ownerUser, err, out)
 	}
+	t.Logf("helper as %s:\n%s", ownerUser, out)
 	// On the host every file stays the user's.
 	filepath.Walk(upper, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Sys().(*syscall.Stat_t).Uid != uid {
@@ -234,7 +235,66 @@ func TestOwnerRecordsHelper(t *testing.T) {
 	if _, err := unix.Lgetxattr(filepath.Join(upper, "d/new"), xattrOwner, make([]byte, 64)); err != unix.ENODATA {
 		t.Fatalf("record left after chown back: %v", err)
 	}
+
+	// Permission bits that would lock the server out are recorded; the
+	// real ones keep the owner's access, so root inside can still write.
+	mode := func(p string) uint32 {
+		t.Helper()
+		a, err := e.s.GetAttr(bg, e.node(p))
+		must(t, err)
+		return a.Mode & 0o7777
+	}
+	realMode := func(p string) uint32 {
+		t.Helper()
+		var st unix.Stat_t
+		must(t, unix.Lstat(filepath.Join(upper, p), &st))
+		return st.Mode & 0o7777
+	}
+	_, err = e.s.SetAttr(bg, e.node("d/new"), proto.SetAttrIn{Valid: proto.SetAttrMode, Mode: 0o400})
+	must(t, err)
+	if m, rm := mode("d/new"), realMode("d/new"); m != 0o400 || rm != 0o600 {
+		t.Fatalf("chmod 400: shows %o, real %o", m, rm)
+	}
+	e.writeFile("d/new", "root writes")
+	_, err = e.s.SetAttr(bg, e.node("d/sub"), proto.SetAttrIn{Valid: proto.SetAttrMode, Mode: 0o500})
+	must(t, err)
+	if m, rm := mode("d/sub"), realMode("d/sub"); m != 0o500 || rm != 0o700 {
+		t.Fatalf("chmod 500 dir: shows %o, real %o", m, rm)
+	}
+	want("d/sub", su, sg) // the owner stays
+	e.writeFile("d/sub/in", "x")
+	en, r, err = e.s.Create(mine, e.node("d"), "ro", unix.O_WRONLY, 0o444)
+	must(t, err)
+	e.s.Release(bg, r.Handle)
+	if en.Attr.Mode&0o7777 != 0o444 || realMode("d/ro") != 0o644 {
+		t.Fatalf("created 444: shows %o, real %o", en.Attr.Mode&0o7777, realMode("d/ro"))
+	}
+	// Opening up again: real bits, the record gone (the owner is real).
+	_, err = e.s.SetAttr(bg, e.node("d/new"), proto.SetAttrIn{Valid: proto.SetAttrMode, Mode: 0o640})
+	must(t, err)
+	if m, rm := mode("d/new"), realMode("d/new"); m != 0o640 || rm != 0o640 {
+		t.Fatalf("chmod 640: shows %o, real %o", m, rm)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(upper, "d/new"), xattrOwner, make([]byte, 64)); err != unix.ENODATA {
+		t.Fatalf("record left after chmod 640: %v", err)
+	}
 	must(t, e.s.Close())
+
+	// Write-through mode: the files are the user's own, a chmod is real.
+	rw := filepath.Join(base, "rw")
+	must(t, os.Mkdir(rw, 0o755))
+	writeHost(t, filepath.Join(rw, "f"), "x")
+	srw, err := New(Options{Root: rw})
+	must(t, err)
+	erw := &env{t: t, s: srw, lower: rw}
+	_, err = srw.SetAttr(bg, erw.node("f"), proto.SetAttrIn{Valid: proto.SetAttrMode, Mode: 0o400})
+	must(t, err)
+	var rst unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(rw, "f"), &rst))
+	if rst.Mode&0o7777 != 0o400 {
+		t.Fatalf("--rw chmod 400: real %o", rst.Mode&0o7777)
+	}
+	must(t, srw.Close())
 
 	// A kept layer: a new server reports the records.
 	s2, err := New(Options{Root: lower, Upper: upper})
@@ -244,6 +304,9 @@ func TestOwnerRecordsHelper(t *testing.T) {
 	want("f", su, mygid)
 	want("d/sub", su, sg)
 	want("d/new", me, mygid)
+	if m := mode("d/sub"); m != 0o500 {
+		t.Fatalf("kept d/sub mode %o", m)
+	}
 }
 
 // A server that never recorded an owner reads no records: a fresh upper

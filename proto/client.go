@@ -503,7 +503,8 @@ func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error)
 	if caller, ok := CallerFrom(ctx); ok {
 		r.hasCaller, r.caller = true, caller
 	}
-	e := newEnc(64)
+	e := getEnc()
+	defer putEnc(e)
 	encodeRequest(e, r)
 	h := header{op: r.op, kind: kindRequest, status: msOf(time.Until(deadline).Milliseconds())}
 	if r.hasCaller {

@@ -171,6 +171,9 @@ type frameWriter struct {
 	w   net.Conn
 	uc  *net.UnixConn // set when descriptors can be sent (a lane)
 	wdl time.Time     // the stream's write deadline as last set (under mu)
+	// scratch holds the pieces of a one-frame message, so writing it
+	// allocates nothing (under mu).
+	scratch [2][]byte
 }
 
 func newFrameWriter(w net.Conn, fds bool) *frameWriter {
@@ -205,12 +208,13 @@ func (fw *frameWriter) write(h header, e *enc, file *os.File, deadline time.Time
 	if total <= MaxFrame {
 		h.size = uint32(total)
 		h.put(buf)
-		if len(tail) == 0 {
-			one := [1][]byte{buf}
-			return fw.put(one[:], file, deadline)
+		bufs := append(fw.scratch[:0], buf)
+		if len(tail) > 0 {
+			bufs = append(bufs, tail)
 		}
-		two := [2][]byte{buf, tail}
-		return fw.put(two[:], file, deadline)
+		written, err = fw.put(bufs, file, deadline)
+		fw.scratch = [2][]byte{} // keep no reference to the message
+		return written, err
 	}
 	// More than one frame: cut the body (buf's, then tail) in MaxFrame
 	// pieces, each behind its own header.

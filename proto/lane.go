@@ -15,6 +15,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 const laneMagic = "HERDFD"
@@ -49,10 +50,22 @@ func attachLane(c net.Conn, cookie []byte, deadline time.Time) error {
 
 // fdReader reads a unix stream socket with recvmsg and queues, in arrival
 // order, the descriptors that come with the bytes.
+//
+// It calls recvmsg itself through the connection's RawConn (which keeps
+// the network poller's waiting and the read deadline) rather than through
+// ReadMsgUnix, which allocates the sender's address on every read.
 type fdReader struct {
 	c   *net.UnixConn
+	rc  syscall.RawConn // nil: fall back to ReadMsgUnix
 	oob []byte
 	fds []*os.File
+
+	// The arguments and results of recv, a method value made once so a
+	// read allocates nothing.
+	p       []byte
+	n, oobn int
+	errno   syscall.Errno
+	recvFn  func(fd uintptr) bool
 }
 
 func newFDReader(c *net.UnixConn) *fdReader {
@@ -60,21 +73,67 @@ func newFDReader(c *net.UnixConn) *fdReader {
 	// merges two descriptor-carrying writes into one read; room for a few
 	// anyway, so a misbehaving peer's extra descriptors are received and
 	// closed rather than truncated.
-	return &fdReader{c: c, oob: make([]byte, syscall.CmsgSpace(8*4))}
+	r := &fdReader{c: c, oob: make([]byte, syscall.CmsgSpace(8*4))}
+	if rc, err := c.SyscallConn(); err == nil {
+		r.rc = rc
+		r.recvFn = r.recv
+	}
+	return r
 }
 
 func (r *fdReader) Read(p []byte) (int, error) {
-	n, oobn, _, _, err := r.c.ReadMsgUnix(p, r.oob)
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n, oobn int
+	var err error
+	if r.rc == nil {
+		n, oobn, _, _, err = r.c.ReadMsgUnix(p, r.oob)
+	} else {
+		r.p = p
+		err = r.rc.Read(r.recvFn)
+		r.p = nil
+		n, oobn = r.n, r.oobn
+		if err == nil && r.errno != 0 {
+			err = os.NewSyscallError("recvmsg", r.errno)
+		}
+	}
 	if oobn > 0 {
 		r.collect(r.oob[:oobn])
 	}
 	if n < 0 {
 		n = 0
 	}
-	if n == 0 && err == nil && len(p) > 0 {
+	if n == 0 && err == nil {
 		err = io.EOF // recvmsg's 0 is the end of the stream
 	}
 	return n, err
+}
+
+// recv is one recvmsg; false asks the poller to wait for readability.
+func (r *fdReader) recv(fd uintptr) bool {
+	var iov syscall.Iovec
+	iov.Base = &r.p[0]
+	iov.SetLen(len(r.p))
+	var msg syscall.Msghdr
+	msg.Iov = &iov
+	msg.Iovlen = 1
+	msg.Control = &r.oob[0]
+	msg.SetControllen(len(r.oob))
+	for {
+		n, _, e := syscall.Syscall(syscall.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), syscall.MSG_CMSG_CLOEXEC)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case 0:
+			r.n, r.oobn, r.errno = int(n), int(msg.Controllen), 0
+		default:
+			r.n, r.oobn, r.errno = 0, 0, e
+		}
+		return true
+	}
 }
 
 func (r *fdReader) collect(oob []byte) {

@@ -422,7 +422,7 @@ func (cs *callStream) reply(tag uint32, op uint16, rep *reply, err error) {
 			rep.open.File.Close()
 		}
 		h.status = uint32(ToErrno(err))
-		e = newEnc(len(err.Error()) + 4)
+		e = getEnc()
 		e.str(err.Error())
 	} else {
 		file = rep.open.File
@@ -430,10 +430,11 @@ func (cs *callStream) reply(tag uint32, op uint16, rep *reply, err error) {
 			file.Close()
 			file = nil
 		}
-		e = newEnc(64)
+		e = getEnc()
 		encodeReply(e, op, rep)
 	}
 	_, werr := cs.fw.write(h, e, file, time.Now().Add(writeTimeout))
+	putEnc(e)
 	if file != nil {
 		file.Close()
 	}

@@ -9,8 +9,9 @@ import (
 	"herd/internal/testbin"
 )
 
-// BenchmarkStartup is `subenv run -- /bin/true`, with the built-in fs
-// server (the default) and with herd-fs as an external --fs program.
+// BenchmarkStartup is `subenv run -- /bin/true`, with the default fs server
+// (herd-fs run from the subenv binary) and with herd-fs named as a --fs
+// program.
 // bench/startup.sh compares it with unshare and bwrap in the same run.
 func BenchmarkStartup(b *testing.B) {
 	fsBin, err := testbin.Build("herd-fs")
@@ -21,7 +22,7 @@ func BenchmarkStartup(b *testing.B) {
 		name string
 		args []string
 	}{
-		{"builtin", []string{"run", "--", "/bin/true"}},
+		{"default", []string{"run", "--", "/bin/true"}},
 		{"external", []string{"run", "--fs", fsBin, "--fs-arg=--hide-tmp", "--", "/bin/true"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"herd/servers/fs"
 )
 
 const mainUsage = `subenv: run programs in a subenvironment, a world of their own whose file
@@ -25,9 +27,10 @@ const runUsage = `Usage: subenv run [flags] [--] PROG [ARGS...]
 Runs PROG in new user, mount, pid, uts, ipc and net namespaces whose root
 file tree is served by an fs server over herd's protocol, through FUSE, and
 whose network is served by a net server (herd-net, see --net).
-By default the fs server is herd-fs (built into subenv): the host's / read-only
-underneath, your writes in a copy-on-write layer that is thrown away at the
-end, and an empty /tmp. Inside you are root; outside nothing changes. PROG is
+By default the fs server is herd-fs (which this subenv binary runs as its own
+process, as it would any --fs program): the host's / read-only underneath,
+your writes in a copy-on-write layer that is thrown away at the end, and an
+empty /tmp. Inside you are root; outside nothing changes. PROG is
 looked up on PATH inside; the environment, the working directory and the
 terminal pass through. subenv exits with PROG's status (128+N if a signal N
 killed it; 127 if PROG is not found).
@@ -117,6 +120,11 @@ func Main(args []string) int {
 		return runMain(args[1:])
 	case "init":
 		return InitMain(args[1:])
+	case "herd-fs":
+		// The default fs server: `subenv run` re-executes itself so (see
+		// defaultFS). Named so in ps and pgrep, not "exe".
+		os.WriteFile("/proc/self/comm", []byte("herd-fs"), 0)
+		return fs.Main(args[1:])
 	case "help", "-h", "--help":
 		if len(args) > 1 && args[1] == "run" {
 			fmt.Print(runUsage)

@@ -41,7 +41,7 @@ const cleanupTimeout = 10 * time.Second
 // Config is one `subenv run`.
 type Config struct {
 	Prog     []string // program and arguments, looked up on PATH inside
-	FS       []string // external root fs server command; nil = the built-in herd-fs
+	FS       []string // root fs server command; nil = herd-fs (this binary, `subenv herd-fs`)
 	FSSocket string   // connect to an already running fs server instead
 	Root     string   // host directory served as / (default "/")
 	RW       bool     // write through to Root instead of copy-on-write
@@ -179,16 +179,8 @@ func Run(cfg Config) (status int, err error) {
 			}
 		}
 		tr.step("runtime dir %s", pr.rt.Path)
-		p := fsParams{Root: root, Upper: pr.upper, RuntimeDir: pr.rt.Path, Socket: pr.rt.join("fs.sock"),
-			Command: cfg.FS, Existing: cfg.FSSocket, Abort: sigs}
-		switch {
-		case p.Existing != "":
-			pr.srv, pr.err = connectExistingFS(p)
-		case p.Command != nil:
-			pr.srv, pr.err = startExternalFS(p)
-		default:
-			pr.srv, pr.err = startBuiltinFS(p)
-		}
+		pr.srv, pr.err = startFS(fsParams{Root: root, Upper: pr.upper, RuntimeDir: pr.rt.Path, Socket: pr.rt.join("fs.sock"),
+			Command: cfg.FS, Existing: cfg.FSSocket})
 		return pr
 	}
 
@@ -229,7 +221,7 @@ func Run(cfg Config) (status int, err error) {
 		return 0, fail(1, "%v", err)
 	}
 	srv, upper := pr.srv, pr.upper
-	tr.step("fs server up: %s", srv.desc)
+	tr.step("fs server started: %s", srv.desc)
 	verbose("fs server %s serving %s on %s (upper: %s)", srv.desc, root, srv.socket, orNone(upper))
 
 	// The init's first message is the net mode's descriptors; the host
@@ -284,9 +276,15 @@ func Run(cfg Config) (status int, err error) {
 		return 0, fail(1, "init: unexpected message %q", m.kind)
 	}
 	fuseFile := m.files[0]
+	// The server's handshake has been under way meanwhile.
+	if err := srv.wait(sigs); err != nil {
+		fuseFile.Close()
+		return 0, fail(1, "%v", err)
+	}
+	tr.step("fs server answered")
 	gone := make(chan string, 1)
 	identity := os.Geteuid() == 0
-	bridge, err := fsbridge.Serve(fuseFile, srv.root(), fsbridge.Options{
+	bridge, err := fsbridge.Serve(fuseFile, srv.client, fsbridge.Options{
 		IDMap:       in.idMap(),
 		Passthrough: identity,
 		Notifier:    srv.notes,

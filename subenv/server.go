@@ -13,30 +13,31 @@ import (
 	"time"
 
 	"herd/proto"
-	"herd/servers/fs"
 	"herd/subenv/fsbridge"
 )
 
-// handshakeTimeout bounds how long an external fs server may take to listen
-// and answer the protocol's version handshake.
+// handshakeTimeout bounds how long an fs server may take to listen and
+// answer the protocol's version handshake.
 const handshakeTimeout = 15 * time.Second
 
-// fsServer is the running root fs server and the launcher's client of it.
+// fsServer is the root fs server, a process of its own (or one already
+// running, --fs-socket), and the launcher's client of it.
 type fsServer struct {
-	desc   string // how messages name it: "herd-fs (built in)", "./myfs (pid 123)"
+	name   string // as the user named it: "herd-fs", "./myfs"
+	desc   string // how messages name it: "herd-fs (pid 123)", "server at PATH"
 	socket string
-	client *proto.Client      // external servers: the bridge's connection
 	notes  *fsbridge.Notifier // the client's notifier, attached to the bridge
-	direct proto.FileSystem   // built in: the server itself, for the bridge
 
-	// built in
-	fs  *fs.Server
-	srv *proto.Server
+	// The handshake runs while the namespaces are built; ready is closed
+	// when it ended, and then client or dialErr says how.
+	ready   chan struct{}
+	client  *proto.Client
+	dialErr error
 
-	// external
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd ended; then exitErr says how
-	exitErr error
+	cmd      *exec.Cmd     // nil with --fs-socket
+	exited   chan struct{} // closed when cmd ended; then exitErr says how
+	exitErr  error
+	stopOnce sync.Once
 }
 
 // fsParams is what the launcher decided about the root fs.
@@ -45,88 +46,50 @@ type fsParams struct {
 	Upper      string // "" with --rw
 	RuntimeDir string
 	Socket     string
-	Command    []string         // external server; nil = built in
-	Existing   string           // --fs-socket: a server already running
-	Abort      <-chan os.Signal // a signal here ends a wait for the server
+	Command    []string // --fs; nil = herd-fs from this binary
+	Existing   string   // --fs-socket: a server already running
 }
 
-func (p fsParams) clientOpts(n *fsbridge.Notifier) proto.ClientOptions {
-	return proto.ClientOptions{Notifier: n}
-}
-
-// root is what the bridge serves the FUSE root from.
-func (s *fsServer) root() proto.FileSystem {
-	if s.direct != nil {
-		return s.direct
+// defaultFS is the command line of the fs server when no --fs is given:
+// herd-fs, from this very binary (`subenv herd-fs`, see Main), so that
+// subenv works alone: copied somewhere, installed, on the ISO. It is
+// started as any --fs program is and speaks the protocol on its socket like
+// them; the launcher knows it by nothing else. Its options are those a
+// subenvironment needs: the root, copy-on-write into the upper layer
+// (HERD_UPPER) with an empty /tmp, or writing through with --rw.
+func defaultFS(p fsParams) (name, path string, argv []string) {
+	argv = []string{"subenv", "herd-fs", "--root=" + p.Root}
+	if p.Upper != "" {
+		argv = append(argv, "--hide-tmp")
+	} else {
+		argv = append(argv, "--rw")
 	}
-	return s.client
+	return "herd-fs", "/proc/self/exe", argv
 }
 
-// startBuiltinFS runs servers/fs in this process. It listens on a unix
-// socket in the runtime dir, so translators and tools reach it as they would
-// an external server, but the bridge calls it directly: no protocol hop on
-// the path of every FUSE request.
-func startBuiltinFS(p fsParams) (*fsServer, error) {
-	fsrv, err := fs.New(fs.Options{Root: p.Root, Upper: p.Upper, HideTmp: p.Upper != "", RuntimeDir: p.RuntimeDir})
-	if err != nil {
-		return nil, fmt.Errorf("fs server: %v", err)
+// startFS starts the fs server program with its listening socket as fd 3
+// (LISTEN_FDS=1, as systemd socket activation), or connects to the one at
+// --fs-socket, and begins the handshake without waiting for it: the kernel
+// queues the connection until the server listens, and the launcher builds
+// the namespaces meanwhile. wait collects the outcome.
+func startFS(p fsParams) (*fsServer, error) {
+	if p.Existing != "" {
+		return connectExistingFS(p)
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p.Socket, Net: "unix"})
-	if err != nil {
-		fsrv.Close()
-		return nil, fmt.Errorf("fs server socket: %v", err)
-	}
-	os.Chmod(p.Socket, 0o600)
-	tee := &teeFS{Server: fsrv}
-	fsrv.SetNotifier(tee)
-	srv := proto.NewServer(tee, proto.ServerOptions{Name: "herd-fs"})
-	go srv.Serve(l)
-	return &fsServer{desc: "herd-fs (built in)", socket: p.Socket, fs: fsrv, srv: srv, direct: tee}, nil
-}
-
-// teeFS is the built-in server as both the proto server and the bridge see
-// it: each sets itself as the server's Notifier, and each must hear about
-// every change, so the server notifies teeFS, which tells them all.
-type teeFS struct {
-	*fs.Server
-	mu sync.Mutex
-	ns []proto.Notifier
-}
-
-func (t *teeFS) SetNotifier(n proto.Notifier) {
-	t.mu.Lock()
-	t.ns = append(t.ns, n)
-	t.mu.Unlock()
-}
-
-func (t *teeFS) notifiers() []proto.Notifier {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.ns
-}
-
-func (t *teeFS) InvalNode(node proto.NodeID, off, length int64) {
-	for _, n := range t.notifiers() {
-		n.InvalNode(node, off, length)
-	}
-}
-
-func (t *teeFS) InvalEntry(parent proto.NodeID, name string) {
-	for _, n := range t.notifiers() {
-		n.InvalEntry(parent, name)
-	}
-}
-
-// startExternalFS starts a server program with its listening socket as fd 3
-// (LISTEN_FDS=1, as systemd socket activation) and waits for its handshake.
-func startExternalFS(p fsParams) (*fsServer, error) {
-	name := p.Command[0]
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("fs server %s: no such file or directory", name)
+	var name, path string
+	var argv []string
+	if p.Command == nil {
+		name, path, argv = defaultFS(p)
+	} else {
+		name = p.Command[0]
+		var err error
+		if path, err = exec.LookPath(name); err != nil {
+			if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("fs server %s: no such file or directory", name)
+			}
+			return nil, fmt.Errorf("fs server %s: %v", name, unwrapExec(err))
 		}
-		return nil, fmt.Errorf("fs server %s: %v", name, unwrapExec(err))
+		argv = p.Command
 	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p.Socket, Net: "unix"})
 	if err != nil {
@@ -139,8 +102,7 @@ func startExternalFS(p fsParams) (*fsServer, error) {
 		return nil, fmt.Errorf("fs server socket: %v", err)
 	}
 	defer lf.Close()
-	cmd := exec.Command(path, p.Command[1:]...)
-	cmd.Args[0] = name
+	cmd := &exec.Cmd{Path: path, Args: argv}
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.Env = append(withoutEnv(os.Environ(), "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERD_UPPER", "HERD_RUNTIME_DIR", "HERD_ROOT"),
 		"LISTEN_FDS=1", "HERD_RUNTIME_DIR="+p.RuntimeDir, "HERD_UPPER="+p.Upper)
@@ -154,45 +116,53 @@ func startExternalFS(p fsParams) (*fsServer, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("fs server %s: %v", name, unwrapExec(err))
 	}
-	s := &fsServer{socket: p.Socket, cmd: cmd, exited: make(chan struct{}), notes: fsbridge.NewNotifier()}
+	s := &fsServer{name: name, socket: p.Socket, cmd: cmd, exited: make(chan struct{}), notes: fsbridge.NewNotifier(), ready: make(chan struct{})}
 	s.desc = fmt.Sprintf("%s (pid %d)", name, cmd.Process.Pid)
 	go func() { s.exitErr = cmd.Wait(); close(s.exited) }()
+	go s.dial(p.Socket)
+	return s, nil
+}
 
-	type dialed struct {
-		c   *proto.Client
-		err error
+func (s *fsServer) dial(socket string) {
+	s.client, s.dialErr = proto.Dial(socket, proto.ClientOptions{Notifier: s.notes})
+	close(s.ready)
+}
+
+// wait waits for the server's handshake. An error is one line naming the
+// cause: the server exited, speaks no protocol, is too slow, or a signal
+// came. The caller stops the server either way.
+func (s *fsServer) wait(abort <-chan os.Signal) error {
+	if s.cmd == nil {
+		<-s.ready
+		if s.dialErr != nil {
+			return fmt.Errorf("--fs-socket %s: %v", s.socket, s.dialErr)
+		}
+		return nil
 	}
-	ch := make(chan dialed, 1)
-	go func() {
-		c, err := proto.Dial(p.Socket, p.clientOpts(s.notes))
-		ch <- dialed{c, err}
-	}()
-	fail := func(err error) (*fsServer, error) {
-		s.stop()
-		return nil, err
+	exitedAtStart := func() error {
+		return fmt.Errorf("fs server %s exited at start (%s): see its stderr above", s.name, exitStatus(s.exitErr))
 	}
 	select {
-	case d := <-ch:
-		if d.err == nil {
-			s.client = d.c
-			return s, nil
+	case <-s.ready:
+		if s.dialErr == nil {
+			return nil
 		}
 		// A server that died makes the handshake fail with a closed
 		// connection; say that it died, which is the cause.
-		if closedConn(d.err) {
+		if closedConn(s.dialErr) {
 			select {
 			case <-s.exited:
-				return fail(fmt.Errorf("fs server %s exited at start (%s): see its stderr above", name, exitStatus(s.exitErr)))
+				return exitedAtStart()
 			case <-time.After(2 * time.Second):
 			}
 		}
-		return fail(fmt.Errorf("fs server %s: no herd protocol on its socket: %v", name, d.err))
+		return fmt.Errorf("fs server %s: no herd protocol on its socket: %v", s.name, s.dialErr)
 	case <-s.exited:
-		return fail(fmt.Errorf("fs server %s exited at start (%s): see its stderr above", name, exitStatus(s.exitErr)))
-	case sig := <-p.Abort:
-		return fail(fmt.Errorf("interrupted by %v while waiting for fs server %s", sig, name))
+		return exitedAtStart()
+	case sig := <-abort:
+		return fmt.Errorf("interrupted by %v while waiting for fs server %s", sig, s.name)
 	case <-time.After(handshakeTimeout):
-		return fail(fmt.Errorf("fs server %s did not answer the handshake within %v", name, handshakeTimeout))
+		return fmt.Errorf("fs server %s did not answer the handshake within %v", s.name, handshakeTimeout)
 	}
 }
 
@@ -210,45 +180,50 @@ func connectExistingFS(p fsParams) (*fsServer, error) {
 	if int(st.Uid) != os.Geteuid() {
 		return nil, fmt.Errorf("--fs-socket %s: socket of another user (uid %d, you are %d)", p.Existing, st.Uid, os.Geteuid())
 	}
-	s := &fsServer{desc: "server at " + p.Existing, socket: p.Existing, notes: fsbridge.NewNotifier()}
-	c, err := proto.Dial(p.Existing, p.clientOpts(s.notes))
-	if err != nil {
-		return nil, fmt.Errorf("--fs-socket %s: %v", p.Existing, err)
-	}
-	s.client = c
+	s := &fsServer{desc: "server at " + p.Existing, socket: p.Existing, notes: fsbridge.NewNotifier(), ready: make(chan struct{})}
+	go s.dial(p.Existing)
 	return s, nil
 }
 
-// stop ends the server: the client first, then the server itself (an
-// external one gets SIGTERM, and SIGKILL if it lingers).
+// stop ends the server: the client first, then the process (SIGTERM, and
+// SIGKILL if it lingers). A handshake still under way ends with it.
 func (s *fsServer) stop() {
-	if s.client != nil {
-		s.client.Close()
-	}
-	if s.srv != nil {
-		s.srv.Close()
-	}
-	if s.fs != nil {
-		s.fs.Close()
-	}
-	if s.cmd != nil {
+	s.stopOnce.Do(func() {
 		select {
-		case <-s.exited:
+		case <-s.ready:
+			if s.client != nil {
+				s.client.Close()
+			}
 		default:
-			s.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		if s.cmd != nil {
 			select {
 			case <-s.exited:
-			case <-time.After(3 * time.Second):
-				s.cmd.Process.Kill()
-				<-s.exited
+			default:
+				s.cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-s.exited:
+				case <-time.After(3 * time.Second):
+					s.cmd.Process.Kill()
+					<-s.exited
+				}
 			}
 		}
-	}
+		<-s.ready
+		if s.client != nil {
+			s.client.Close()
+		}
+	})
 }
 
 // lost returns why the connection to the server was lost, or nil if it
 // was not.
 func (s *fsServer) lost() error {
+	select {
+	case <-s.ready:
+	default:
+		return nil
+	}
 	if s.client == nil {
 		return nil
 	}

@@ -665,11 +665,10 @@ func TestJobControl(t *testing.T) {
 	}
 }
 
-// The built-in server is on a socket in the runtime dir for other clients
-// (translators, tools) while the bridge calls it directly; a change made
-// through the socket reaches the program's view (the bridge hears the
-// server's invalidations too).
-func TestBuiltinSocket(t *testing.T) {
+// The fs server's socket in the runtime dir serves other clients
+// (translators, tools) besides the bridge; a change made through it reaches
+// the program's view (the server's invalidations go to every session).
+func TestServerSocket(t *testing.T) {
 	e := newEnv(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -777,9 +776,9 @@ func (s *syncBuilder) String() string {
 	return s.b.String()
 }
 
-// With --subuid, a plain user with an /etc/subuid range (useradd gives
-// herdtest one) gets it inside, above root, so programs can switch users;
-// without, the user is mapped alone.
+// A plain user with an /etc/subuid range (useradd gives herdtest one) gets
+// it inside, above root, so programs can switch users (the default,
+// --subuid); with --no-subuid the user is mapped alone.
 func TestSubIDs(t *testing.T) {
 	e := newEnv(t, true)
 	// The range is optional (DESIGN.md, rule 6): without the helpers or a
@@ -795,8 +794,8 @@ func TestSubIDs(t *testing.T) {
 	if r.code != 0 || r.stdout != "2\n5\n" {
 		t.Errorf("with the range: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
-	r = e.run("", "run", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u")
+	r = e.run("", "run", "--no-subuid", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u")
 	if r.code != 0 || r.stdout != "1\n0\n" {
-		t.Errorf("without --subuid: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+		t.Errorf("with --no-subuid: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
 }

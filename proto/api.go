@@ -121,6 +121,17 @@ const (
 	OpenKeepCache uint32 = 1 << 0
 	// OpenDirectIO: the client must not cache; every read goes to the server.
 	OpenDirectIO uint32 = 1 << 1
+	// OpenDirCap (an addition; see PROTOCOL.md "Directory capabilities"):
+	// set on the answer to Open of a directory (O_RDONLY|O_DIRECTORY) when
+	// File is a read-only capability on it. Until the server revokes it (an
+	// InvalNode of the directory or of a child, an InvalEntry in it), a
+	// client may serve a read-only open of a regular child it looked up (a
+	// plain Entry, no redirect) by openat(File, name, O_RDONLY|O_NOFOLLOW),
+	// without asking the server, provided the file it gets has the child's
+	// Attr.Ino: the server promises that file is what its own Open would
+	// give. Servers that never set it lose nothing; clients that ignore it
+	// release the handle as for any open.
+	OpenDirCap uint32 = 1 << 2
 )
 
 // OpenResult is the answer to Open or Create.

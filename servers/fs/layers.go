@@ -57,6 +57,11 @@ func exists(dirfd int, name string) bool {
 	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
 }
 
+func isDirAt(dirfd int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+}
+
 func isOpaque(dirfd int) bool { return exists(dirfd, opaqueName) }
 
 func markOpaque(dirfd int) error {
@@ -408,6 +413,9 @@ func (s *Server) copyUpOne(comps []string, noData bool) error {
 	err = s.copyEntry(lpfd, upfd, name, name, noData)
 	if err == nil {
 		copyTransRecord(lpfd, name, upfd, name)
+		if isDirAt(upfd, name) {
+			s.invalPath(comps) // merged now: capabilities on it are void
+		}
 	}
 	// A new upper directory makes cached "absent in upper" entries wrong.
 	s.dirtyCache()
@@ -684,6 +692,7 @@ func (s *Server) copyUpTree(comps []string, lowerHidden bool) error {
 		}
 		copyTransRecord(v.lfd, e.name, v.ufd, e.name)
 		if e.typ == unix.DT_DIR {
+			s.invalPath(append(append([]string{}, comps...), e.name))
 			if err := s.copyUpTree(append(append([]string{}, comps...), e.name), false); err != nil {
 				return err
 			}

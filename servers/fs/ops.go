@@ -1273,6 +1273,7 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 	}
 	fd, err := openBeneath(root, joinPath(comps), of)
 	writable := root == s.upper && s.upper >= 0 && (inUpper || !s.cow)
+	dirCap := err == nil && !write && st.Mode&unix.S_IFMT == unix.S_IFDIR && s.capable(n)
 	s.treeMu.RUnlock()
 	if err != nil {
 		return proto.OpenResult{}, errno(err)
@@ -1284,7 +1285,51 @@ func (s *Server) Open(ctx context.Context, id proto.NodeID, flags uint32) (proto
 	if len(comps) > 0 {
 		name = comps[len(comps)-1]
 	}
-	return s.newHandle(n, fd, writable, write, st.Mode&unix.S_IFMT == unix.S_IFREG, name)
+	res, err := s.newHandle(n, fd, writable, write, st.Mode&unix.S_IFMT == unix.S_IFREG, name)
+	if err == nil && dirCap {
+		res.Flags |= proto.OpenDirCap
+	}
+	return res, err
+}
+
+// capable reports whether directory n's descriptor in the layer it lives in
+// is a directory capability (proto.OpenDirCap): every regular child a
+// client looked up is, for reading, exactly what openat(fd, name,
+// O_RDONLY|O_NOFOLLOW) gives. True when only one layer shows the directory
+// (write-through mode; in copy-on-write mode a directory only the lower or
+// only the upper layer has, or an opaque one), since a child then lives in
+// that layer. A merged directory's children may be in either layer. The
+// revocations the promise needs: a child copied up, whited out, renamed or
+// given a translator record is announced (InvalNode of the child, InvalEntry
+// in the directory), and so is the directory gaining an upper counterpart
+// (copyUpOne, copyUpTree). The caller holds treeMu.
+func (s *Server) capable(n *node) bool {
+	if !s.cow {
+		return true
+	}
+	v, err := s.openView(n)
+	if err != nil {
+		return false
+	}
+	defer v.close()
+	return (v.ufd >= 0) != (v.lfd >= 0)
+}
+
+// invalPath announces that the directory at comps changed layers (it gained
+// an upper counterpart): a client's capability on it (proto.OpenDirCap) is
+// void.
+func (s *Server) invalPath(comps []string) {
+	s.mu.Lock()
+	n := s.root
+	for _, c := range comps {
+		if n = n.children[c]; n == nil {
+			break
+		}
+	}
+	s.mu.Unlock()
+	if n != nil {
+		s.invalNode(n)
+	}
 }
 
 // Read implements proto.FileSystem.

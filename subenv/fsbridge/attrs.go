@@ -64,6 +64,7 @@ func (b *Bridge) refresh(c *conn) {
 	b.changed()
 	var ids []uint64
 	var sps []*spare
+	var dcs []*dirCap
 	b.mu.Lock()
 	for _, in := range b.inodes {
 		if in.conn != c {
@@ -75,8 +76,14 @@ func (b *Bridge) refresh(c *conn) {
 		if in.spare != nil {
 			sps = append(sps, b.unlinkSpare(in.spare))
 		}
+		if dc := b.dropCapLocked(in); dc != nil {
+			dcs = append(dcs, dc)
+		}
 	}
 	b.mu.Unlock()
+	for _, dc := range dcs {
+		b.unrefCap(dc)
+	}
 	b.releaseSpares(sps)
 	for _, id := range ids {
 		// From the request's goroutine: an inode's invalidation takes no

@@ -180,6 +180,7 @@ type Bridge struct {
 	// spares: released read-only opens kept for reuse, oldest first.
 	spares     *list.List
 	spareTimer *time.Timer
+	caps       capTable // directory capabilities (caps.go)
 }
 
 // Mount mounts fs on dir (host-side mounts: settrans -a, tests). As root it
@@ -386,7 +387,7 @@ func (b *Bridge) stop() {
 	for fh, h := range b.handles {
 		h.closeFile()
 		delete(b.handles, fh)
-		if h.conn != b.root {
+		if h.conn != b.root || h.direct {
 			continue
 		}
 		if h.dir == nil {
@@ -397,6 +398,12 @@ func (b *Bridge) stop() {
 			if !h.dir.delivered[i] && h.dir.plus[i].Entry.Node != 0 {
 				forgets = append(forgets, forget{h.dir.plus[i].Entry.Node, 1})
 			}
+		}
+	}
+	for _, c := range b.takeAllCapsLocked() {
+		c.file.Close()
+		if c.dir.conn == b.root {
+			releases = append(releases, c.h)
 		}
 	}
 	for _, sp := range b.allSparesLocked() {

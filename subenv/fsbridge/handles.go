@@ -30,6 +30,9 @@ type handle struct {
 	cached      bool // counted in in.cachedOpens
 	writer      bool // counted in in.writers
 	write       bool // opened for writing
+	// direct: opened by the bridge through a directory capability
+	// (caps.go); the server holds no handle for it.
+	direct bool
 	// gen is the inode's dataGen when the open was made: an open from
 	// before a change must not become a spare after it (spares.go).
 	gen uint64
@@ -117,6 +120,15 @@ func (b *Bridge) setupOpen(n *inode, h *handle, res *proto.OpenResult, out *fuse
 		// The kernel puts the inode in cached mode; it then refuses
 		// passthrough opens until this one is released.
 		b.mu.Lock()
+		if n.staleCache {
+			// An open from before the last change may have put old
+			// data back in the page cache after its invalidation: do
+			// not keep it, until no such open is left.
+			out.OpenFlags &^= fuse.FOPEN_KEEP_CACHE
+			if n.cachedOpens == 0 {
+				n.staleCache = false
+			}
+		}
 		n.cachedOpens++
 		b.mu.Unlock()
 		h.cached = true
@@ -190,20 +202,32 @@ func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	defer done()
 	var res proto.OpenResult
 	gen := b.dataGenOf(n)
+	direct := false
 	if sp := b.spareFor(n, in.Flags); sp != nil {
 		b.opensSpare.Add(1)
 		res = proto.OpenResult{Handle: sp.h, File: sp.file, Flags: sp.resFlags}
+	} else if f := b.directOpen(n, in.Flags, &in.InHeader); f != nil {
+		// No round trip: the server's capability on the parent says this
+		// is the file its Open would give (caps.go).
+		b.caps.opens.Add(1)
+		res = proto.OpenResult{File: f, Flags: proto.OpenKeepCache}
+		direct = true
 	} else {
+		if !reusableFlags(in.Flags) {
+			b.capsChanging(n) // a write open may copy it up
+		}
 		var err error
 		res, err = n.conn.fs.Open(ctx, n.node, in.Flags)
 		if err != nil {
 			return errno(err)
 		}
 	}
-	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags, gen: gen}
+	h := &handle{conn: n.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags, gen: gen, direct: direct}
 	if st := b.setupOpen(n, h, &res, out); !st.Ok() {
 		h.closeFile()
-		n.conn.fs.Release(ctx, res.Handle)
+		if !direct {
+			n.conn.fs.Release(ctx, res.Handle)
+		}
 		return st
 	}
 	out.Fh = b.addHandle(h)
@@ -227,6 +251,7 @@ func (b *Bridge) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	}
 	ctx, done := b.ctx(p.conn, &in.InHeader)
 	defer done()
+	b.dropCaps(p)
 	b.changed()
 	e, res, err := p.conn.fs.Create(ctx, p.node, name, in.Flags, in.Mode)
 	b.changed()
@@ -243,6 +268,7 @@ func (b *Bridge) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 		return fuse.EIO
 	}
 	n := b.add(p.conn, &e, 1)
+	b.named(n, p, name)
 	h := &handle{conn: p.conn, in: n, h: res.Handle, write: isWrite(in.Flags), flags: in.Flags, resFlags: res.Flags}
 	if st := b.setupOpen(n, h, &res, &out.OpenOut); !st.Ok() {
 		h.closeFile()
@@ -438,6 +464,10 @@ func (b *Bridge) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	if unregister >= 0 {
 		b.srv.UnregisterBackingFd(unregister)
 	}
+	if h.direct {
+		h.closeFile() // the server never heard of it
+		return
+	}
 	if h.dir == nil && reusableFlags(h.flags) && b.putSpare(h.in, h) {
 		return
 	}
@@ -574,12 +604,14 @@ func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		if !d.delivered[i] {
 			d.delivered[i] = true
 			n := b.add(h.conn, &p.Entry, 1)
+			b.named(n, h.in, de.Name)
 			b.fillEntry(h.conn, n, &p.Entry, eo)
 			continue
 		}
 		// Handed out before (the directory was rewound): the bridge holds
 		// no further server lookup for it, so only reuse a live inode.
 		if n := b.addExisting(h.conn, &p.Entry); n != nil {
+			b.named(n, h.in, de.Name)
 			b.fillEntry(h.conn, n, &p.Entry, eo)
 		}
 	}

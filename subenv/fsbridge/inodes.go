@@ -205,6 +205,20 @@ type inode struct {
 	backingDev  uint64
 	backingIno  uint64
 	cachedOpens int
+	// staleCache: a notification came while cached opens were live; their
+	// reads may refill the page cache with what was there before.
+	staleCache bool
+
+	// Directory capabilities (caps.go): where the kernel last found this
+	// node (parent, name) and its st_ino, and for a directory its
+	// capability; capGen counts changes that void one, capNo says the
+	// server gave none (until the next change).
+	parent *inode
+	name   string
+	ino    uint64
+	cap    *dirCap
+	capGen uint64
+	capNo  bool
 
 	spare *spare // a released read-only open kept for reuse (spares.go)
 	// dataGen counts changes to the node's data the bridge made or was
@@ -251,6 +265,7 @@ func (b *Bridge) add(c *conn, e *proto.Entry, serverLookups uint64) *inode {
 		b.byNode[key] = in
 	}
 	in.mode = e.Attr.Mode
+	in.ino = e.Attr.Ino
 	in.kernel++
 	in.server += serverLookups
 	return in
@@ -284,7 +299,11 @@ func (b *Bridge) Forget(id, nlookup uint64) {
 	}
 	u := in.under
 	in.under = nil
+	dc := b.dropCapLocked(in)
 	b.mu.Unlock()
+	if dc != nil {
+		b.unrefCap(dc)
+	}
 	if sp != nil {
 		b.releaseSpares([]*spare{sp})
 	}
@@ -346,17 +365,6 @@ func (b *Bridge) bgCtx() context.Context {
 	return proto.WithCaller(context.Background(), proto.Caller{Uid: b.uid})
 }
 
-// lookupID returns the kernel id of (c, node), 0 when the kernel does not
-// know it.
-func (b *Bridge) lookupID(c *conn, node proto.NodeID) uint64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if in := b.byNode[nodeKey{c, node}]; in != nil {
-		return in.id
-	}
-	return 0
-}
-
 // Notifier carries a server's invalidations to the kernel's caches.
 type Notifier struct {
 	mu sync.Mutex
@@ -393,14 +401,26 @@ func (n *Notifier) InvalNode(node proto.NodeID, off, length int64) {
 	in := b.byNode[nodeKey{c, node}]
 	var id uint64
 	var sp *spare
+	var dcs [2]*dirCap
 	if in != nil {
 		id = in.id
 		in.linkOK = false
+		if in.cachedOpens > 0 {
+			in.staleCache = true
+		}
 		if in.spare != nil {
 			sp = b.unlinkSpare(in.spare)
 		}
+		// Revokes a capability on it (a directory), and on its parent
+		// (a child changed, e.g. copied up).
+		dcs[0], dcs[1] = b.dropCapLocked(in), b.dropCapLocked(in.parent)
 	}
 	b.mu.Unlock()
+	for _, dc := range dcs {
+		if dc != nil {
+			b.unrefCap(dc)
+		}
+	}
 	if sp != nil {
 		b.releaseSpares([]*spare{sp})
 	}
@@ -416,7 +436,18 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 		return
 	}
 	b.changed() // the directory's own attributes changed too
-	if id := b.lookupID(c, parent); id != 0 {
+	b.mu.Lock()
+	var id uint64
+	var dc *dirCap
+	if in := b.byNode[nodeKey{c, parent}]; in != nil {
+		id = in.id
+		dc = b.dropCapLocked(in) // revoked: a name in it changed
+	}
+	b.mu.Unlock()
+	if dc != nil {
+		b.unrefCap(dc)
+	}
+	if id != 0 {
 		b.notes.push(func() { b.srv.EntryNotify(id, name) })
 	}
 }

@@ -86,6 +86,7 @@ func (b *Bridge) reply(h *fuse.InHeader, p *inode, name string, e proto.Entry, o
 		return fuse.OK
 	}
 	in := b.add(c, &e, 1)
+	b.named(in, p, name)
 	b.fillEntry(c, in, &e, out)
 	return fuse.OK
 }
@@ -175,6 +176,7 @@ func (b *Bridge) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 		return errno(err)
 	}
 	b.cacheAttr(n, gen, &a)
+	b.setIno(n, a.Ino)
 	b.fillAttr(n.conn, &a, &out.Attr)
 	out.SetTimeout(n.conn.ttl())
 	return fuse.OK
@@ -220,12 +222,13 @@ func (b *Bridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 		}
 	}
 	if fh, ok := in.GetFh(); ok {
-		if h := b.handle(fh); h != nil && h.conn == n.conn {
+		if h := b.handle(fh); h != nil && h.conn == n.conn && !h.direct {
 			s.Valid |= proto.SetAttrHandle
 			s.Handle = h.h
 		}
 	}
 	b.dropSpare(n)
+	b.capsChanging(n) // it may be copied up
 	b.changed()
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
@@ -234,6 +237,7 @@ func (b *Bridge) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	if err != nil {
 		return errno(err)
 	}
+	b.setIno(n, a.Ino)
 	b.fillAttr(n.conn, &a, &out.Attr)
 	out.SetTimeout(n.conn.ttl())
 	return fuse.OK
@@ -245,6 +249,7 @@ func (b *Bridge) create(h *fuse.InHeader, name string, out *fuse.EntryOut, call 
 	if !st.Ok() {
 		return st
 	}
+	b.dropCaps(p)
 	b.changed()
 	e, err := call(p)
 	b.changed()
@@ -287,6 +292,7 @@ func (b *Bridge) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 		if p.conn != old.conn {
 			return proto.Entry{}, syscall.EXDEV
 		}
+		b.capsChanging(old) // it may be copied up
 		ctx, done := b.ctx(p.conn, &in.InHeader)
 		defer done()
 		return p.conn.fs.Link(ctx, old.node, p.node, name)
@@ -300,6 +306,7 @@ func (b *Bridge) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	}
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
+	b.dropCaps(p)
 	b.changed()
 	err := p.conn.fs.Unlink(ctx, p.node, name)
 	b.changed()
@@ -313,6 +320,7 @@ func (b *Bridge) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	}
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
+	b.dropCaps(p)
 	b.changed()
 	err := p.conn.fs.Rmdir(ctx, p.node, name)
 	b.changed()
@@ -333,6 +341,10 @@ func (b *Bridge) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName strin
 	}
 	ctx, done := b.ctx(p.conn, &in.InHeader)
 	defer done()
+	// Both directories change. What moves keeps its inode, and its
+	// capability stays good: the server copies a moved directory up whole
+	// (the same contents) and notifies, and each open checks st_ino.
+	b.dropCaps(p, np)
 	b.changed()
 	err := p.conn.fs.Rename(ctx, p.node, oldName, np.node, newName, in.Flags)
 	b.changed()
@@ -454,6 +466,7 @@ func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr stri
 	c, node := b.controlTarget(n, attr)
 	ctx, done := b.ctx(c, &in.InHeader)
 	defer done()
+	b.capsChanging(n) // a copy-up, or a translator record
 	b.changed()
 	err := c.fs.SetXattr(ctx, node, attr, append([]byte(nil), data...), in.Flags)
 	b.changed()
@@ -474,6 +487,7 @@ func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr stri
 	c, node := b.controlTarget(n, attr)
 	ctx, done := b.ctx(c, h)
 	defer done()
+	b.capsChanging(n)
 	b.changed()
 	err := c.fs.RemoveXattr(ctx, node, attr)
 	b.changed()

@@ -1,0 +1,141 @@
+package redirect
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"herd/proto"
+	fsrv "herd/servers/fs"
+	"herd/subenv/fsbridge"
+)
+
+// cowSetup is servers/fs in copy-on-write mode (a subenvironment's
+// default) over a lower tree of dirs×files small files, reached over
+// proto through a counting client and mounted through the bridge.
+func cowSetup(tb testing.TB, dirs, files int) (mnt string, root *Counting, paths []string) {
+	tb.Helper()
+	tmp := tb.TempDir()
+	lower, upper := filepath.Join(tmp, "lower"), filepath.Join(tmp, "upper")
+	for _, d := range []string{lower, upper} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for d := 0; d < dirs; d++ {
+		dir := filepath.Join(lower, fmt.Sprintf("d%d", d))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		for f := 0; f < files; f++ {
+			rel := filepath.Join(fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
+			if err := os.WriteFile(filepath.Join(lower, rel), make([]byte, 1+(d*files+f)%4096), 0o644); err != nil {
+				tb.Fatal(err)
+			}
+			paths = append(paths, rel)
+		}
+	}
+	srv, err := fsrv.New(fsrv.Options{Root: lower, Upper: upper})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := fsbridge.NewNotifier()
+	c, stop, err := proto.Pipe(srv, proto.ServerOptions{Name: "fs"}, proto.ClientOptions{Timeout: time.Minute, Notifier: n})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	root = &Counting{Client: c}
+	mnt = filepath.Join(tmp, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	b, err := fsbridge.Mount(mnt, root, fsbridge.Options{
+		IDMap:       fsbridge.IDMap{Identity: true},
+		Passthrough: os.Geteuid() == 0, // as subenv run does
+		Notifier:    n,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		b.Unmount()
+		stop()
+		srv.Close()
+		if mounted(mnt) {
+			tb.Errorf("%s still mounted", mnt)
+		}
+	})
+	return mnt, root, paths
+}
+
+func openClose(tb testing.TB, p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestDirectOpenRoundTrips: with directory capabilities, a warm
+// open+close of a lower-layer file costs no round trip, and the first
+// opens of a directory's files cost one (the capability), not one each.
+// More files than the bridge keeps spare opens for, so spares cannot be
+// what serves them.
+func TestDirectOpenRoundTrips(t *testing.T) {
+	const dirs, files = 3, 500 // 1500 files > maxSpares (1024)
+	mnt, root, paths := cowSetup(t, dirs, files)
+	for _, p := range paths {
+		lstat(t, filepath.Join(mnt, p)) // the kernel's lookups
+	}
+	c0 := root.Calls()
+	b0 := root.ByOp()
+	for _, p := range paths {
+		openClose(t, filepath.Join(mnt, p))
+	}
+	first := root.Calls() - c0
+	t.Logf("first open+close of %d files in %d directories: %d round trips (%v before, %v after)", len(paths), dirs, first, b0, root.ByOp())
+	if first > dirs {
+		t.Errorf("first open+close pass: %d round trips, want at most %d (one capability per directory)", first, dirs)
+	}
+	c1 := root.Calls()
+	for pass := 0; pass < 2; pass++ {
+		for _, p := range paths {
+			openClose(t, filepath.Join(mnt, p))
+		}
+	}
+	if warm := root.Calls() - c1; warm != 0 {
+		t.Errorf("warm open+close of %d lower-layer files: %d round trips, want 0 (%v)", 2*len(paths), warm, root.ByOp())
+	}
+	// A write copies one file up: the directory's capability goes, and
+	// the new contents are read.
+	p := filepath.Join(mnt, paths[0])
+	if err := os.WriteFile(p, []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := os.ReadFile(p); err != nil || string(d) != "changed" {
+		t.Errorf("after the write: %q, %v", d, err)
+	}
+}
+
+// BenchmarkOpenCloseMany: open+close over more files than spare opens
+// cover, with the server across proto (in process, over a socket pair):
+// the herd-ext case of bench/files.sh's openclose row.
+func BenchmarkOpenCloseMany(b *testing.B) {
+	mnt, root, paths := cowSetup(b, 20, 100)
+	for _, p := range paths {
+		openClose(b, filepath.Join(mnt, p)) // warm
+	}
+	c0 := root.Calls()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, p := range paths {
+			openClose(b, filepath.Join(mnt, p))
+		}
+	}
+	b.StopTimer()
+	per := float64(b.N * len(paths))
+	b.ReportMetric(float64(root.Calls()-c0)/per, "roundtrips/file")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per/1000, "µs/file")
+}

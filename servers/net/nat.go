@@ -3,6 +3,7 @@ package net
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	stdnet "net"
 	"net/netip"
@@ -13,6 +14,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -179,17 +182,24 @@ func (s *Server) handleTCP(r *tcp.ForwarderRequest) {
 	// second one here only adds latency to request/response traffic.
 	ep.SocketOptions().SetDelayOption(false)
 	s.stats.tcpConns.Add(1)
-	guest := gonet.NewTCPConn(&wq, ep)
-	c := s.track(f, guest, host)
+	if s.isDNS(f.Dst.Addr(), f.Dst.Port()) {
+		guest := gonet.NewTCPConn(&wq, ep)
+		c := s.track(f, guest, host)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(c)
+			s.relayDNSTCP(guest, host, c)
+		}()
+		return
+	}
+	g := newGuestTCP(ep, &wq)
+	c := s.track(f, g, host)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer s.untrack(c)
-		if s.isDNS(f.Dst.Addr(), f.Dst.Port()) {
-			s.relayDNSTCP(guest, host, c)
-			return
-		}
-		splice(guest, host, &c.Out, &c.In)
+		spliceTCP(g, host, &c.Out, &c.In)
 	}()
 }
 
@@ -351,4 +361,40 @@ func (s *Server) dialGuest(ctx context.Context, network string, dst netip.AddrPo
 		return gonet.DialUDP(s.stack, nil, &fa, proto)
 	}
 	return gonet.DialContextTCP(ctx, s.stack, fa, proto)
+}
+
+// dialGuestTCP connects into the stack to a member (published ports).
+func (s *Server) dialGuestTCP(ctx context.Context, dst netip.AddrPort) (*guestTCP, error) {
+	fa := tcpip.FullAddress{Port: dst.Port()}
+	proto := ipv4.ProtocolNumber
+	if dst.Addr().Is4() {
+		fa.Addr = tcpip.AddrFrom4(dst.Addr().As4())
+	} else {
+		fa.Addr = tcpip.AddrFrom16(dst.Addr().As16())
+		proto = ipv6.ProtocolNumber
+	}
+	wq := new(waiter.Queue)
+	ep, terr := s.stack.NewEndpoint(tcp.ProtocolNumber, proto, wq)
+	if terr != nil {
+		return nil, errors.New(terr.String())
+	}
+	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr = ep.Connect(fa)
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-ch:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("connect %s: %s", dst, terr)
+	}
+	ep.SocketOptions().SetDelayOption(false)
+	return newGuestTCP(ep, wq), nil
 }

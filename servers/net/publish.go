@@ -102,7 +102,7 @@ func (pb *publisher) serveTCP() {
 			dst := pb.target()
 			f := Flow{Network: "tcp", Src: netip.MustParseAddrPort(hc.RemoteAddr().String()), Dst: dst, Target: "published"}
 			ctx, cancel := context.WithTimeout(pb.s.ctx, dialTimeout)
-			gc, err := pb.s.dialGuest(ctx, "tcp", dst)
+			gc, err := pb.s.dialGuestTCP(ctx, dst)
 			cancel()
 			if err != nil {
 				hc.Close()
@@ -111,7 +111,8 @@ func (pb *publisher) serveTCP() {
 			pb.s.stats.published.Add(1)
 			c := pb.s.track(f, gc, hc)
 			defer pb.s.untrack(c)
-			splice(gc, hc, &c.Out, &c.In)
+			// Out is what the member sends, as for NAT connections.
+			spliceTCP(gc, hc, &c.Out, &c.In)
 		}()
 	}
 }

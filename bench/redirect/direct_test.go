@@ -139,3 +139,34 @@ func BenchmarkOpenCloseMany(b *testing.B) {
 	b.ReportMetric(float64(root.Calls()-c0)/per, "roundtrips/file")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per/1000, "µs/file")
 }
+
+// BenchmarkCatMany: open+read+close (bench/files.sh's cat row) over more
+// files than spare opens cover, the server across proto.
+func BenchmarkCatMany(b *testing.B) {
+	mnt, root, paths := cowSetup(b, 20, 100)
+	for _, p := range paths {
+		if _, err := os.ReadFile(filepath.Join(mnt, p)); err != nil { // warm
+			b.Fatal(err)
+		}
+	}
+	c0 := root.Calls()
+	o0 := root.ByOp()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, p := range paths {
+			if _, err := os.ReadFile(filepath.Join(mnt, p)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	per := float64(b.N * len(paths))
+	b.ReportMetric(float64(root.Calls()-c0)/per, "roundtrips/file")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/per/1000, "µs/file")
+	o1 := root.ByOp()
+	for k, v := range o1 {
+		if d := v - o0[k]; d > 0 {
+			b.Logf("%s: %.2f per file", k, float64(d)/per)
+		}
+	}
+}

@@ -91,3 +91,16 @@ func (b *Bridge) refresh(c *conn) {
 		b.srv.InodeNotify(id, 0, 0)
 	}
 }
+
+// cacheAttrOf caches the attributes of (c, node), fetched when attrGen was
+// gen, if the kernel knows the node.
+func (b *Bridge) cacheAttrOf(c *conn, node proto.NodeID, gen uint64, a *proto.Attr) {
+	if !c.notifies() {
+		return
+	}
+	b.mu.Lock()
+	if in := b.byNode[nodeKey{c, node}]; in != nil && in.writers == 0 && gen == b.attrGen.Load() {
+		in.attr, in.attrGen, in.attrOK = *a, gen, true
+	}
+	b.mu.Unlock()
+}

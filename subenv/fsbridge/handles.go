@@ -487,6 +487,7 @@ type dirSnapshot struct {
 	ents      []proto.DirEntry
 	plus      []proto.DirEntryPlus // when the server does READDIRPLUS
 	delivered []bool               // plus entries whose lookup the kernel got
+	gen       uint64               // attrGen before the listing: its attributes may be cached while it holds
 	self      uint64               // the directory's st_ino, for "."
 }
 
@@ -497,7 +498,7 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	}
 	ctx, done := b.ctx(n.conn, &in.InHeader)
 	defer done()
-	d := &dirSnapshot{}
+	d := &dirSnapshot{gen: b.attrGen.Load()}
 	plus := n.conn.plus != nil && !n.conn.noPlus.Load()
 	if plus {
 		ents, err := n.conn.plus.ReadDirPlus(ctx, n.node)
@@ -605,6 +606,7 @@ func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 			d.delivered[i] = true
 			n := b.add(h.conn, &p.Entry, 1)
 			b.named(n, h.in, de.Name)
+			b.cacheAttrOf(h.conn, p.Entry.Node, d.gen, &p.Entry.Attr)
 			b.fillEntry(h.conn, n, &p.Entry, eo)
 			continue
 		}

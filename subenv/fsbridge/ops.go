@@ -144,6 +144,7 @@ func (b *Bridge) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	}
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
+	gen := b.attrGen.Load()
 	e, err := p.conn.fs.Lookup(ctx, p.node, name)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) {
@@ -155,7 +156,13 @@ func (b *Bridge) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		}
 		return errno(err)
 	}
-	return b.reply(h, p, name, e, out)
+	st = b.reply(h, p, name, e, out)
+	if st.Ok() && e.Redirect == nil {
+		// The kernel asks again after a read (atime): answer that from
+		// these attributes while nothing changed (attrs.go).
+		b.cacheAttrOf(p.conn, e.Node, gen, &e.Attr)
+	}
+	return st
 }
 
 func (b *Bridge) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {

@@ -130,8 +130,8 @@ func Run(cfg Config) (status int, err error) {
 	var cleanups []func()
 	defer func() {
 		// Stopping must not hang subenv's exit: what runs in this process
-		// (the built-in server, the bridge) ends with it anyway, and the
-		// external server and the init have a parent-death signal.
+		// (the bridge) ends with it anyway, and the servers and the init
+		// have a parent-death signal.
 		done := make(chan struct{})
 		go func() {
 			for i := len(cleanups) - 1; i >= 0; i-- {

@@ -187,6 +187,14 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 }
 
 func (c *Client) useLane(lane *net.UnixConn) {
+	// A blocking lane when it can be had (see blockConn), else a plain
+	// one.
+	if bc, err := toBlocking(lane); err == nil {
+		c.calls = newFrameWriter(bc, true)
+		c.callsConn = bc
+		c.fr = newFrameReader(&fdReader{bc: bc, oob: make([]byte, fdOOBSize)})
+		return
+	}
 	c.calls = newFrameWriter(lane, true)
 	c.callsConn = lane
 	c.fr = newFrameReader(newFDReader(lane))
@@ -263,7 +271,7 @@ func (c *Client) Interfaces() []string { return append([]string(nil), c.interfac
 
 // FilePassing reports whether calls travel on a call lane, so that Open
 // and Create can return the backing file's descriptor.
-func (c *Client) FilePassing() bool { return c.calls != nil && c.calls.uc != nil }
+func (c *Client) FilePassing() bool { return c.calls != nil && c.calls.fds() }
 
 // ServerName returns the name the server announced.
 func (c *Client) ServerName() string { return c.name }
@@ -299,7 +307,7 @@ func (c *Client) fail(err error) {
 		c.err = err
 		close(c.done)
 		if c.callsConn != nil {
-			if _, ok := c.callsConn.(*net.UnixConn); ok && err != errClosed {
+			if c.calls.fds() && err != errClosed {
 				// A lost session: let the lane's reader take what
 				// the server sent before it went, then stop.
 				time.AfterFunc(time.Second, func() { c.callsConn.Close() })

@@ -170,6 +170,7 @@ type frameWriter struct {
 	mu  sync.Mutex
 	w   net.Conn
 	uc  *net.UnixConn // set when descriptors can be sent (a lane)
+	bc  *blockConn    // set on a blocking lane (descriptors too)
 	wdl time.Time     // the stream's write deadline as last set (under mu)
 	// scratch holds the pieces of a one-frame message, so writing it
 	// allocates nothing (under mu).
@@ -180,9 +181,13 @@ func newFrameWriter(w net.Conn, fds bool) *frameWriter {
 	fw := &frameWriter{w: w}
 	if fds {
 		fw.uc, _ = w.(*net.UnixConn)
+		fw.bc, _ = w.(*blockConn)
 	}
 	return fw
 }
+
+// fds reports whether descriptors can be sent.
+func (fw *frameWriter) fds() bool { return fw.uc != nil || fw.bc != nil }
 
 // write sends the message e holds. file, if not nil, is sent with the first
 // frame (the caller keeps ownership). A zero deadline means none. written
@@ -195,7 +200,7 @@ func (fw *frameWriter) write(h header, e *enc, file *os.File, deadline time.Time
 		return false, fmt.Errorf("message of %d bytes exceeds %d", total, MaxMessage)
 	}
 	if file != nil {
-		if fw.uc == nil {
+		if !fw.fds() {
 			return false, errors.New("transport cannot carry descriptors")
 		}
 		h.flags |= flagFD
@@ -264,7 +269,19 @@ func (fw *frameWriter) put(bufs [][]byte, file *os.File, deadline time.Time) (wr
 	}
 	for len(bufs) > 0 {
 		var n int
-		if file != nil {
+		if fw.bc != nil {
+			// sendmsg trims the pieces it sent in place.
+			var rights []byte
+			if file != nil {
+				rights = unixRights(file)
+			}
+			n, err = fw.bc.sendmsg(bufs, rights)
+			written = written || n > 0
+			if n > 0 {
+				file = nil
+			}
+			n = 0
+		} else if file != nil {
 			n, err = fw.sendFD(bufs, file)
 			if n > 0 {
 				file = nil

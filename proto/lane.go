@@ -56,6 +56,7 @@ func attachLane(c net.Conn, cookie []byte, deadline time.Time) error {
 // ReadMsgUnix, which allocates the sender's address on every read.
 type fdReader struct {
 	c   *net.UnixConn
+	bc  *blockConn      // a blocking lane: read with its recvmsg
 	rc  syscall.RawConn // nil: fall back to ReadMsgUnix
 	oob []byte
 	fds []*os.File
@@ -68,12 +69,15 @@ type fdReader struct {
 	recvFn  func(fd uintptr) bool
 }
 
+// fdOOBSize: room for the control message of a few descriptors.
+var fdOOBSize = syscall.CmsgSpace(8 * 4)
+
 func newFDReader(c *net.UnixConn) *fdReader {
 	// Each reply carries at most one descriptor, and the kernel never
 	// merges two descriptor-carrying writes into one read; room for a few
 	// anyway, so a misbehaving peer's extra descriptors are received and
 	// closed rather than truncated.
-	r := &fdReader{c: c, oob: make([]byte, syscall.CmsgSpace(8*4))}
+	r := &fdReader{c: c, oob: make([]byte, fdOOBSize)}
 	if rc, err := c.SyscallConn(); err == nil {
 		r.rc = rc
 		r.recvFn = r.recv
@@ -87,9 +91,15 @@ func (r *fdReader) Read(p []byte) (int, error) {
 	}
 	var n, oobn int
 	var err error
-	if r.rc == nil {
+	switch {
+	case r.bc != nil:
+		n, oobn, err = r.bc.recvmsg(p, r.oob)
+		if err == io.EOF {
+			err = nil // n is 0: io.EOF below
+		}
+	case r.rc == nil:
 		n, oobn, _, _, err = r.c.ReadMsgUnix(p, r.oob)
-	} else {
+	default:
 		r.p = p
 		err = r.rc.Read(r.recvFn)
 		r.p = nil

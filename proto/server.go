@@ -368,6 +368,16 @@ func (s *Server) serveLane(c net.Conn, br *bufio.Reader) {
 		c.Close()
 		return
 	}
+	// A blocking lane when it can be had (see blockConn).
+	var r io.Reader = br
+	if uc, ok := c.(*net.UnixConn); ok {
+		if bc, err := toBlocking(uc); err == nil {
+			// What br holds already comes first.
+			early, _ := br.Peek(br.Buffered())
+			r = io.MultiReader(bytes.NewReader(bytes.Clone(early)), bc)
+			c = bc
+		}
+	}
 	if !se.addLane(c) {
 		c.Close()
 		return
@@ -376,9 +386,9 @@ func (s *Server) serveLane(c net.Conn, br *bufio.Reader) {
 		se.end(err)
 		return
 	}
-	// br may hold the first calls already: read through it, and receive
+	// r may hold the first calls already: read through it, and receive
 	// no descriptors (clients send none; the kernel closes any that come).
-	se.serveCalls(newFrameReader(br), newFrameWriter(c, true), c)
+	se.serveCalls(newFrameReader(r), newFrameWriter(c, true), c)
 }
 
 // broadcaster is the Notifier given to the FileSystem.

@@ -426,7 +426,7 @@ func (cs *callStream) reply(tag uint32, op uint16, rep *reply, err error) {
 		e.str(err.Error())
 	} else {
 		file = rep.open.File
-		if file != nil && cs.fw.uc == nil {
+		if file != nil && !cs.fw.fds() {
 			file.Close()
 			file = nil
 		}

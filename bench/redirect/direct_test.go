@@ -170,3 +170,22 @@ func BenchmarkCatMany(b *testing.B) {
 		}
 	}
 }
+
+// TestListingRoundTrips: the kernel keeps a directory's listing
+// (FOPEN_CACHE_DIR): listing it again costs no round trip.
+func TestListingRoundTrips(t *testing.T) {
+	mnt, root, _ := cowSetup(t, 2, 50)
+	dir := filepath.Join(mnt, "d0")
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 50 {
+		t.Fatalf("listing: %d entries, %v", len(ents), err)
+	}
+	c0 := root.Calls()
+	for i := 0; i < 3; i++ {
+		if ents, err := os.ReadDir(dir); err != nil || len(ents) != 50 {
+			t.Fatalf("listing: %d entries, %v", len(ents), err)
+		}
+	}
+	if n := root.Calls() - c0; n != 0 {
+		t.Errorf("listing a directory again: %d round trips, want 0 (%v)", n, root.ByOp())
+	}
+}

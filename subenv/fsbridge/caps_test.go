@@ -431,3 +431,54 @@ func (g *gatedNotifier) open() {
 	}
 	g.held = nil
 }
+
+// TestDirCacheOtherClient: the kernel keeps directory listings
+// (FOPEN_CACHE_DIR); a name another client creates (one this kernel never
+// looked up) or removes shows in the next listing.
+func TestDirCacheOtherClient(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	// Write-through: no copy-up, whose own notification would hide a
+	// missing one.
+	root := t.TempDir()
+	capTree(t, root, 3)
+	srv, err := fs.New(fs.Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, n, _ := pipe(t, srv, proto.ClientOptions{})
+	_, dir := mount(t, c, Options{Notifier: n})
+	list := func() map[string]bool {
+		ents, err := os.ReadDir(filepath.Join(dir, "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, e := range ents {
+			m[e.Name()] = true
+		}
+		return m
+	}
+	for i := 0; i < 2; i++ {
+		if m := list(); len(m) != 3 || !m["f0"] {
+			t.Fatalf("listing %v", m)
+		}
+	}
+	ctx := context.Background()
+	r, _ := srv.Root(ctx)
+	d, err := srv.Lookup(ctx, r.Node, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, o, err := srv.Create(ctx, d.Node, "new", syscall.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.File.Close()
+	srv.Release(ctx, o.Handle)
+	waitFor(t, "a name created elsewhere in the listing", func() bool { return list()["new"] })
+	if err := srv.Unlink(ctx, d.Node, "f1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a name removed elsewhere gone from the listing", func() bool { return !list()["f1"] })
+}

@@ -488,6 +488,7 @@ type dirSnapshot struct {
 	plus      []proto.DirEntryPlus // when the server does READDIRPLUS
 	delivered []bool               // plus entries whose lookup the kernel got
 	gen       uint64               // attrGen before the listing: its attributes may be cached while it holds
+	loaded    bool                 // taken from the server (at OPENDIR, or the first READDIR)
 	self      uint64               // the directory's st_ino, for "."
 }
 
@@ -496,9 +497,26 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 	if !st.Ok() {
 		return st
 	}
-	ctx, done := b.ctx(n.conn, &in.InHeader)
+	d := &dirSnapshot{}
+	if n.conn.notifies() {
+		// The kernel may keep the listing in its page cache across opens
+		// (the server notifies changes, and the bridge turns an
+		// InvalEntry into an invalidation of the directory's pages): a
+		// warm find or tar asks nothing. The listing is then taken at the
+		// first READDIR, which a cached listing never sends.
+		out.OpenFlags |= fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	} else if st := b.loadDir(n, d, &in.InHeader); !st.Ok() {
+		return st
+	}
+	out.Fh = b.addHandle(&handle{conn: n.conn, in: n, dir: d})
+	return fuse.OK
+}
+
+// loadDir takes directory n's listing into d. d.mu held, or d not shared.
+func (b *Bridge) loadDir(n *inode, d *dirSnapshot, h *fuse.InHeader) fuse.Status {
+	ctx, done := b.ctx(n.conn, h)
 	defer done()
-	d := &dirSnapshot{gen: b.attrGen.Load()}
+	d.gen = b.attrGen.Load()
 	plus := n.conn.plus != nil && !n.conn.noPlus.Load()
 	if plus {
 		ents, err := n.conn.plus.ReadDirPlus(ctx, n.node)
@@ -524,7 +542,7 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 		d.ents = ents
 	}
 	d.addDots()
-	out.Fh = b.addHandle(&handle{conn: n.conn, in: n, dir: d})
+	d.loaded = true
 	return fuse.OK
 }
 
@@ -579,6 +597,11 @@ func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.loaded {
+		if st := b.loadDir(h.in, d, &in.InHeader); !st.Ok() {
+			return st
+		}
+	}
 	for i := int(in.Offset); i < d.len(); i++ {
 		de := d.entry(i)
 		e := fuse.DirEntry{Name: de.Name, Mode: de.Mode, Ino: de.Ino, Off: uint64(i + 1)}

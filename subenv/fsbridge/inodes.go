@@ -448,7 +448,14 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 		b.unrefCap(dc)
 	}
 	if id != 0 {
-		b.notes.push(func() { b.srv.EntryNotify(id, name) })
+		b.notes.push(func() {
+			b.srv.EntryNotify(id, name)
+			// The kernel drops a cached listing (FOPEN_CACHE_DIR) on an
+			// entry notification only when it has a dentry for the
+			// name; a name it never saw (created elsewhere) needs the
+			// directory's pages dropped.
+			b.srv.InodeNotify(id, 0, 0)
+		})
 	}
 }
 

@@ -191,3 +191,47 @@ func TestFrameReaderResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWakesWaiters: Close while one caller blocks reading the socket
+// for its reply (the reader role) and others wait for theirs ends every
+// call at once with EIO, and later calls too.
+func TestCloseWakesWaiters(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			c, _ := tr.connect(t, fs, ClientOptions{Timeout: time.Hour})
+			errs := make(chan error, 4)
+			for i := range 4 {
+				go func() {
+					ctx := context.Background()
+					if i%2 == 1 { // a caller that cannot read itself
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithTimeout(ctx, time.Hour)
+						defer cancel()
+					}
+					_, err := c.GetAttr(ctx, hangNode)
+					errs <- err
+				}()
+				select {
+				case <-fs.entered:
+				case <-time.After(time.Minute):
+					t.Fatal("a hanging call never reached the server")
+				}
+			}
+			c.Close()
+			for range 4 {
+				select {
+				case err := <-errs:
+					if !errors.Is(err, syscall.EIO) {
+						t.Errorf("a waiting call after Close: %v, want EIO", err)
+					}
+				case <-time.After(time.Minute):
+					t.Fatal("a waiting call still waits a minute after Close")
+				}
+			}
+			if _, err := c.GetAttr(context.Background(), rootNode); !errors.Is(err, syscall.EIO) {
+				t.Errorf("a call after Close: %v, want EIO", err)
+			}
+		})
+	}
+}

@@ -213,7 +213,7 @@ func (b *Bridge) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		res = proto.OpenResult{File: f, Flags: proto.OpenKeepCache}
 		direct = true
 	} else {
-		if !reusableFlags(in.Flags) {
+		if isWrite(in.Flags) || in.Flags&syscall.O_TRUNC != 0 {
 			b.capsChanging(n) // a write open may copy it up
 		}
 		var err error

@@ -40,8 +40,10 @@ type spare struct {
 func reusableFlags(flags uint32) bool {
 	// O_LARGEFILE is 0 in Go on 64-bit systems, but the kernel sets its
 	// 0x8000 in the flags it sends.
+	// O_NOFOLLOW: the kernel resolved the name already (tar opens every
+	// file with it).
 	const ignored = 0x8000 /* O_LARGEFILE */ | syscall.O_NONBLOCK | syscall.O_CLOEXEC |
-		syscall.O_NOATIME | syscall.O_NOCTTY | 0x20 /* FMODE_EXEC */
+		syscall.O_NOATIME | syscall.O_NOCTTY | syscall.O_NOFOLLOW | 0x20 /* FMODE_EXEC */
 	return flags&^ignored == syscall.O_RDONLY
 }
 

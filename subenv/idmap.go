@@ -161,3 +161,15 @@ func dropAmbient() error {
 	}
 	return nil
 }
+
+// netBeforeMaps: the net mode's init half needs no mapped uid, only the
+// capabilities the init has from the start (it makes a TUN and brings up
+// loopback), so it may run while newuidmap works. A lan reads the host uid
+// from the uid map, and unknown modes are not assumed to be so modest.
+func netBeforeMaps(ns NetSetup) bool {
+	switch ns.(type) {
+	case tunSetup, netNone, netHost:
+		return true
+	}
+	return false
+}

@@ -84,15 +84,29 @@ func InitMain(args []string) int {
 }
 
 func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
-	if cfg.WaitMaps {
+	ns, mode, arg, err := netSetupFor(cfg.Net)
+	if err != nil {
+		return 0, err
+	}
+	// With newuidmap at work, we wait for our maps: before anything else,
+	// or, when the net mode needs no mapped uid, after the network is up
+	// (so the net server, the launcher's slowest step, starts meanwhile).
+	waitMaps := func() error {
 		m, err := recvMsg(ctl)
 		if err != nil || m.kind != msgMaps {
-			return 0, fmt.Errorf("subenv went away before mapping our uid")
+			return fmt.Errorf("subenv went away before mapping our uid")
 		}
 		// Our capabilities came through the exec as ambient ones (see
 		// allCaps); now that our uid is mapped we are the namespace's root.
 		cfg.Ranged = len(m.data) > 0 && m.data[0] == 1
 		tr.step("uid maps written")
+		return nil
+	}
+	early := cfg.WaitMaps && netBeforeMaps(ns)
+	if cfg.WaitMaps && !early {
+		if err := waitMaps(); err != nil {
+			return 0, err
+		}
 	}
 	// Our mounts stay ours: nothing propagates back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
@@ -100,10 +114,6 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	}
 	// The network first: its host half (starting the net server) is the
 	// slowest step of the launcher, and runs while we mount the root.
-	ns, mode, arg, err := netSetupFor(cfg.Net)
-	if err != nil {
-		return 0, err
-	}
 	nctx := InitNetContext{Mode: mode, Arg: arg, Args: cfg.NetArgs, Default: cfg.NetDflt, Trace: tr.step}
 	files, err := ns.InitNet(nctx)
 	if err != nil {
@@ -118,6 +128,11 @@ func initSetup(cfg *initConfig, ctl *os.File, tr *tracer) (int, error) {
 	}
 	for _, f := range files {
 		f.Close()
+	}
+	if early {
+		if err := waitMaps(); err != nil {
+			return 0, err
+		}
 	}
 	if cfg.Hostname != "" {
 		unix.Sethostname([]byte(cfg.Hostname))

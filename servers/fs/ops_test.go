@@ -608,3 +608,24 @@ func TestWriteHandleReleaseNotifies(t *testing.T) {
 		}
 	})
 }
+
+// TestRootXattrs: the root's xattrs (getfattr -d / inside a subenvironment):
+// the layers' root descriptors are O_PATH, which the *xattrat calls refuse
+// with AT_EMPTY_PATH.
+func TestRootXattrs(t *testing.T) {
+	bothModes(t, func(t *testing.T, e *env) {
+		r, err := e.s.Root(bg)
+		must(t, err)
+		_, err = e.s.ListXattr(bg, r.Node)
+		must(t, err)
+		_, err = e.s.GetXattr(bg, r.Node, "user.none")
+		wantErrno(t, err, syscall.ENODATA)
+		must(t, e.s.SetXattr(bg, r.Node, "user.rootk", []byte("rv"), 0))
+		v, err := e.s.GetXattr(bg, r.Node, "user.rootk")
+		must(t, err)
+		if string(v) != "rv" {
+			t.Fatalf("root xattr %q", v)
+		}
+		must(t, e.s.RemoveXattr(bg, r.Node, "user.rootk"))
+	})
+}

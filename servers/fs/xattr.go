@@ -9,7 +9,8 @@ import (
 
 // The *xattrat calls (Linux 6.13) act on dirfd+name without following a
 // final symlink and without going through /proc; older kernels fall back
-// to the /proc/self/fd path.
+// to the /proc/self/fd path. So does the directory itself (name ""): with
+// AT_EMPTY_PATH they refuse the O_PATH descriptors the layers are.
 
 type xattrArgs struct {
 	value uint64
@@ -29,7 +30,7 @@ func atArgs(name string) (*byte, uintptr, error) {
 }
 
 func getXattrAt(dirfd int, name, attr string) ([]byte, error) {
-	if noXattrAt.Load() {
+	if noXattrAt.Load() || name == "" {
 		return getXattrPath(xpath(dirfd, name), attr)
 	}
 	p, flags, err := atArgs(name)
@@ -60,7 +61,7 @@ func getXattrAt(dirfd int, name, attr string) ([]byte, error) {
 }
 
 func listXattrsAt(dirfd int, name string) ([]string, error) {
-	if noXattrAt.Load() {
+	if noXattrAt.Load() || name == "" {
 		return listXattrsPath(xpath(dirfd, name))
 	}
 	p, flags, err := atArgs(name)
@@ -86,7 +87,7 @@ func listXattrsAt(dirfd int, name string) ([]string, error) {
 }
 
 func setXattrAt(dirfd int, name, attr string, value []byte, xflags int) error {
-	if noXattrAt.Load() {
+	if noXattrAt.Load() || name == "" {
 		return setXattrPath(xpath(dirfd, name), attr, value, xflags)
 	}
 	p, flags, err := atArgs(name)
@@ -115,7 +116,7 @@ func setXattrAt(dirfd int, name, attr string, value []byte, xflags int) error {
 }
 
 func removeXattrAt(dirfd int, name, attr string) error {
-	if noXattrAt.Load() {
+	if noXattrAt.Load() || name == "" {
 		return removeXattrPath(xpath(dirfd, name), attr)
 	}
 	p, flags, err := atArgs(name)

@@ -1,6 +1,8 @@
 package subenv
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"os/user"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"herd/internal/testbin"
 )
@@ -161,5 +164,32 @@ func TestSubIDRangeLookup(t *testing.T) {
 		if ok != c.ok || s != c.start || n != c.count {
 			t.Errorf("%s: %d %d %v, want %d %d %v", c.name, s, n, ok, c.start, c.count, c.ok)
 		}
+	}
+}
+
+// When newuidmap fails (a broken or refusing helper), the user is mapped
+// alone, as without a range, and -v says why.
+func TestSubuidHelpersFail(t *testing.T) {
+	e := newSubEnv(t)
+	fake := filepath.Join(e.base, "fake")
+	if err := os.Mkdir(fake, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"newuidmap", "newgidmap"} {
+		if err := os.WriteFile(filepath.Join(fake, n), []byte("#!/bin/sh\necho refused >&2\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := e.command(ctx, "run", "-v", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u; echo hi > /tmp/x; cat /tmp/x")
+	cmd.Env = append(cmd.Env, "PATH="+fake+":"+os.Getenv("PATH"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil || out.String() != "1\n0\nhi\n" {
+		t.Fatalf("%v: stdout %q, stderr %s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(errb.String(), "could not be mapped") || !strings.Contains(errb.String(), "refused") {
+		t.Errorf("-v does not say why: %s", errb.String())
 	}
 }

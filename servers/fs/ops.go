@@ -438,20 +438,67 @@ func (s *Server) ReadDir(ctx context.Context, id proto.NodeID) ([]proto.DirEntry
 // ReadDirPlus implements proto.DirPlusReader: each entry counts a lookup.
 // A translated entry carries its redirect, but a listing does not start a
 // passive translator: the client's lookup of the name does.
+//
+// It is lookup for every name, with the directory resolved once and the
+// node table locked once (a cold find is mostly this call).
 func (s *Server) ReadDirPlus(ctx context.Context, id proto.NodeID) ([]proto.DirEntryPlus, error) {
-	ents, err := s.ReadDir(ctx, id)
+	n, err := s.getNode(id)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]proto.DirEntryPlus, 0, len(ents))
+	s.treeMu.RLock()
+	defer s.treeMu.RUnlock()
+	v, err := s.openView(n)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer v.close()
+	ents, err := s.mergedList(v)
+	if err != nil {
+		return nil, errno(err)
+	}
+	type found struct {
+		de     proto.DirEntry
+		st     unix.Stat_t
+		hidden bool
+		rec    *record
+	}
+	fs := make([]found, 0, len(ents))
 	for _, e := range ents {
-		c, en, rec, err := s.lookup(id, e.Name)
+		st, inUpper, hidden, err := s.lookupIn(v, e.name)
 		if err != nil {
 			continue // vanished meanwhile
 		}
-		en.Redirect = s.plannedRedirect(c, rec)
-		out = append(out, proto.DirEntryPlus{DirEntry: e, Entry: en})
+		if inUpper {
+			s.ownerAt(v.ufd, e.name, &st) // owner.go
+		}
+		var rec *record
+		if s.opts.RuntimeDir != "" {
+			fd := v.lfd
+			if inUpper {
+				fd = v.ufd
+			}
+			rec = s.recordAt(fd, e.name, &st)
+		}
+		fs = append(fs, found{proto.DirEntry{Name: e.name, Ino: e.ino, Mode: dtToMode(e.typ)}, st, hidden, rec})
 	}
+	out := make([]proto.DirEntryPlus, len(fs))
+	s.mu.Lock()
+	for i := range fs {
+		f := &fs[i]
+		c := s.childLocked(n, f.de.Name, f.hidden)
+		en := proto.Entry{Node: c.id, Attr: toAttr(&f.st)}
+		// A translated entry carries its redirect (plannedRedirect).
+		if s.opts.RuntimeDir != "" {
+			if c.trans != nil {
+				en.Redirect = &proto.Redirect{Socket: c.trans.socket}
+			} else if f.rec != nil {
+				en.Redirect = &proto.Redirect{Socket: s.socketFor(c)}
+			}
+		}
+		out[i] = proto.DirEntryPlus{DirEntry: f.de, Entry: en}
+	}
+	s.mu.Unlock()
 	return out, nil
 }
 

@@ -17,6 +17,9 @@ tree and network (and, later, identity) are served by user programs.
 
 Usage:
   subenv run [flags] [--] PROG [ARGS...]   run PROG in a new subenvironment
+  subenv herd-fs [flags]                   the fs server subenv run starts by
+                                           default, the same program as herd-fs
+                                           (subenv herd-fs --help)
   subenv help [run]                        this text, or run's
 
 'subenv run --help' lists run's flags.

@@ -1,8 +1,10 @@
 #!/bin/bash
 # File work inside a subenvironment vs natively vs go-fuse's own loopback
 # example (a FUSE filesystem with no protocol hop) on the same tree.
-# herd is measured twice: with the fs server built into subenv (the default)
-# and with herd-fs as an external server over the protocol (--fs herd-fs).
+# herd is measured twice: as subenv runs by default (its fs server, herd-fs
+# run from the subenv binary, a process of its own reached over the
+# protocol) and with --fs herd-fs (the same server named as any --fs
+# program is).
 # Prints a markdown table of seconds (best of $RUNS warm runs) and ratios.
 #
 #   bench/files.sh            (root or a plain user; needs /dev/fuse)
@@ -134,6 +136,6 @@ table "warm: second pass in the same process (kernel caches filled by the first)
 table "cold: first pass (a fresh subenvironment; a fresh loopback mount)" cold
 echo "seconds, best of $RUNS runs; $FILES files in $((FILES / 100)) dirs; ${SIZE_MB} MiB for seq read/write (one pass: cold = warm);"
 echo "native = $(df --output=fstype "$base" | tail -1) under $base; loopback = go-fuse v2 example/loopback (1 s timeouts);"
-echo "herd = subenv run --net none (built-in fs server); herd-ext = subenv run --net none --fs herd-fs (external server over proto);"
+echo "herd = subenv run --net none (its default fs server, a process of its own over proto); herd-ext = subenv run --net none --fs herd-fs;"
 echo "in herd the write lands in the copy-on-write layer; loopback/herd >= 1 means herd is at least as fast as loopback."
 exit $status

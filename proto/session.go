@@ -233,6 +233,8 @@ type callStream struct {
 	since    time.Time
 	watch    *time.Timer
 	armed    bool // watch is set to fire
+
+	spawned bool // the reader started goroutines since it last read (reader's)
 }
 
 // serveCalls reads requests from one stream and runs them. Any malformed
@@ -247,6 +249,12 @@ func (se *session) serveCalls(fr *frameReader, fw *frameWriter, c net.Conn) {
 func (cs *callStream) readLoop() {
 	se := cs.se
 	for {
+		if cs.spawned && cs.fr.r.Buffered() == 0 {
+			// About to block in a read: let the requests just
+			// started run first (see yieldBeforeBlocking).
+			cs.spawned = false
+			yieldBeforeBlocking()
+		}
 		m, err := cs.fr.read()
 		if err != nil {
 			cs.c.Close()
@@ -331,6 +339,7 @@ func (cs *callStream) start(m *message) (relieved bool, err error) {
 		return false, nil
 	}
 	se.inflight.Add(1)
+	cs.spawned = true
 	go func() {
 		defer func() { <-se.sem }()
 		cs.run(m.tag, req, ctx, !noReply)

@@ -382,6 +382,26 @@ func (s *Server) modeNew(dirfd int, name string, st *unix.Stat_t, mode uint32) {
 	}
 }
 
+// copiedUp gives dirfd/name, just copied up from a lower node with
+// attributes lst, what a plain user's copy could not take on the host: the
+// lower owner when the user could map it (files of their /etc/subuid range
+// in the served tree), and permission bits that would shut the server out
+// (a 0444 file that root inside opens for writing). For copyMeta
+// (layers.go).
+func (s *Server) copiedUp(dirfd int, name string, lst *unix.Stat_t) {
+	if s.euid == 0 {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, name, &st, atFlags(name)) != nil {
+		return
+	}
+	if (lst.Uid != st.Uid || lst.Gid != st.Gid) && s.mayRecord(lst.Uid, lst.Gid, st.Gid) {
+		s.setRecord(dirfd, name, &st, ownerRec{uid: lst.Uid, gid: lst.Gid})
+	}
+	s.modeNew(dirfd, name, &st, lst.Mode&0o7777)
+}
+
 // The *xattrat calls refuse an O_PATH descriptor itself (name ""), which
 // is what the server holds of directories: those go through /proc.
 func oGet(dirfd int, name, attr string) ([]byte, error) {

@@ -278,6 +278,19 @@ func TestOwnerRecordsHelper(t *testing.T) {
 	if _, err := unix.Lgetxattr(filepath.Join(upper, "d/new"), xattrOwner, make([]byte, 64)); err != unix.ENODATA {
 		t.Fatalf("record left after chmod 640: %v", err)
 	}
+	// A copy-up takes a lower owner of the range and a mode that would
+	// shut the server out (copyMeta calls copiedUp).
+	e.writeFile("cu", "x")
+	lst := unix.Stat_t{Uid: su, Gid: sg, Mode: unix.S_IFREG | 0o444}
+	e.s.copiedUp(e.s.upper, "cu", &lst)
+	want("cu", su, sg)
+	if m, rm := mode("cu"), realMode("cu"); m != 0o444 || rm&0o600 != 0o600 {
+		t.Fatalf("copied up 444: shows %o, real %o", m, rm)
+	}
+	lst = unix.Stat_t{Uid: 0, Gid: 0, Mode: unix.S_IFREG | 0o644}
+	e.writeFile("cu2", "x")
+	e.s.copiedUp(e.s.upper, "cu2", &lst)
+	want("cu2", me, mygid) // host root's: not the user's to map
 	must(t, e.s.Close())
 
 	// Write-through mode: the files are the user's own, a chmod is real.

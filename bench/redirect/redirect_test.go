@@ -261,10 +261,11 @@ func BenchmarkLaterLookup(b *testing.B) {
 	}
 }
 
-// BenchmarkFilesOverProto counts the round trips per file that the
-// external fs server (subenv run --fs herd-fs: servers/fs over proto) costs
-// for the file work of bench/files.sh, on a warm mount (second pass):
-// where herd-ext loses to the built-in server, whose calls are in-process.
+// BenchmarkFilesOverProto counts the round trips per file that the fs
+// server (servers/fs over proto, a process of its own in subenv run) costs
+// for the file work of bench/files.sh, on a warm mount (second pass): every
+// round trip is a hop between processes there. (500 files: spare opens
+// cover them; BenchmarkOpenCloseMany and BenchmarkCatMany go past.)
 func BenchmarkFilesOverProto(b *testing.B) {
 	s := newSetup(b)
 	tree := filepath.Join(s.dir, "tree", "files")

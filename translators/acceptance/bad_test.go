@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"herd/translators/internal/transtest"
 )
 
 // TestBadInputInside: inside a subenvironment, settrans with a translator
@@ -29,7 +31,7 @@ func TestBadInputInside(t *testing.T) {
 			}
 			asOther := ""
 			if who == "root" {
-				uid, gid := testUser(t)
+				uid, gid := transtest.User(t, testUserName)
 				asOther = "setpriv --reuid=" + strconv.Itoa(int(uid)) + " --regid=" + strconv.Itoa(int(gid)) + " --clear-groups "
 			}
 			// step runs a command that must fail and reports its status,
@@ -49,11 +51,11 @@ echo "busy-node: $(cat /tmp/busy)"
 echo "exclusive-node: $(cat /tmp/busy)"
 `
 			r := e.inSubenv(script)
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("subenv: %s", r)
 			}
 			got := map[string]string{}
-			for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
 				k, v, _ := strings.Cut(l, ": ")
 				got[k] = v
 			}
@@ -86,7 +88,7 @@ echo "exclusive-node: $(cat /tmp/busy)"
 			if _, err := unix.Getxattr(theirs, "user.herd.translator", make([]byte, 256)); err != unix.ENODATA {
 				t.Errorf("the host file got a translator record (%v)", err)
 			}
-			if strings.Contains(r.stdout, "settrans -ac failed") {
+			if strings.Contains(r.Stdout, "settrans -ac failed") {
 				t.Fatalf("settrans -ac inside failed: %s", r)
 			}
 			fails("busy", "translat")

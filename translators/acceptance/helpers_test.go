@@ -4,62 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"herd/translators/internal/transtest"
 )
 
 // testUserName is this package's unprivileged user (one per package, so
 // concurrent test binaries do not interfere).
 const testUserName = "herdaccept"
-
-var userOnce struct {
-	sync.Once
-	uid, gid uint32
-	err      string
-}
-
-// testUser makes sure the test user exists and /dev/fuse (and the TUN
-// device subenv's default network uses) is usable by all, as distributions
-// ship them.
-func testUser(t *testing.T) (uint32, uint32) {
-	t.Helper()
-	userOnce.Do(func() {
-		u, err := user.Lookup(testUserName)
-		if err != nil {
-			if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", testUserName).CombinedOutput(); err != nil {
-				if _, err2 := user.Lookup(testUserName); err2 != nil {
-					userOnce.err = "useradd " + testUserName + ": " + err.Error() + ": " + string(out)
-					return
-				}
-			}
-			if u, err = user.Lookup(testUserName); err != nil {
-				userOnce.err = err.Error()
-				return
-			}
-		}
-		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-			userOnce.err = err.Error()
-			return
-		}
-		os.Chmod("/dev/net/tun", 0o666)
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		userOnce.uid, userOnce.gid = uint32(uid), uint32(gid)
-	})
-	if userOnce.err != "" {
-		t.Fatal(userOnce.err)
-	}
-	return userOnce.uid, userOnce.gid
-}
 
 // env is one test's world: a directory for nodes and data (under /var/tmp,
 // so a subenvironment sees it too), a runtime dir, and the identity the
@@ -86,7 +45,7 @@ func newEnv(t *testing.T, who string) *env {
 	}
 	os.Chmod(e.dir, 0o755)
 	if who == "user" {
-		uid, gid := testUser(t)
+		uid, gid := transtest.User(t, testUserName)
 		e.cred = &syscall.Credential{Uid: uid, Gid: gid}
 		for _, d := range []string{e.dir, e.runtime} {
 			if err := os.Chown(d, int(uid), int(gid)); err != nil {
@@ -136,15 +95,6 @@ func (e *env) mkdir(name string) string {
 	return p
 }
 
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r result) String() string {
-	return "exit " + strconv.Itoa(r.code) + ", stdout " + strconv.Quote(r.stdout) + ", stderr " + strconv.Quote(r.stderr)
-}
-
 // command prepares one of our programs (or any other) as the env's
 // identity, our programs first on PATH.
 func (e *env) command(ctx context.Context, prog string, args ...string) *exec.Cmd {
@@ -154,53 +104,38 @@ func (e *env) command(ctx context.Context, prog string, args ...string) *exec.Cm
 		}
 	}
 	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = append(withoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "HOME", "PATH", "HERD_TRANSLATORS", "HERD_TRACE"),
+	cmd.Env = append(transtest.WithoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "XDG_DATA_HOME", "HOME", "PATH", "HERD_TRANSLATORS", "HERD_TRACE"),
 		"XDG_RUNTIME_DIR="+e.runtime, "XDG_DATA_HOME="+filepath.Join(e.runtime, "data"), "HOME="+e.dir,
 		"PATH="+binDir+":/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
 	cmd.Dir = e.dir
 	if e.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
 	}
-	// A holder left running keeps the pipes open; do not wait for it.
-	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
 
 // run runs prog as the env's identity and returns what it printed and its
 // status; it fails the test if the program hangs.
-func (e *env) run(prog string, args ...string) result {
+func (e *env) run(prog string, args ...string) transtest.Result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := e.command(ctx, prog, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		e.t.Fatalf("%s %q: %v", prog, args, err)
-	}
-	if ctx.Err() != nil {
-		e.t.Fatalf("%s %q hung: %s", prog, args, r)
-	}
-	return r
+	return transtest.Run(e.t, ctx, cmd)
 }
 
 // ok runs a program and fails the test unless it succeeds.
 func (e *env) ok(prog string, args ...string) string {
 	e.t.Helper()
 	r := e.run(prog, args...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		e.t.Fatalf("%s %q: %s", prog, args, r)
 	}
-	return r.stdout
+	return r.Stdout
 }
 
 // inSubenv runs sh -c script in a subenvironment as the env's identity.
-func (e *env) inSubenv(script string) result {
+func (e *env) inSubenv(script string) transtest.Result {
 	e.t.Helper()
 	return e.run("subenv", "run", "--", "sh", "-c", script)
 }
@@ -364,23 +299,6 @@ func unescape(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func withoutEnv(env []string, names ...string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		keep := true
-		for _, n := range names {
-			if k == n {
-				keep = false
-			}
-		}
-		if keep {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // shq quotes s for sh.

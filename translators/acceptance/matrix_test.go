@@ -166,7 +166,7 @@ func TestPassiveInside(t *testing.T) {
 				}
 				script := "set -e; N=" + shq(node) + "; " + prep + "; settrans -p \"$N\" " + shJoin(c.args(e, true)) + "; " + c.check(e)
 				r := e.inSubenv(script)
-				if r.code != 0 || r.stdout != c.wantFor(node) {
+				if r.Code != 0 || r.Stdout != c.wantFor(node) {
 					t.Fatalf("inside: %s\nwant stdout %q\nscript: %s", r, c.wantFor(node), script)
 				}
 			})
@@ -199,7 +199,7 @@ func TestActiveHost(t *testing.T) {
 					// behind; inside a subenvironment (TestPassiveInside)
 					// the symlink translator works.
 					r := e.run("settrans", "-ac", node, "symlink", filepath.Join(fx.tree, "a.txt"))
-					if r.code == 0 || !strings.Contains(r.stderr, "root is a symlink") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+					if r.Code == 0 || !strings.Contains(r.Stderr, "root is a symlink") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
 						t.Fatalf("settrans -a of a symlink translator on the host: %s\nwant a one-line refusal naming symlinks", r)
 					}
 					if _, err := os.Lstat(node); !os.IsNotExist(err) {
@@ -223,10 +223,10 @@ func TestActiveHost(t *testing.T) {
 				r := e.run("sh", "-c", "N="+shq(node)+"; "+c.check(e))
 				// Whatever the check found, the translator goes.
 				g := e.run("settrans", "-g", node)
-				if r.code != 0 || r.stdout != c.wantFor(node) {
+				if r.Code != 0 || r.Stdout != c.wantFor(node) {
 					t.Errorf("through the mount: %s\nwant stdout %q", r, c.wantFor(node))
 				}
-				if g.code != 0 {
+				if g.Code != 0 {
 					t.Fatalf("settrans -g: %s", g)
 				}
 				for _, m := range fuseMounts() {

@@ -1,20 +1,17 @@
 package control_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"herd/translators/control"
+	"herd/translators/internal/transtest"
 )
 
 // testUserName is the unprivileged user of these tests (one per package,
@@ -48,7 +45,7 @@ func newEnv(t *testing.T, who string) *env {
 		}
 	}
 	if who == "user" {
-		uid, gid := testUser(t)
+		uid, gid := transtest.User(t, testUserName)
 		e.cred = &syscall.Credential{Uid: uid, Gid: gid}
 		e.uid = int(uid)
 		for _, d := range []string{e.dir, e.runtime} {
@@ -64,46 +61,15 @@ func newEnv(t *testing.T, who string) *env {
 	return e
 }
 
-// testUser makes sure the test user exists and /dev/fuse is usable by all,
-// as distributions ship it.
-func testUser(t *testing.T) (uint32, uint32) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("the unprivileged tests need root to create their user")
-	}
-	u, err := user.Lookup(testUserName)
-	if err != nil {
-		if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", testUserName).CombinedOutput(); err != nil {
-			if _, err2 := user.Lookup(testUserName); err2 != nil {
-				t.Fatalf("useradd %s: %v: %s", testUserName, err, out)
-			}
-		}
-		if u, err = user.Lookup(testUserName); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return uint32(uid), uint32(gid)
-}
-
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
 // run runs a program (one of ours by name, or any other) as the env's
 // identity and returns what it printed and its status.
-func (e *env) run(prog string, args ...string) result {
+func (e *env) run(prog string, args ...string) transtest.Result {
 	e.t.Helper()
 	return e.runEnv(nil, prog, args...)
 }
 
 // runEnv is run with more environment variables.
-func (e *env) runEnv(extra []string, prog string, args ...string) result {
+func (e *env) runEnv(extra []string, prog string, args ...string) transtest.Result {
 	e.t.Helper()
 	if !strings.Contains(prog, "/") {
 		if _, err := os.Stat(filepath.Join(binDir, prog)); err == nil {
@@ -113,38 +79,23 @@ func (e *env) runEnv(extra []string, prog string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, prog, args...)
-	cmd.Env = append(withoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "HERD_TRANSLATORS"), "XDG_RUNTIME_DIR="+e.runtime)
+	cmd.Env = append(transtest.WithoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "HERD_TRANSLATORS"), "XDG_RUNTIME_DIR="+e.runtime)
 	cmd.Env = append(cmd.Env, extra...)
 	cmd.Dir = e.dir
 	if e.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	// A holder left running keeps the pipes open; do not wait for it.
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		r.code = ee.ExitCode()
-	} else if err != nil && !errors.Is(err, exec.ErrWaitDelay) {
-		e.t.Fatalf("%s %v: %v", prog, args, err)
-	}
-	if ctx.Err() != nil {
-		e.t.Fatalf("%s %v hung", prog, args)
-	}
-	return r
+	return transtest.Run(e.t, ctx, cmd)
 }
 
 // ok runs a program and fails the test unless it succeeds.
 func (e *env) ok(prog string, args ...string) string {
 	e.t.Helper()
 	r := e.run(prog, args...)
-	if r.code != 0 {
-		e.t.Fatalf("%s %s: exit %d: %s%s", prog, strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	if r.Code != 0 {
+		e.t.Fatalf("%s %s: exit %d: %s%s", prog, strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
 	}
-	return r.stdout
+	return r.Stdout
 }
 
 // fails runs a program, expects it to fail with a one-line message
@@ -152,10 +103,10 @@ func (e *env) ok(prog string, args ...string) string {
 func (e *env) fails(want string, prog string, args ...string) string {
 	e.t.Helper()
 	r := e.run(prog, args...)
-	if r.code == 0 {
+	if r.Code == 0 {
 		e.t.Fatalf("%s %s succeeded; want an error about %q", prog, strings.Join(args, " "), want)
 	}
-	msg := strings.TrimSpace(r.stderr)
+	msg := strings.TrimSpace(r.Stderr)
 	if strings.Count(msg, "\n") > 0 || !strings.Contains(msg, want) {
 		e.t.Fatalf("%s %s: message %q; want one line containing %q", prog, strings.Join(args, " "), msg, want)
 	}
@@ -235,23 +186,6 @@ func (e *env) checkClean() {
 	}
 }
 
-func withoutEnv(env []string, names ...string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		keep := true
-		for _, n := range names {
-			if k == n {
-				keep = false
-			}
-		}
-		if keep {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
 func controlAlive(pid int) bool { return control.Alive(pid) }
 
 // eventually runs a program until it prints want (a cache that is
@@ -288,7 +222,7 @@ done`
 func (e *env) freshReads(node string) {
 	e.t.Helper()
 	r := e.runEnv([]string{"PATH=" + binDir + ":/usr/local/bin:/usr/bin:/bin"}, "sh", "-c", freshReadsScript, "sh", node)
-	if r.code != 0 || r.stdout != "" {
+	if r.Code != 0 || r.Stdout != "" {
 		e.t.Fatalf("reads right after fsysopts: %+v", r)
 	}
 }

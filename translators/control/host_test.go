@@ -58,7 +58,7 @@ func TestActiveHello(t *testing.T) {
 			if got := e.ok("cat", node); got != "underneath\n" {
 				t.Fatalf("after -g, cat = %q; want the file underneath", got)
 			}
-			if r := e.run("showtrans", "-a", node); r.code != 1 || r.stdout != "" {
+			if r := e.run("showtrans", "-a", node); r.Code != 1 || r.Stdout != "" {
 				t.Fatalf("showtrans -a after -g: %+v", r)
 			}
 		})
@@ -97,10 +97,10 @@ func TestPassiveHost(t *testing.T) {
 			if _, err := unix.Getxattr(node, control.XattrPassive, buf); err != unix.ENODATA {
 				t.Fatalf("xattr after clearing: %v", err)
 			}
-			if r := e.run("showtrans", node); r.code != 1 || r.stdout != "" {
+			if r := e.run("showtrans", node); r.Code != 1 || r.Stdout != "" {
 				t.Fatalf("showtrans of an untranslated node: %+v", r)
 			}
-			if r := e.run("showtrans", "-t", node); r.code != 1 || r.stdout != "" {
+			if r := e.run("showtrans", "-t", node); r.Code != 1 || r.Stdout != "" {
 				t.Fatalf("showtrans -t: %+v", r)
 			}
 			if b, _ := os.ReadFile(node); string(b) != "data\n" {
@@ -154,7 +154,7 @@ func TestPassiveWhileActive(t *testing.T) {
 			if mounted(t, node) {
 				t.Fatal("still mounted")
 			}
-			if r := e.run("showtrans", node); r.code != 1 {
+			if r := e.run("showtrans", node); r.Code != 1 {
 				t.Fatalf("passive record left after settrans -g: %+v", r)
 			}
 		})
@@ -441,7 +441,7 @@ func TestSymlinkRootRefused(t *testing.T) {
 			e := newEnv(t, who)
 			node := filepath.Join(e.dir, "link")
 			r := e.run("settrans", "-ac", node, "symlink", "/etc/hostname")
-			if r.code == 0 || !strings.Contains(r.stderr, "root is a symlink") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			if r.Code == 0 || !strings.Contains(r.Stderr, "root is a symlink") || strings.Count(strings.TrimSpace(r.Stderr), "\n") > 0 {
 				t.Fatalf("settrans -ac of a symlink translator: %+v; want a one-line refusal", r)
 			}
 			if _, err := os.Lstat(node); !os.IsNotExist(err) {

@@ -103,13 +103,13 @@ func TestHostmuxBadChild(t *testing.T) {
 	e := newEnv(t, "root")
 	mux := filepath.Join(e.dir, "m")
 	e.ok("settrans", "-ac", mux, "hostmux", "no-such-translator")
-	if r := e.run("cat", filepath.Join(mux, "x")); r.code == 0 || !strings.Contains(r.stderr, "No such file") {
+	if r := e.run("cat", filepath.Join(mux, "x")); r.Code == 0 || !strings.Contains(r.Stderr, "No such file") {
 		t.Fatalf("lookup with a missing child translator: %+v", r)
 	}
 	e.ok("settrans", "-g", mux)
 	mux2 := filepath.Join(e.dir, "m2")
 	e.ok("settrans", "-ac", mux2, "hostmux", "hello", "--no-such-flag")
-	if r := e.run("cat", filepath.Join(mux2, "x")); r.code == 0 {
+	if r := e.run("cat", filepath.Join(mux2, "x")); r.Code == 0 {
 		t.Fatalf("lookup with a failing child: %+v", r)
 	}
 	e.ok("settrans", "-g", mux2)
@@ -145,7 +145,7 @@ func TestUsermux(t *testing.T) {
 			// Without it, a symbolic link.
 			r := e.runEnv([]string{"HERD_TRANSLATORS=" + filepath.Join(e.dir, "none"), "PATH=/usr/bin:/bin"},
 				filepath.Join(binDir, "settrans"), "-a", um, filepath.Join(binDir, "usermux"))
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("settrans usermux: %+v", r)
 			}
 			if got := e.ok("readlink", filepath.Join(um, "root")); got != root.HomeDir+"\n" {

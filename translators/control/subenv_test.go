@@ -5,12 +5,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"herd/translators/internal/transtest"
 )
 
 // inSubenv runs sh -c script in a subenvironment as the env's identity,
 // with the programs under test first on PATH (inside and for the fs
 // server, which finds translators there).
-func (e *env) inSubenv(script string, flags ...string) result {
+func (e *env) inSubenv(script string, flags ...string) transtest.Result {
 	e.t.Helper()
 	// No network: these tests need none (and the net server is not theirs).
 	args := append(append([]string{"run", "--net", "none"}, flags...), "--", "sh", "-c", script)
@@ -46,7 +48,7 @@ func TestPassiveFromHostInSubenv(t *testing.T) {
 			e.ok("sh", "-c", "echo underneath > "+node)
 			e.ok("settrans", "-p", node, "hello", "--contents", "from the host\n")
 			r := e.inSubenv("cat " + node)
-			if r.code != 0 || r.stdout != "from the host\n" {
+			if r.Code != 0 || r.Stdout != "from the host\n" {
 				t.Fatalf("cat inside: %+v", r)
 			}
 			// On the host the file is unchanged, the record still there.
@@ -68,15 +70,15 @@ func TestActiveInSubenv(t *testing.T) {
 			e := newEnv(t, who)
 			r := e.inSubenv(`settrans -ac /tmp/h hello --contents "active inside
 " && cat /tmp/h`)
-			if r.code != 0 || r.stdout != "active inside\n" {
+			if r.Code != 0 || r.Stdout != "active inside\n" {
 				t.Fatalf("settrans -a inside: %+v", r)
 			}
 			r = e.inSubenv(`settrans -a /tmp/missing hello`)
-			if r.code == 0 || !strings.Contains(r.stderr, "settrans: /tmp/missing: no such file or directory") {
+			if r.Code == 0 || !strings.Contains(r.Stderr, "settrans: /tmp/missing: no such file or directory") {
 				t.Fatalf("missing node inside: %+v", r)
 			}
 			r = e.inSubenv(`touch /tmp/x && settrans -a /tmp/x no-such-translator`)
-			if r.code == 0 || !strings.Contains(r.stderr, "translator no-such-translator not found") {
+			if r.Code == 0 || !strings.Contains(r.Stderr, "translator no-such-translator not found") {
 				t.Fatalf("missing translator inside: %+v", r)
 			}
 		})
@@ -88,7 +90,7 @@ func TestActiveInSubenv(t *testing.T) {
 func TestHostmuxInSubenv(t *testing.T) {
 	e := newEnv(t, "user")
 	r := e.inSubenv(`settrans -ac /tmp/mux hostmux hello --contents && cat /tmp/mux/foo && echo && ls /tmp/mux`)
-	if r.code != 0 || r.stdout != "foo\nfoo\n" {
+	if r.Code != 0 || r.Stdout != "foo\nfoo\n" {
 		t.Fatalf("hostmux inside: %+v", r)
 	}
 }
@@ -109,11 +111,11 @@ func TestPassiveInSubenv(t *testing.T) {
 			node := "/tmp/herd-control-passive"
 			r := e.inSubenv(`settrans -pc `+node+` hello --contents "set inside
 "`, "--keep", "ctl")
-			if r.code != 0 {
+			if r.Code != 0 {
 				t.Fatalf("settrans -p inside: %+v", r)
 			}
 			r = e.inSubenv("cat "+node, "--keep", "ctl")
-			if r.code != 0 || r.stdout != "set inside\n" {
+			if r.Code != 0 || r.Stdout != "set inside\n" {
 				t.Fatalf("cat in the next subenvironment: %+v", r)
 			}
 		})
@@ -127,7 +129,7 @@ func TestPassiveSameSubenv(t *testing.T) {
 			e := newEnv(t, who)
 			r := e.inSubenv(`settrans -pc /tmp/h hello --contents "passive inside
 " && cat /tmp/h`)
-			if r.code != 0 || r.stdout != "passive inside\n" {
+			if r.Code != 0 || r.Stdout != "passive inside\n" {
 				t.Fatalf("settrans -p then cat inside: %+v", r)
 			}
 		})
@@ -174,8 +176,8 @@ po:hello --contents=pp
 pg:
 pp:1
 `
-			if r.code != 0 || r.stdout != want {
-				t.Fatalf("control of translated nodes inside: code %d, stderr %q\ngot:\n%s\nwant:\n%s", r.code, r.stderr, r.stdout, want)
+			if r.Code != 0 || r.Stdout != want {
+				t.Fatalf("control of translated nodes inside: code %d, stderr %q\ngot:\n%s\nwant:\n%s", r.Code, r.Stderr, r.Stdout, want)
 			}
 		})
 	}

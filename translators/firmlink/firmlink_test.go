@@ -5,14 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/hanwen/go-fuse/v2/posixtest"
-
 	"herd/translators/firmlink"
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 )
 
@@ -20,26 +17,11 @@ var bin string
 
 func TestMain(m *testing.M) { kittest.Main(m, map[string]*string{"firmlink": &bin}) }
 
-var posixExceptions = map[string]string{
-	"FcntlFlockLocksFile": "POSIX locks are per process: the kernel's local locking lets the same process lock again, as on any local filesystem",
-}
-
 // TestPosix runs go-fuse's posixtest on a firmlink to a fresh host directory.
 func TestPosix(t *testing.T) {
-	var names []string
-	for name := range posixtest.All {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			if why, ok := posixExceptions[name]; ok {
-				t.Skip(why)
-			}
-			m := kittest.MountTranslator(t, firmlink.Translator(), t.TempDir())
-			posixtest.All[name](t, m.Dir)
-		})
-	}
+	kittest.Posix(t, func(t *testing.T) string {
+		return kittest.MountTranslator(t, firmlink.Translator(), t.TempDir()).Dir
+	})
 }
 
 func TestDirectory(t *testing.T) {
@@ -133,7 +115,7 @@ func TestProgram(t *testing.T) {
 
 // TestProgramUnprivileged: a plain user firmlinks their own directory.
 func TestProgramUnprivileged(t *testing.T) {
-	uid, gid := kittest.User(t, "herdkit")
+	uid, gid := transtest.User(t, "herdkit")
 	base := kittest.TempDir(t)
 	target := filepath.Join(base, "target")
 	node := filepath.Join(base, "node")
@@ -160,23 +142,10 @@ echo "exit $?"
 
 func TestBadInput(t *testing.T) {
 	node := kittest.TempDir(t)
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"--mount", node}, 2, "missing TARGET"},
-		{[]string{"a", "b", "--mount", node}, 2, "one TARGET only"},
-		{[]string{"/nonexistent/herd", "--mount", node}, 1, "no such file"},
-		{[]string{"/etc/hostname", "--mount", node}, 1, "mount it on a file"},
-	} {
-		out, err := exec.Command(bin, c.args...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-	}
+	kittest.Refuses(t, bin, "", node, []kittest.Refusal{
+		{Args: []string{"--mount", node}, Status: 2, Want: "missing TARGET"},
+		{Args: []string{"a", "b", "--mount", node}, Status: 2, Want: "one TARGET only"},
+		{Args: []string{"/nonexistent/herd", "--mount", node}, Status: 1, Want: "no such file"},
+		{Args: []string{"/etc/hostname", "--mount", node}, Status: 1, Want: "mount it on a file"},
+	})
 }

@@ -7,28 +7,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"herd/translators/ftpfs"
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 )
 
 var bin string
 
 func TestMain(m *testing.M) { kittest.Main(m, map[string]*string{"ftpfs": &bin}) }
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // serverDir makes the tree the server serves:
 //
@@ -37,41 +29,12 @@ func serverDir(t *testing.T) (dir string, data []byte) {
 	dir = kittest.TempDir(t)
 	data = make([]byte, 300<<10)
 	rand.Read(data)
-	must(t, os.MkdirAll(filepath.Join(dir, "sub/deeper"), 0o755))
-	must(t, os.Mkdir(filepath.Join(dir, "empty"), 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello over ftp\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "name with space"), []byte("spaced\n"), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "sub/data.bin"), data, 0o644))
+	transtest.Must(t, os.MkdirAll(filepath.Join(dir, "sub/deeper"), 0o755))
+	transtest.Must(t, os.Mkdir(filepath.Join(dir, "empty"), 0o755))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello over ftp\n"), 0o644))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "name with space"), []byte("spaced\n"), 0o600))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "sub/data.bin"), data, 0o644))
 	return dir, data
-}
-
-func names(t *testing.T, dir string) string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("readdir %s: %v", dir, err)
-	}
-	var out []string
-	for _, e := range ents {
-		s := e.Name()
-		if e.IsDir() {
-			s += "/"
-		}
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func readFile(path string) string {
@@ -89,10 +52,10 @@ func TestReadWrite(t *testing.T) {
 			m := kittest.MountTranslator(t, ftpfs.Translator(), "--listing="+listing, "--cache-timeout=0", srv.Addr)
 			mnt := func(p string) string { return filepath.Join(m.Dir, p) }
 
-			if got, want := names(t, m.Dir), "empty/,hello.txt,name with space,sub/"; got != want {
+			if got, want := transtest.Names(t, m.Dir), "empty/,hello.txt,name with space,sub/"; got != want {
 				t.Errorf("root lists %q, want %q", got, want)
 			}
-			if got := names(t, mnt("sub")); got != "data.bin,deeper/" {
+			if got := transtest.Names(t, mnt("sub")); got != "data.bin,deeper/" {
 				t.Errorf("sub lists %q", got)
 			}
 			fi, err := os.Stat(mnt("sub/data.bin"))
@@ -111,30 +74,30 @@ func TestReadWrite(t *testing.T) {
 			}
 
 			// A new file reaches the server when it is closed.
-			must(t, os.WriteFile(mnt("sub/new.txt"), []byte("written through ftpfs\n"), 0o644))
-			eventually(t, "new.txt on the server", func() bool {
+			transtest.Must(t, os.WriteFile(mnt("sub/new.txt"), []byte("written through ftpfs\n"), 0o644))
+			transtest.Eventually(t, "new.txt on the server", func() bool {
 				return readFile(filepath.Join(dir, "sub/new.txt")) == "written through ftpfs\n"
 			})
 			// fsync sends it at once.
 			f, err := os.OpenFile(mnt("hello.txt"), os.O_WRONLY|os.O_APPEND, 0)
-			must(t, err)
+			transtest.Must(t, err)
 			_, err = f.WriteString("and more\n")
-			must(t, err)
-			must(t, f.Sync())
+			transtest.Must(t, err)
+			transtest.Must(t, f.Sync())
 			if s := readFile(filepath.Join(dir, "hello.txt")); s != "hello over ftp\nand more\n" {
 				t.Errorf("after append and fsync the server has %q", s)
 			}
-			must(t, f.Close())
-			must(t, os.Truncate(mnt("hello.txt"), 5))
+			transtest.Must(t, f.Close())
+			transtest.Must(t, os.Truncate(mnt("hello.txt"), 5))
 			if s := readFile(filepath.Join(dir, "hello.txt")); s != "hello" {
 				t.Errorf("after truncate the server has %q", s)
 			}
 
-			must(t, os.Mkdir(mnt("made"), 0o755))
+			transtest.Must(t, os.Mkdir(mnt("made"), 0o755))
 			if fi, err := os.Stat(filepath.Join(dir, "made")); err != nil || !fi.IsDir() {
 				t.Errorf("mkdir on the server: %v", err)
 			}
-			must(t, os.Rename(mnt("sub/new.txt"), mnt("made/moved.txt")))
+			transtest.Must(t, os.Rename(mnt("sub/new.txt"), mnt("made/moved.txt")))
 			if readFile(filepath.Join(dir, "made/moved.txt")) != "written through ftpfs\n" {
 				t.Error("rename on the server")
 			}
@@ -144,19 +107,19 @@ func TestReadWrite(t *testing.T) {
 			if s := readFile(mnt("made/moved.txt")); s != "written through ftpfs\n" {
 				t.Errorf("moved file reads %q", s)
 			}
-			must(t, os.Rename(mnt("made"), mnt("made2")))
+			transtest.Must(t, os.Rename(mnt("made"), mnt("made2")))
 			if readFile(mnt("made2/moved.txt")) != "written through ftpfs\n" {
 				t.Error("file in a renamed directory")
 			}
 			if err := os.Remove(mnt("made2")); !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EIO) {
 				t.Errorf("rmdir of a non-empty dir: %v", err)
 			}
-			must(t, os.Remove(mnt("made2/moved.txt")))
-			must(t, os.Remove(mnt("made2")))
+			transtest.Must(t, os.Remove(mnt("made2/moved.txt")))
+			transtest.Must(t, os.Remove(mnt("made2")))
 			if _, err := os.Stat(filepath.Join(dir, "made2")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("rmdir on the server: %v", err)
 			}
-			must(t, os.Chmod(mnt("sub/data.bin"), 0o600))
+			transtest.Must(t, os.Chmod(mnt("sub/data.bin"), 0o600))
 			if fi, _ := os.Stat(filepath.Join(dir, "sub/data.bin")); fi.Mode().Perm() != 0o600 {
 				t.Errorf("chmod on the server: %v", fi.Mode())
 			}
@@ -164,8 +127,8 @@ func TestReadWrite(t *testing.T) {
 				t.Errorf("missing file: %v", err)
 			}
 			// Changes made on the server show after the cache timeout (0 here).
-			must(t, os.WriteFile(filepath.Join(dir, "from-server"), []byte("x"), 0o644))
-			eventually(t, "a file made on the server shows", func() bool { _, err := os.Stat(mnt("from-server")); return err == nil })
+			transtest.Must(t, os.WriteFile(filepath.Join(dir, "from-server"), []byte("x"), 0o644))
+			transtest.Eventually(t, "a file made on the server shows", func() bool { _, err := os.Stat(mnt("from-server")); return err == nil })
 		})
 	}
 }
@@ -175,7 +138,7 @@ func TestPath(t *testing.T) {
 	dir, data := serverDir(t)
 	srv := startServer(t, dir, 0)
 	m := kittest.MountTranslator(t, ftpfs.Translator(), "user:secret@"+srv.Addr+"/sub")
-	if got := names(t, m.Dir); got != "data.bin,deeper/" {
+	if got := transtest.Names(t, m.Dir); got != "data.bin,deeper/" {
 		t.Errorf("lists %q", got)
 	}
 	if b, err := os.ReadFile(filepath.Join(m.Dir, "data.bin")); err != nil || !bytes.Equal(b, data) {
@@ -193,7 +156,7 @@ func TestServerKilledMidRead(t *testing.T) {
 	dir := kittest.TempDir(t)
 	big := make([]byte, 4<<20)
 	rand.Read(big)
-	must(t, os.WriteFile(filepath.Join(dir, "big"), big, 0o644))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "big"), big, 0o644))
 	srv := startServer(t, dir, 256<<10) // 16 s for the whole file
 	m := kittest.MountTranslator(t, ftpfs.Translator(), srv.Addr)
 	res := make(chan error, 1)
@@ -201,7 +164,7 @@ func TestServerKilledMidRead(t *testing.T) {
 		_, err := os.ReadFile(filepath.Join(m.Dir, "big"))
 		res <- err
 	}()
-	eventually(t, "the server starts sending", func() bool { return strings.Contains(srv.Stderr(), "RETR-STARTED") })
+	transtest.Eventually(t, "the server starts sending", func() bool { return strings.Contains(srv.Stderr(), "RETR-STARTED") })
 	srv.Kill()
 	select {
 	case err := <-res:
@@ -223,30 +186,14 @@ func TestBadInput(t *testing.T) {
 	// A port where nothing listens.
 	down := startServer(t, kittest.TempDir(t), 0)
 	down.Kill()
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"user:wrong@" + srv.Addr}, 1, "login as user refused: 530"},
-		{[]string{down.Addr}, 1, "connection refused"},
-		{[]string{srv.Addr + "/nonexistent"}, 1, "/nonexistent: 550"},
-		{[]string{"http://example.com/"}, 2, "only ftp://"},
-		{[]string{}, 2, "want one HOST"},
-		{[]string{"--listing=dos", srv.Addr}, 2, "--listing"},
-	} {
-		out, err := exec.Command(bin, append(c.args, "--mount", mnt)...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 || !strings.HasPrefix(string(out), "ftpfs: ") {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-	}
-	if kittest.IsMounted(mnt) {
-		t.Error("left mounted")
-	}
+	kittest.Refuses(t, bin, "", mnt, []kittest.Refusal{
+		{Args: []string{"user:wrong@" + srv.Addr, "--mount", mnt}, Status: 1, Want: "login as user refused: 530"},
+		{Args: []string{down.Addr, "--mount", mnt}, Status: 1, Want: "connection refused"},
+		{Args: []string{srv.Addr + "/nonexistent", "--mount", mnt}, Status: 1, Want: "/nonexistent: 550"},
+		{Args: []string{"http://example.com/", "--mount", mnt}, Status: 2, Want: "only ftp://"},
+		{Args: []string{"--mount", mnt}, Status: 2, Want: "want one HOST"},
+		{Args: []string{"--listing=dos", srv.Addr, "--mount", mnt}, Status: 2, Want: "--listing"},
+	})
 }
 
 // TestProgram runs cmd/ftpfs as settrans -a does on the host.
@@ -258,8 +205,8 @@ func TestProgram(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(mnt, "sub/data.bin")); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read: %v", err)
 	}
-	must(t, os.WriteFile(filepath.Join(mnt, "w"), []byte("w\n"), 0o644))
-	eventually(t, "w on the server", func() bool { return readFile(filepath.Join(dir, "w")) == "w\n" })
+	transtest.Must(t, os.WriteFile(filepath.Join(mnt, "w"), []byte("w\n"), 0o644))
+	transtest.Eventually(t, "w on the server", func() bool { return readFile(filepath.Join(dir, "w")) == "w\n" })
 }
 
 // TestProgramUnprivileged: a plain user mounts an FTP server in a user
@@ -268,9 +215,9 @@ func TestProgramUnprivileged(t *testing.T) {
 	dir, data := serverDir(t)
 	srv := startServer(t, dir, 0)
 	mnt := kittest.TempDir(t)
-	uid, gid := kittest.User(t, "herdunion")
-	must(t, os.Chown(mnt, int(uid), int(gid)))
-	out, err := kittest.AsUser(t, "herdunion", true, fmt.Sprintf(`
+	uid, gid := transtest.User(t, "herdkit")
+	transtest.Must(t, os.Chown(mnt, int(uid), int(gid)))
+	out, err := kittest.AsUser(t, "herdkit", true, fmt.Sprintf(`
 %[1]s %[3]s --mount %[2]s & pid=$!
 waitmount %[2]s
 ls %[2]s

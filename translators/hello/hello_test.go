@@ -133,27 +133,13 @@ func TestProgramUnprivilegedNoNamespace(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"--colour=red", "--mount", "/tmp"}, 2, "unknown flag: --colour"},
-		{[]string{"extra", "--mount", "/tmp"}, 2, `unexpected argument "extra"`},
-		{[]string{}, 2, "nowhere to serve"},
-		{[]string{"--mount", "/nonexistent/herd"}, 1, "no such file"},
-		{[]string{"--mount", "/tmp"}, 1, "mount it on a file"},
-	} {
-		cmd := exec.Command(bin, c.args...)
-		out, err := cmd.CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 || !strings.HasPrefix(string(out), "hello: ") {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-	}
+	kittest.Refuses(t, bin, "", "/tmp", []kittest.Refusal{
+		{Args: []string{"--colour=red", "--mount", "/tmp"}, Status: 2, Want: "unknown flag: --colour"},
+		{Args: []string{"extra", "--mount", "/tmp"}, Status: 2, Want: `unexpected argument "extra"`},
+		{Args: []string{}, Status: 2, Want: "nowhere to serve"},
+		{Args: []string{"--mount", "/nonexistent/herd"}, Status: 1, Want: "no such file"},
+		{Args: []string{"--mount", "/tmp"}, Status: 1, Want: "mount it on a file"},
+	})
 	out, err := exec.Command(bin, "--help").Output()
 	if err != nil || !strings.Contains(string(out), "--contents") || !strings.Contains(string(out), "--mount") {
 		t.Errorf("--help: %v: %s", err, out)

@@ -21,19 +21,13 @@ import (
 	"time"
 
 	"herd/translators/httpfs"
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 )
 
 var bin string
 
 func TestMain(m *testing.M) { kittest.Main(m, map[string]*string{"httpfs": &bin}) }
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // siteDir makes the served tree:
 //
@@ -42,12 +36,12 @@ func siteDir(t *testing.T) (string, []byte) {
 	dir := kittest.TempDir(t)
 	big := make([]byte, 1<<20)
 	rand.Read(big)
-	must(t, os.MkdirAll(filepath.Join(dir, "sub/deeper"), 0o755))
-	must(t, os.Mkdir(filepath.Join(dir, "empty"), 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, "a.txt"), []byte("over http\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "with space & amp.txt"), []byte("odd name\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "sub/big.bin"), big, 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "sub/deeper/x"), []byte("x\n"), 0o644))
+	transtest.Must(t, os.MkdirAll(filepath.Join(dir, "sub/deeper"), 0o755))
+	transtest.Must(t, os.Mkdir(filepath.Join(dir, "empty"), 0o755))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "a.txt"), []byte("over http\n"), 0o644))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "with space & amp.txt"), []byte("odd name\n"), 0o644))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "sub/big.bin"), big, 0o644))
+	transtest.Must(t, os.WriteFile(filepath.Join(dir, "sub/deeper/x"), []byte("x\n"), 0o644))
 	return dir, big
 }
 
@@ -58,8 +52,8 @@ func pythonServer(t *testing.T, dir string) string {
 	cmd := exec.Command("python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, "0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
-	must(t, err)
-	must(t, cmd.Start())
+	transtest.Must(t, err)
+	transtest.Must(t, cmd.Start())
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-done })
@@ -82,24 +76,6 @@ func pythonServer(t *testing.T, dir string) string {
 		t.Fatal("python3 -m http.server did not start")
 	}
 	return ""
-}
-
-func names(t *testing.T, dir string) string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("readdir %s: %v", dir, err)
-	}
-	var out []string
-	for _, e := range ents {
-		s := e.Name()
-		if e.IsDir() {
-			s += "/"
-		}
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return strings.Join(out, ",")
 }
 
 // TestPythonServer: python's http.server (no Range support: whole bodies).
@@ -134,7 +110,7 @@ func TestRanges(t *testing.T) {
 	}
 	// A read in the middle fetches only that part.
 	f, err := os.Open(filepath.Join(m.Dir, "sub/big.bin"))
-	must(t, err)
+	transtest.Must(t, err)
 	defer f.Close()
 	buf := make([]byte, 100)
 	if _, err := f.ReadAt(buf, 500000); err != nil || !bytes.Equal(buf, big[500000:500100]) {
@@ -144,13 +120,13 @@ func TestRanges(t *testing.T) {
 
 func check(t *testing.T, mnt, dir string, big []byte) {
 	t.Helper()
-	if got, want := names(t, mnt), "a.txt,empty/,sub/,with space & amp.txt"; got != want {
+	if got, want := transtest.Names(t, mnt), "a.txt,empty/,sub/,with space & amp.txt"; got != want {
 		t.Errorf("root lists %q, want %q", got, want)
 	}
-	if got := names(t, filepath.Join(mnt, "sub")); got != "big.bin,deeper/" {
+	if got := transtest.Names(t, filepath.Join(mnt, "sub")); got != "big.bin,deeper/" {
 		t.Errorf("sub lists %q", got)
 	}
-	if got := names(t, filepath.Join(mnt, "empty")); got != "" {
+	if got := transtest.Names(t, filepath.Join(mnt, "empty")); got != "" {
 		t.Errorf("empty lists %q", got)
 	}
 	fi, err := os.Stat(filepath.Join(mnt, "sub/big.bin"))
@@ -177,7 +153,7 @@ func check(t *testing.T, mnt, dir string, big []byte) {
 		t.Errorf("missing: %v", err)
 	}
 	// A file gone from the server (404) is ENOENT.
-	must(t, os.Remove(filepath.Join(dir, "a.txt")))
+	transtest.Must(t, os.Remove(filepath.Join(dir, "a.txt")))
 	if _, err := os.ReadFile(filepath.Join(mnt, "a.txt")); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("after the server lost a.txt: %v, want ENOENT", err)
 	}
@@ -234,29 +210,13 @@ func TestBadInput(t *testing.T) {
 	dir, _ := siteDir(t)
 	url := pythonServer(t, dir)
 	mnt := kittest.TempDir(t)
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"ftp://example.org/"}, 2, "want an http:// or https:// URL"},
-		{[]string{"/just/a/path"}, 2, "want an http:// or https:// URL"},
-		{[]string{}, 2, "want one URL"},
-		{[]string{"http://127.0.0.1:1/"}, 1, "connection refused"},
-		{[]string{url + "nonexistent/"}, 1, "404"},
-	} {
-		out, err := exec.Command(bin, append(c.args, "--mount", mnt)...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 || !strings.HasPrefix(string(out), "httpfs: ") {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-	}
-	if kittest.IsMounted(mnt) {
-		t.Error("left mounted")
-	}
+	kittest.Refuses(t, bin, "", mnt, []kittest.Refusal{
+		{Args: []string{"ftp://example.org/", "--mount", mnt}, Status: 2, Want: "want an http:// or https:// URL"},
+		{Args: []string{"/just/a/path", "--mount", mnt}, Status: 2, Want: "want an http:// or https:// URL"},
+		{Args: []string{"--mount", mnt}, Status: 2, Want: "want one URL"},
+		{Args: []string{"http://127.0.0.1:1/", "--mount", mnt}, Status: 1, Want: "connection refused"},
+		{Args: []string{url + "nonexistent/", "--mount", mnt}, Status: 1, Want: "404"},
+	})
 }
 
 // TestProgram runs cmd/httpfs as settrans -a does on the host.
@@ -270,7 +230,7 @@ func TestProgram(t *testing.T) {
 	}
 	// A file URL: the node is that file.
 	file := filepath.Join(kittest.TempDir(t), "file")
-	must(t, os.WriteFile(file, nil, 0o644))
+	transtest.Must(t, os.WriteFile(file, nil, 0o644))
 	kittest.RunMount(t, bin, file, url+"a.txt")
 	if b, err := os.ReadFile(file); err != nil || string(b) != "over http\n" {
 		t.Errorf("file URL reads %q, %v", b, err)
@@ -283,9 +243,9 @@ func TestProgramUnprivileged(t *testing.T) {
 	dir, big := siteDir(t)
 	url := pythonServer(t, dir)
 	mnt := kittest.TempDir(t)
-	uid, gid := kittest.User(t, "herdunion")
-	must(t, os.Chown(mnt, int(uid), int(gid)))
-	out, err := kittest.AsUser(t, "herdunion", true, fmt.Sprintf(`
+	uid, gid := transtest.User(t, "herdkit")
+	transtest.Must(t, os.Chown(mnt, int(uid), int(gid)))
+	out, err := kittest.AsUser(t, "herdkit", true, fmt.Sprintf(`
 %[1]s %[3]s --mount %[2]s & pid=$!
 waitmount %[2]s
 ls %[2]s

@@ -2,12 +2,12 @@ package symlink_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 	"herd/translators/symlink"
 )
@@ -46,7 +46,7 @@ func TestThroughRedirect(t *testing.T) {
 // TestUnprivileged: the symlink program run by a plain user, reached
 // through a redirect.
 func TestUnprivileged(t *testing.T) {
-	uid, gid := kittest.User(t, "herdkit")
+	uid, gid := transtest.User(t, "herdkit")
 	dir := kittest.TempDir(t)
 	os.Chown(dir, int(uid), int(gid))
 	sock := filepath.Join(dir, "symlink.sock")
@@ -86,28 +86,12 @@ func TestRootOverProto(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	node := filepath.Join(kittest.TempDir(t), "n")
 	os.WriteFile(node, nil, 0o644)
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"--mount", node}, 2, "missing TARGET"},
-		{[]string{"a", "b", "--mount", node}, 2, "one TARGET only"},
-		{[]string{"--bogus", "a", "--mount", node}, 2, "unknown flag: --bogus"},
-		{[]string{"/etc", "--mount", node}, 1, "Linux cannot mount"},
-	} {
-		out, err := exec.Command(bin, c.args...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-	}
-	if kittest.IsMounted(node) {
-		t.Error("left a mount")
-	}
+	kittest.Refuses(t, bin, "", node, []kittest.Refusal{
+		{Args: []string{"--mount", node}, Status: 2, Want: "missing TARGET"},
+		{Args: []string{"a", "b", "--mount", node}, Status: 2, Want: "one TARGET only"},
+		{Args: []string{"--bogus", "a", "--mount", node}, Status: 2, Want: "unknown flag: --bogus"},
+		{Args: []string{"/etc", "--mount", node}, Status: 1, Want: "Linux cannot mount"},
+	})
 }
 
 func TestStart(t *testing.T) {

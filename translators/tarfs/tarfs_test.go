@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 	"herd/translators/tarfs"
 )
@@ -22,35 +22,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	// The fuzzer's workers need neither the program nor a namespace.
-	for _, a := range os.Args[1:] {
-		if strings.HasPrefix(a, "-test.fuzz") {
-			os.Exit(m.Run())
-		}
-	}
 	kittest.Main(m, map[string]*string{"tarfs": &bin})
-}
-
-// run runs a shell command line and fails the test on error.
-func run(t testing.TB, dir, cmdline string) string {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", cmdline)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmdline, err, out)
-	}
-	return string(out)
-}
-
-func goroot(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		t.Fatalf("go env GOROOT: %v", err)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // smallTree makes a tree with what tar has to get right: Go's
@@ -58,20 +30,11 @@ func goroot(t testing.TB) string {
 // empty directory, a name past ustar's 100 bytes, odd modes.
 func smallTree(t testing.TB, dir string) {
 	t.Helper()
-	run(t, dir, fmt.Sprintf(`mkdir tree && cp -a %s/src/archive tree/ && cd tree &&
+	transtest.Sh(t, dir, fmt.Sprintf(`mkdir tree && cp -a %s/src/archive tree/ && cd tree &&
 		ln -s archive/tar/reader.go link && ln archive/zip/reader.go hard &&
 		mkdir -p empty deep/$(printf 'd%%.0s' $(seq 60))/$(printf 'e%%.0s' $(seq 60)) &&
 		echo long > deep/$(printf 'd%%.0s' $(seq 60))/$(printf 'e%%.0s' $(seq 60))/file &&
-		echo x > exec && chmod 4755 exec && chmod 700 empty && touch -d '2001-02-03 04:05:06' hard`, goroot(t)))
-}
-
-// diffTrees runs diff -r (contents, and symlinks compared as such).
-func diffTrees(t testing.TB, a, b string) {
-	t.Helper()
-	out, err := exec.Command("diff", "-r", "--no-dereference", a, b).CombinedOutput()
-	if err != nil {
-		t.Fatalf("diff -r %s %s: %v\n%.3000s", a, b, err, out)
-	}
+		echo x > exec && chmod 4755 exec && chmod 700 empty && touch -d '2001-02-03 04:05:06' hard`, transtest.GoRoot(t)))
 }
 
 var tvLine = regexp.MustCompile(`^(\S+) (\d+)/(\d+) +(\S+) (\S+ \S+) (.*)$`)
@@ -109,7 +72,7 @@ func lsMode(st *syscall.Stat_t) string {
 // mode, owner, size, mtime and link target, and no names beyond them.
 func checkListing(t testing.TB, archive, mnt string) {
 	t.Helper()
-	out := run(t, "", "tar --numeric-owner --full-time --quoting-style=literal -tvf "+kittest.Quote(archive))
+	out := transtest.Sh(t, "", "tar --numeric-owner --full-time --quoting-style=literal -tvf "+kittest.Quote(archive))
 	listed := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 		f := tvLine.FindStringSubmatch(line)
@@ -175,7 +138,7 @@ func checkListing(t testing.TB, archive, mnt string) {
 // removed file, a new directory, a renamed file.
 func change(t testing.TB, root string) {
 	t.Helper()
-	run(t, root, `echo new > newfile && echo appended >> `+changedFile+` && rm `+removedFile+` &&
+	transtest.Sh(t, root, `echo new > newfile && echo appended >> `+changedFile+` && rm `+removedFile+` &&
 		mkdir -p newdir/sub && echo deep > newdir/sub/f && mv `+movedFile+` newdir/moved`)
 }
 
@@ -192,27 +155,27 @@ const (
 func TestGoSource(t *testing.T) {
 	dir := kittest.TempDir(t)
 	archive := filepath.Join(dir, "src.tar")
-	run(t, dir, fmt.Sprintf(`tar cf src.tar -C %s src && mkdir x && tar xf src.tar -C x`, kittest.Quote(goroot(t))))
+	transtest.Sh(t, dir, fmt.Sprintf(`tar cf src.tar -C %s src && mkdir x && tar xf src.tar -C x`, kittest.Quote(transtest.GoRoot(t))))
 	t.Run("in-process", func(t *testing.T) {
 		m := kittest.MountTranslator(t, tarfs.Translator(), archive)
-		diffTrees(t, filepath.Join(dir, "x/src"), filepath.Join(m.Dir, "src"))
+		transtest.SameTrees(t, filepath.Join(dir, "x/src"), filepath.Join(m.Dir, "src"))
 		checkListing(t, archive, m.Dir)
 	})
 	t.Run("program", func(t *testing.T) {
 		mnt := filepath.Join(dir, "mnt")
 		os.Mkdir(mnt, 0o755)
 		p := kittest.RunMount(t, bin, mnt, archive)
-		diffTrees(t, filepath.Join(dir, "x/src"), filepath.Join(mnt, "src"))
+		transtest.SameTrees(t, filepath.Join(dir, "x/src"), filepath.Join(mnt, "src"))
 		change(t, filepath.Join(mnt, "src"))
 		change(t, filepath.Join(dir, "x/src"))
 		// Reading what did not change still works while it is changed.
-		diffTrees(t, filepath.Join(dir, "x/src"), filepath.Join(mnt, "src"))
+		transtest.SameTrees(t, filepath.Join(dir, "x/src"), filepath.Join(mnt, "src"))
 		p.Cmd.Process.Signal(syscall.SIGTERM)
 		if err := p.Wait(t); err != nil {
 			t.Fatalf("tarfs on SIGTERM: %v: %s", err, p.Stderr)
 		}
-		run(t, dir, "mkdir y && tar xf src.tar -C y")
-		diffTrees(t, filepath.Join(dir, "x/src"), filepath.Join(dir, "y/src"))
+		transtest.Sh(t, dir, "mkdir y && tar xf src.tar -C y")
+		transtest.SameTrees(t, filepath.Join(dir, "x/src"), filepath.Join(dir, "y/src"))
 	})
 }
 
@@ -234,13 +197,13 @@ func TestCompressed(t *testing.T) {
 			dir := kittest.TempDir(t)
 			smallTree(t, dir)
 			archive := filepath.Join(dir, "a.tar")
-			run(t, dir, fmt.Sprintf("tar c%sf a.tar -C tree .", c.tarFlag))
+			transtest.Sh(t, dir, fmt.Sprintf("tar c%sf a.tar -C tree .", c.tarFlag))
 			var args []string
 			if c.flag != "" {
 				args = append(args, c.flag)
 			}
 			m := kittest.MountTranslator(t, tarfs.Translator(), append(args, archive)...)
-			diffTrees(t, filepath.Join(dir, "tree"), m.Dir)
+			transtest.SameTrees(t, filepath.Join(dir, "tree"), m.Dir)
 			checkListing(t, archive, m.Dir)
 			change(t, m.Dir)
 			change(t, filepath.Join(dir, "tree"))
@@ -254,8 +217,8 @@ func TestCompressed(t *testing.T) {
 			if !bytes.HasPrefix(data, c.magic) {
 				t.Errorf("written back as %q..., want %q", data[:8], c.magic)
 			}
-			run(t, dir, "mkdir back && tar xf a.tar -C back")
-			diffTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
+			transtest.Sh(t, dir, "mkdir back && tar xf a.tar -C back")
+			transtest.SameTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
 			checkListing(t, archive, m.Dir)
 		})
 	}
@@ -273,7 +236,7 @@ func TestSyncInPlace(t *testing.T) {
 			if gz {
 				z = "z"
 			}
-			run(t, dir, "tar c"+z+"f a.tar -C tree .")
+			transtest.Sh(t, dir, "tar c"+z+"f a.tar -C tree .")
 			f, err := os.OpenFile(filepath.Join(dir, "a.tar"), os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -286,14 +249,14 @@ func TestSyncInPlace(t *testing.T) {
 			defer a.Close()
 			m := kittest.MountNode(t, a.Mem.Root())
 			for i := range 3 {
-				run(t, "", fmt.Sprintf("echo %d >> %s/%s && echo %d >> %s/tree/%s", i, m.Dir, changedFile, i, dir, changedFile))
+				transtest.Sh(t, "", fmt.Sprintf("echo %d >> %s/%s && echo %d >> %s/tree/%s", i, m.Dir, changedFile, i, dir, changedFile))
 				if err := a.Sync(); err != nil {
 					t.Fatal(err)
 				}
-				diffTrees(t, filepath.Join(dir, "tree"), m.Dir)
+				transtest.SameTrees(t, filepath.Join(dir, "tree"), m.Dir)
 				os.RemoveAll(filepath.Join(dir, "back"))
-				run(t, dir, "mkdir back && tar xf a.tar -C back")
-				diffTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
+				transtest.Sh(t, dir, "mkdir back && tar xf a.tar -C back")
+				transtest.SameTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
 			}
 		})
 	}
@@ -305,7 +268,7 @@ func TestSyncInPlace(t *testing.T) {
 func TestUnderlying(t *testing.T) {
 	dir := kittest.TempDir(t)
 	smallTree(t, dir)
-	run(t, dir, "tar cJf a.tar.xz -C tree .")
+	transtest.Sh(t, dir, "tar cJf a.tar.xz -C tree .")
 	f, err := os.OpenFile(filepath.Join(dir, "a.tar.xz"), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -313,7 +276,7 @@ func TestUnderlying(t *testing.T) {
 	c, p := kittest.RunListening(t, f, bin)
 	f.Close()
 	m := kittest.Mount(t, c)
-	diffTrees(t, filepath.Join(dir, "tree"), m.Dir)
+	transtest.SameTrees(t, filepath.Join(dir, "tree"), m.Dir)
 	change(t, m.Dir)
 	change(t, filepath.Join(dir, "tree"))
 	if err := c.Goaway(t.Context(), 0); err != nil {
@@ -322,8 +285,8 @@ func TestUnderlying(t *testing.T) {
 	if err := p.Wait(t); err != nil {
 		t.Fatalf("tarfs after goaway: %v: %s", err, p.Stderr)
 	}
-	run(t, dir, "mkdir back && tar xJf a.tar.xz -C back")
-	diffTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
+	transtest.Sh(t, dir, "mkdir back && tar xJf a.tar.xz -C back")
+	transtest.SameTrees(t, filepath.Join(dir, "tree"), filepath.Join(dir, "back"))
 }
 
 // TestReadOnlyUnderlying: an archive handed over read-only is served, and
@@ -361,7 +324,7 @@ func damagedTree(t testing.TB) (dir string, data map[string][]byte) {
 		data[name] = b
 		os.WriteFile(filepath.Join(dir, "t", name), b, 0o644)
 	}
-	run(t, dir, "tar cf a.tar -C t f1 f2 f3")
+	transtest.Sh(t, dir, "tar cf a.tar -C t f1 f2 f3")
 	return dir, data
 }
 
@@ -405,10 +368,10 @@ func TestDamaged(t *testing.T) {
 		dir, data := damagedTree(t)
 		// Incompressible data, so the cut lands in f3 as in the plain case.
 		for _, name := range []string{"f1", "f2", "f3"} {
-			run(t, dir, "head -c 102400 /dev/urandom > t/"+name)
+			transtest.Sh(t, dir, "head -c 102400 /dev/urandom > t/"+name)
 			data[name], _ = os.ReadFile(filepath.Join(dir, "t", name))
 		}
-		run(t, dir, "tar czf a.tgz -C t f1 f2 f3")
+		transtest.Sh(t, dir, "tar czf a.tgz -C t f1 f2 f3")
 		st, _ := os.Stat(filepath.Join(dir, "a.tgz"))
 		os.Truncate(filepath.Join(dir, "a.tgz"), st.Size()-30<<10)
 		m := kittest.MountTranslator(t, tarfs.Translator(), filepath.Join(dir, "a.tgz"))
@@ -427,7 +390,7 @@ func TestDamaged(t *testing.T) {
 		if err := m.Client.Goaway(t.Context(), 0); err != nil {
 			t.Fatal(err)
 		}
-		if out := run(t, dir, "tar tf a.tar"); out != "f1\nf2\nf4\n" {
+		if out := transtest.Sh(t, dir, "tar tf a.tar"); out != "f1\nf2\nf4\n" {
 			t.Errorf("written back: %q", out)
 		}
 		readable(t, m.Dir, data, map[string]error{"f1": nil, "f2": nil})
@@ -442,42 +405,24 @@ func TestBadInput(t *testing.T) {
 	os.Mkdir(mnt, 0o755)
 	os.WriteFile(filepath.Join(dir, "text"), bytes.Repeat([]byte("not an archive\n"), 100), 0o644)
 	os.WriteFile(filepath.Join(dir, "short"), []byte("tiny"), 0o644)
-	run(t, dir, "head -c 10000 /dev/urandom | gzip > junk.gz && tar cf plain.tar text")
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"text"}, 1, "not a tar archive"},
-		{[]string{"short"}, 1, "not a tar archive"},
-		{[]string{"junk.gz"}, 1, "gzip-compressed but not a tar archive"},
-		{[]string{"-z", "plain.tar"}, 1, "not gzip"},
-		{[]string{"missing.tar"}, 1, "no such file"},
-		{[]string{"-z", "-J", "plain.tar"}, 2, "one of -z, -j, -J"},
-		{[]string{"a", "b"}, 2, "one ARCHIVE only"},
-		{nil, 2, "no ARCHIVE"},
-	} {
-		cmd := exec.Command(bin, append(c.args, "--mount", mnt)...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-		if kittest.IsMounted(mnt) {
-			t.Fatalf("%q left %s mounted", c.args, mnt)
-		}
-	}
+	transtest.Sh(t, dir, "head -c 10000 /dev/urandom | gzip > junk.gz && tar cf plain.tar text")
+	kittest.Refuses(t, bin, dir, mnt, []kittest.Refusal{
+		{Args: []string{"text", "--mount", mnt}, Status: 1, Want: "not a tar archive"},
+		{Args: []string{"short", "--mount", mnt}, Status: 1, Want: "not a tar archive"},
+		{Args: []string{"junk.gz", "--mount", mnt}, Status: 1, Want: "gzip-compressed but not a tar archive"},
+		{Args: []string{"-z", "plain.tar", "--mount", mnt}, Status: 1, Want: "not gzip"},
+		{Args: []string{"missing.tar", "--mount", mnt}, Status: 1, Want: "no such file"},
+		{Args: []string{"-z", "-J", "plain.tar", "--mount", mnt}, Status: 2, Want: "one of -z, -j, -J"},
+		{Args: []string{"a", "b", "--mount", mnt}, Status: 2, Want: "one ARCHIVE only"},
+		{Args: []string{"--mount", mnt}, Status: 2, Want: "no ARCHIVE"},
+	})
 	// --create makes a new archive, written when something is added.
 	m := kittest.MountTranslator(t, tarfs.Translator(), "-c", filepath.Join(dir, "new.tar"))
 	os.WriteFile(filepath.Join(m.Dir, "hello"), []byte("hi\n"), 0o644)
 	if err := m.Client.Goaway(t.Context(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if out := run(t, dir, "tar xOf new.tar hello"); out != "hi\n" {
+	if out := transtest.Sh(t, dir, "tar xOf new.tar hello"); out != "hi\n" {
 		t.Errorf("new archive holds %q", out)
 	}
 }
@@ -488,8 +433,8 @@ func TestBadInput(t *testing.T) {
 func TestUnprivileged(t *testing.T) {
 	dir := kittest.TempDir(t)
 	smallTree(t, dir)
-	uid, gid := kittest.User(t, "herdkit")
-	run(t, dir, fmt.Sprintf("chown -R %d:%d . && chmod 0777 .", uid, gid))
+	uid, gid := transtest.User(t, "herdkit")
+	transtest.Sh(t, dir, fmt.Sprintf("chown -R %d:%d . && chmod 0777 .", uid, gid))
 	out, err := kittest.AsUser(t, "herdkit", true, fmt.Sprintf(`
 cd %[1]s
 tar cjf a.tbz -C tree .

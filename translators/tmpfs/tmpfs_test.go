@@ -7,14 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/posixtest"
-
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 	"herd/translators/tmpfs"
 )
@@ -23,34 +21,12 @@ func TestMain(m *testing.M) {
 	kittest.Main(m, map[string]*string{"tmpfs": &bin})
 }
 
-// posixExceptions are the posixtest cases tmpfs does not pass, and why.
-var posixExceptions = map[string]string{
-	// The test takes a POSIX (process-owned) write lock and expects a read
-	// lock from the same process on a second descriptor to fail. POSIX
-	// locks belong to the process, so on a local filesystem (Linux's own
-	// tmpfs, ext4) that second lock succeeds too; it fails only where the
-	// FUSE server keeps locks per open file. The bridge leaves locking to
-	// the kernel, which gives local-filesystem semantics.
-	"FcntlFlockLocksFile": "POSIX locks are per process: the kernel's local locking (as on Linux tmpfs) lets the same process lock again",
-}
-
 // TestPosix runs go-fuse's posixtest suite on tmpfs mounted through the kit
 // and the fs bridge, each case on a fresh mount.
 func TestPosix(t *testing.T) {
-	var names []string
-	for name := range posixtest.All {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			if why, ok := posixExceptions[name]; ok {
-				t.Skip(why)
-			}
-			m := kittest.MountTranslator(t, tmpfs.Translator())
-			posixtest.All[name](t, m.Dir)
-		})
-	}
+	kittest.Posix(t, func(t *testing.T) string {
+		return kittest.MountTranslator(t, tmpfs.Translator()).Dir
+	})
 }
 
 func TestSizeLimit(t *testing.T) {
@@ -197,7 +173,7 @@ func TestProgram(t *testing.T) {
 	}
 	os.Remove(filepath.Join(dir, "big"))
 	// Another user: owns what they create, is refused what root keeps.
-	uid, _ := kittest.User(t, "herdkit")
+	uid, _ := transtest.User(t, "herdkit")
 	sout, err := kittest.AsUser(t, "herdkit", false, fmt.Sprintf(`cd %s
 echo mine > mine && stat -c %%u mine
 (echo no > a/b/f) 2>/dev/null || echo refused
@@ -234,26 +210,13 @@ echo "exit $?"
 
 func TestBadInput(t *testing.T) {
 	dir := kittest.TempDir(t)
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"--size=lots", "--mount", dir}, 2, "--size"},
-		{[]string{"--mode=999", "--mount", dir}, 2, "--mode"},
-		{[]string{"1M", "2M", "--mount", dir}, 2, "one SIZE only"},
-		{[]string{"1M", "--size=2M", "--mount", dir}, 2, "SIZE given twice"},
-		{[]string{"lots", "--mount", dir}, 2, "--size"},
-	} {
-		out, err := exec.Command(bin, c.args...).CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-	}
+	kittest.Refuses(t, bin, "", dir, []kittest.Refusal{
+		{Args: []string{"--size=lots", "--mount", dir}, Status: 2, Want: "--size"},
+		{Args: []string{"--mode=999", "--mount", dir}, Status: 2, Want: "--mode"},
+		{Args: []string{"1M", "2M", "--mount", dir}, Status: 2, Want: "one SIZE only"},
+		{Args: []string{"1M", "--size=2M", "--mount", dir}, Status: 2, Want: "SIZE given twice"},
+		{Args: []string{"lots", "--mount", dir}, Status: 2, Want: "--size"},
+	})
 }
 
 // FuzzParseSize: ParseSize never panics and never gives a negative size.

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
 	"testing"
-	"time"
 
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 	"herd/translators/unionfs"
 )
@@ -32,32 +30,11 @@ func branches(t *testing.T) (upper, lower1, lower2 string) {
 		"lower2/b": "b from lower2\n", "lower2/shared": "lower2\n", "lower2/dir/y": "y\n",
 	} {
 		p := filepath.Join(base, path)
-		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		must(t, os.WriteFile(p, []byte(data), 0o644))
+		transtest.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		transtest.Must(t, os.WriteFile(p, []byte(data), 0o644))
 	}
-	must(t, os.Mkdir(upper, 0o755))
+	transtest.Must(t, os.Mkdir(upper, 0o755))
 	return
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func names(t *testing.T, dir string) string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("readdir %s: %v", dir, err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	sort.Strings(out)
-	return strings.Join(out, " ")
 }
 
 func read(t *testing.T, path string) string {
@@ -69,28 +46,15 @@ func read(t *testing.T, path string) string {
 	return string(b)
 }
 
-// eventually waits (generously) for cond, for what the kernel learns
-// asynchronously.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never became true")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func exists(path string) bool { _, err := os.Lstat(path); return err == nil }
 
 func TestMerge(t *testing.T) {
 	upper, l1, l2 := branches(t)
 	m := kittest.MountTranslator(t, unionfs.Translator(), "-w", upper, l1, l2)
-	if got := names(t, m.Dir); got != "a b dir gone shared" {
+	if got := transtest.Names(t, m.Dir); got != "a,b,dir/,gone/,shared" {
 		t.Errorf("root lists %q", got)
 	}
-	if got := names(t, filepath.Join(m.Dir, "dir")); got != "sub x y" {
+	if got := transtest.Names(t, filepath.Join(m.Dir, "dir")); got != "sub/,x,y" {
 		t.Errorf("dir lists %q", got)
 	}
 	if got := read(t, filepath.Join(m.Dir, "shared")); got != "lower1\n" {
@@ -112,10 +76,10 @@ func TestCopyUpAndWhiteouts(t *testing.T) {
 
 	// Writing a lower file copies it up; the lower branch is untouched.
 	f, err := os.OpenFile(mnt("dir/x"), os.O_WRONLY|os.O_APPEND, 0)
-	must(t, err)
+	transtest.Must(t, err)
 	_, err = f.WriteString("more\n")
-	must(t, err)
-	must(t, f.Close())
+	transtest.Must(t, err)
+	transtest.Must(t, f.Close())
 	if got := read(t, mnt("dir/x")); got != "x\nmore\n" {
 		t.Errorf("after append: %q", got)
 	}
@@ -126,7 +90,7 @@ func TestCopyUpAndWhiteouts(t *testing.T) {
 		t.Errorf("lower changed: %q", got)
 	}
 	// chmod copies up too.
-	must(t, os.Chmod(mnt("b"), 0o600))
+	transtest.Must(t, os.Chmod(mnt("b"), 0o600))
 	if fi, err := os.Stat(filepath.Join(upper, "b")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("chmod copy-up: %v, %v", fi, err)
 	}
@@ -135,17 +99,17 @@ func TestCopyUpAndWhiteouts(t *testing.T) {
 	}
 
 	// New files go to the writable branch.
-	must(t, os.WriteFile(mnt("dir/sub/new"), []byte("new\n"), 0o644))
+	transtest.Must(t, os.WriteFile(mnt("dir/sub/new"), []byte("new\n"), 0o644))
 	if got := read(t, filepath.Join(upper, "dir/sub/new")); got != "new\n" {
 		t.Errorf("new file in upper: %q", got)
 	}
 
 	// Deleting a lower file leaves a whiteout and hides it.
-	must(t, os.Remove(mnt("shared")))
+	transtest.Must(t, os.Remove(mnt("shared")))
 	if exists(mnt("shared")) {
 		t.Error("shared still visible after rm (lower2 has one too)")
 	}
-	if got := names(t, m.Dir); got != "a b dir gone" {
+	if got := transtest.Names(t, m.Dir); got != "a,b,dir/,gone/" {
 		t.Errorf("root lists %q after rm", got)
 	}
 	if !exists(filepath.Join(upper, ".wh.shared")) || !exists(filepath.Join(l1, "shared")) || !exists(filepath.Join(l2, "shared")) {
@@ -158,18 +122,18 @@ func TestCopyUpAndWhiteouts(t *testing.T) {
 		t.Errorf("creating a whiteout name: %v, want EPERM", err)
 	}
 	// A name made again replaces the whiteout.
-	must(t, os.WriteFile(mnt("shared"), []byte("again\n"), 0o644))
+	transtest.Must(t, os.WriteFile(mnt("shared"), []byte("again\n"), 0o644))
 	if got := read(t, mnt("shared")); got != "again\n" || exists(filepath.Join(upper, ".wh.shared")) {
 		t.Errorf("recreated: %q (whiteout left: %v)", got, exists(filepath.Join(upper, ".wh.shared")))
 	}
 
 	// rm -r of a lower directory, then mkdir: the old contents stay hidden.
-	must(t, os.RemoveAll(mnt("gone")))
+	transtest.Must(t, os.RemoveAll(mnt("gone")))
 	if exists(mnt("gone")) || !exists(filepath.Join(l1, "gone/old")) {
 		t.Fatal("rm -r gone")
 	}
-	must(t, os.Mkdir(mnt("gone"), 0o755))
-	if got := names(t, mnt("gone")); got != "" {
+	transtest.Must(t, os.Mkdir(mnt("gone"), 0o755))
+	if got := transtest.Names(t, mnt("gone")); got != "" {
 		t.Errorf("remade directory lists %q, want empty (opaque)", got)
 	}
 	if err := os.Remove(mnt("dir")); !errors.Is(err, syscall.ENOTEMPTY) {
@@ -177,7 +141,7 @@ func TestCopyUpAndWhiteouts(t *testing.T) {
 	}
 
 	// Rename a lower file: copied up, old name whited out.
-	must(t, os.Rename(mnt("a"), mnt("dir/a2")))
+	transtest.Must(t, os.Rename(mnt("a"), mnt("dir/a2")))
 	if exists(mnt("a")) || read(t, mnt("dir/a2")) != "a from lower1\n" || !exists(filepath.Join(l1, "a")) {
 		t.Error("rename of a lower file")
 	}
@@ -186,19 +150,19 @@ func TestCopyUpAndWhiteouts(t *testing.T) {
 		t.Errorf("rename of a merged dir: %v, want EXDEV", err)
 	}
 	// A directory of the upper branch alone can.
-	must(t, os.Mkdir(mnt("mine"), 0o755))
-	must(t, os.Rename(mnt("mine"), mnt("mine2")))
+	transtest.Must(t, os.Mkdir(mnt("mine"), 0o755))
+	transtest.Must(t, os.Rename(mnt("mine"), mnt("mine2")))
 	// Symlinks and hard links.
-	must(t, os.Symlink("b", mnt("link")))
+	transtest.Must(t, os.Symlink("b", mnt("link")))
 	if got := read(t, mnt("link")); got != "b from lower2\n" {
 		t.Errorf("through symlink %q", got)
 	}
-	must(t, os.Link(mnt("dir/y"), mnt("y-link")))
+	transtest.Must(t, os.Link(mnt("dir/y"), mnt("y-link")))
 	if got := read(t, mnt("y-link")); got != "y\n" {
 		t.Errorf("hard link %q", got)
 	}
 	// truncate a lower file.
-	must(t, os.Truncate(mnt("dir/sub/deep"), 2))
+	transtest.Must(t, os.Truncate(mnt("dir/sub/deep"), 2))
 	if got := read(t, mnt("dir/sub/deep")); got != "de" || read(t, filepath.Join(l1, "dir/sub/deep")) != "deep\n" {
 		t.Errorf("truncate %q", got)
 	}
@@ -225,22 +189,22 @@ func TestBranchesAtRunTime(t *testing.T) {
 	if exists(filepath.Join(m.Dir, "b")) {
 		t.Fatal("b before lower2 is added")
 	}
-	must(t, m.Client.SetOptions(t.Context(), []string{"--add=" + l2}))
+	transtest.Must(t, m.Client.SetOptions(t.Context(), []string{"--add=" + l2}))
 	// The kernel forgets its negative entry for b when the invalidation
 	// (sent from a queue) arrives.
-	eventually(t, func() bool { return exists(filepath.Join(m.Dir, "b")) })
+	transtest.Eventually(t, "b shows", func() bool { return exists(filepath.Join(m.Dir, "b")) })
 	if got := read(t, filepath.Join(m.Dir, "b")); got != "b from lower2\n" {
 		t.Errorf("b after --add: %q", got)
 	}
-	if got := names(t, filepath.Join(m.Dir, "dir")); got != "sub x y" {
+	if got := transtest.Names(t, filepath.Join(m.Dir, "dir")); got != "sub/,x,y" {
 		t.Errorf("dir after --add: %q", got)
 	}
-	must(t, m.Client.SetOptions(t.Context(), []string{"-r", l1}))
+	transtest.Must(t, m.Client.SetOptions(t.Context(), []string{"-r", l1}))
 	opts, _ := m.Client.GetOptions(t.Context())
 	if want := fmt.Sprint([]string{"unionfs", "--writable=" + upper, l2}); fmt.Sprint(opts) != want {
 		t.Errorf("options %q, want %s", opts, want)
 	}
-	if got := names(t, m.Dir); got != "b dir shared" {
+	if got := transtest.Names(t, m.Dir); got != "b,dir/,shared" {
 		t.Errorf("after --remove: %q", got)
 	}
 	if got := read(t, filepath.Join(m.Dir, "shared")); got != "lower2\n" {

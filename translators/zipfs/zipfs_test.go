@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"herd/translators/internal/transtest"
 	"herd/translators/kit/kittest"
 	"herd/translators/zipfs"
 )
@@ -20,34 +20,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	// The fuzzer's workers need neither the program nor a namespace.
-	for _, a := range os.Args[1:] {
-		if strings.HasPrefix(a, "-test.fuzz") {
-			os.Exit(m.Run())
-		}
-	}
 	kittest.Main(m, map[string]*string{"zipfs": &bin})
-}
-
-func run(t testing.TB, dir, cmdline string) string {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", cmdline)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmdline, err, out)
-	}
-	return string(out)
-}
-
-func goroot(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		t.Fatalf("go env GOROOT: %v", err)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // tree is Go's archive/ and compress/ sources (test data included: big
@@ -56,18 +29,10 @@ func goroot(t testing.TB) string {
 func tree(t testing.TB) string {
 	t.Helper()
 	dir := kittest.TempDir(t)
-	run(t, dir, fmt.Sprintf(`mkdir tree && cp -a %[1]s/src/archive %[1]s/src/compress tree/ && cd tree &&
+	transtest.Sh(t, dir, fmt.Sprintf(`mkdir tree && cp -a %[1]s/src/archive %[1]s/src/compress tree/ && cd tree &&
 		ln -s archive/tar/reader.go link && mkdir empty && echo x > exec && chmod 754 exec &&
-		zip -q -r -y ../a.zip . && cd .. && mkdir x && cd x && unzip -q ../a.zip`, goroot(t)))
+		zip -q -r -y ../a.zip . && cd .. && mkdir x && cd x && unzip -q ../a.zip`, transtest.GoRoot(t)))
 	return dir
-}
-
-func diffTrees(t testing.TB, a, b string) {
-	t.Helper()
-	out, err := exec.Command("diff", "-r", "--no-dereference", a, b).CombinedOutput()
-	if err != nil {
-		t.Fatalf("diff -r %s %s: %v\n%.3000s", a, b, err, out)
-	}
 }
 
 // TestTree: the mount is what unzip extracts, with modes and mtimes, and
@@ -75,7 +40,7 @@ func diffTrees(t testing.TB, a, b string) {
 func TestTree(t *testing.T) {
 	dir := tree(t)
 	m := kittest.MountTranslator(t, zipfs.Translator(), filepath.Join(dir, "a.zip"))
-	diffTrees(t, filepath.Join(dir, "x"), m.Dir)
+	transtest.SameTrees(t, filepath.Join(dir, "x"), m.Dir)
 	for _, name := range []string{"exec", "link", "empty", "archive/zip/reader.go", "compress/testdata/e.txt"} {
 		var want, got syscall.Stat_t
 		if err := syscall.Lstat(filepath.Join(dir, "x", name), &want); err != nil {
@@ -107,7 +72,7 @@ func TestProgram(t *testing.T) {
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	kittest.RunMount(t, bin, mnt, filepath.Join(dir, "a.zip"))
-	diffTrees(t, filepath.Join(dir, "x"), mnt)
+	transtest.SameTrees(t, filepath.Join(dir, "x"), mnt)
 	out, err := kittest.AsUser(t, "herdkit", false, fmt.Sprintf("cat %s/archive/zip/reader.go | wc -c", mnt))
 	want, _ := os.ReadFile(filepath.Join(dir, "x/archive/zip/reader.go"))
 	if err != nil || strings.TrimSpace(out) != fmt.Sprint(len(want)) {
@@ -165,7 +130,7 @@ func TestCorrupt(t *testing.T) {
 	for _, level := range []string{"-6", "-0"} {
 		t.Run(level, func(t *testing.T) {
 			dir := kittest.TempDir(t)
-			run(t, dir, fmt.Sprintf(`mkdir t && cp %s/src/archive/tar/*.go t/ && cd t && zip -q %s ../a.zip *.go`, goroot(t), level))
+			transtest.Sh(t, dir, fmt.Sprintf(`mkdir t && cp %s/src/archive/tar/*.go t/ && cd t && zip -q %s ../a.zip *.go`, transtest.GoRoot(t), level))
 			corrupt(t, filepath.Join(dir, "a.zip"), "reader.go")
 			m := kittest.MountTranslator(t, zipfs.Translator(), filepath.Join(dir, "a.zip"))
 			if _, err := os.ReadFile(filepath.Join(m.Dir, "reader.go")); !errors.Is(err, syscall.EIO) {
@@ -191,7 +156,7 @@ func TestCorrupt(t *testing.T) {
 // EIO.
 func TestTruncated(t *testing.T) {
 	dir := kittest.TempDir(t)
-	run(t, dir, `mkdir t && for i in 1 2 3; do head -c 100000 /dev/urandom > t/f$i; done && echo text > t/small && cd t && zip -q ../a.zip small f1 f2 f3`)
+	transtest.Sh(t, dir, `mkdir t && for i in 1 2 3; do head -c 100000 /dev/urandom > t/f$i; done && echo text > t/small && cd t && zip -q ../a.zip small f1 f2 f3`)
 	st, _ := os.Stat(filepath.Join(dir, "a.zip"))
 	os.Truncate(filepath.Join(dir, "a.zip"), st.Size()-50000)
 	m := kittest.MountTranslator(t, zipfs.Translator(), filepath.Join(dir, "a.zip"))
@@ -225,29 +190,11 @@ func TestBadInput(t *testing.T) {
 	mnt := filepath.Join(dir, "mnt")
 	os.Mkdir(mnt, 0o755)
 	os.WriteFile(filepath.Join(dir, "text"), bytes.Repeat([]byte("not an archive\n"), 100), 0o644)
-	for _, c := range []struct {
-		args   []string
-		status int
-		want   string
-	}{
-		{[]string{"text"}, 1, "not a zip archive"},
-		{[]string{"missing.zip"}, 1, "no such file"},
-		{[]string{"a", "b"}, 2, "one ARCHIVE only"},
-	} {
-		cmd := exec.Command(bin, append(c.args, "--mount", mnt)...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		ee, ok := err.(*exec.ExitError)
-		if !ok || ee.ExitCode() != c.status {
-			t.Errorf("%q: %v, want exit %d", c.args, err, c.status)
-		}
-		if !strings.Contains(string(out), c.want) || strings.Count(string(out), "\n") != 1 {
-			t.Errorf("%q: %q, want one line with %q", c.args, out, c.want)
-		}
-		if kittest.IsMounted(mnt) {
-			t.Fatalf("%q left %s mounted", c.args, mnt)
-		}
-	}
+	kittest.Refuses(t, bin, dir, mnt, []kittest.Refusal{
+		{Args: []string{"text", "--mount", mnt}, Status: 1, Want: "not a zip archive"},
+		{Args: []string{"missing.zip", "--mount", mnt}, Status: 1, Want: "no such file"},
+		{Args: []string{"a", "b", "--mount", mnt}, Status: 2, Want: "one ARCHIVE only"},
+	})
 }
 
 // FuzzUnixOwner: the "ux" extra field decoder never panics.

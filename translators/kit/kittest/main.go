@@ -3,6 +3,7 @@ package kittest
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -15,7 +16,14 @@ import (
 // private mount namespace (testns), so a crashed test leaves no mount on
 // the host; it builds the herd programs named by bins' keys (herd/cmd/NAME),
 // stores their paths in bins' values, and removes them when the tests end.
+// A fuzzer's workers (-test.fuzz*) need neither programs nor a namespace:
+// they run the tests at once.
 func Main(m *testing.M, bins map[string]*string) {
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-test.fuzz") {
+			os.Exit(m.Run())
+		}
+	}
 	if os.Geteuid() == 0 && !testns.Inside() {
 		testns.Main(m) // runs this binary again inside; does not return
 	}

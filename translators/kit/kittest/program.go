@@ -7,15 +7,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"herd/proto"
+	"herd/translators/internal/transtest"
 	"herd/translators/kit"
 )
 
@@ -28,8 +27,9 @@ type Program struct {
 }
 
 // RunMount starts bin with args and --mount mnt, as the current user, and
-// waits until mnt is mounted. The test's cleanup stops it with SIGTERM
-// and checks that it exits with status 0 and leaves nothing mounted.
+// waits until mnt is mounted and answers. The test's cleanup stops it with
+// SIGTERM and checks that it exits with status 0 and leaves nothing
+// mounted.
 func RunMount(t testing.TB, bin, mnt string, args ...string) *Program {
 	t.Helper()
 	cmd := exec.Command(bin, append(append([]string{}, args...), "--mount", mnt)...)
@@ -41,7 +41,9 @@ func RunMount(t testing.TB, bin, mnt string, args ...string) *Program {
 	}
 	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	deadline := time.After(60 * time.Second)
-	for !IsMounted(mnt) {
+	// Mounted, and answering: the kernel has had the bridge's answer to
+	// its INIT (until then an unmount makes the program fail).
+	for !IsMounted(mnt) || !answers(mnt) {
 		select {
 		case <-p.exited:
 			t.Fatalf("%s exited before mounting: %v: %s", bin, p.err, p.Stderr)
@@ -75,6 +77,11 @@ func RunMount(t testing.TB, bin, mnt string, args ...string) *Program {
 	return p
 }
 
+func answers(mnt string) bool {
+	_, err := os.Stat(mnt)
+	return err == nil
+}
+
 // Wait waits for the program to exit on its own (umount, goaway) and
 // returns its error.
 func (p *Program) Wait(t testing.TB) error {
@@ -86,30 +93,6 @@ func (p *Program) Wait(t testing.TB) error {
 		t.Fatalf("%s did not exit", p.Cmd.Path)
 		return nil
 	}
-}
-
-// User returns the uid and gid of name, creating the user (useradd -M)
-// if missing, and opens /dev/fuse to everyone as distributions ship it.
-func User(t testing.TB, name string) (uid, gid uint32) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("creating test users needs root")
-	}
-	if _, err := user.Lookup(name); err != nil {
-		if out, err := exec.Command("useradd", "-M", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
-			t.Fatalf("useradd %s: %v: %s", name, err, out)
-		}
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-		t.Fatal(err)
-	}
-	u64, _ := strconv.ParseUint(u.Uid, 10, 32)
-	g64, _ := strconv.ParseUint(u.Gid, 10, 32)
-	return uint32(u64), uint32(g64)
 }
 
 // ShellPrelude defines waitmount PATH (wait until PATH is a mount point in
@@ -133,13 +116,14 @@ waitgone() {
 }
 `
 
-// AsUser runs the shell script as the unprivileged user name; with userns
+// AsUser runs the shell script as the unprivileged user name (made by
+// transtest.User if missing); with userns
 // it runs inside a new user and mount namespace (unshare -Urm), where the
 // user may mount FUSE filesystems though fusermount3 is absent. It returns
 // the combined output.
 func AsUser(t testing.TB, name string, userns bool, script string) (string, error) {
 	t.Helper()
-	uid, gid := User(t, name)
+	uid, gid := transtest.User(t, name)
 	var cmd *exec.Cmd
 	if userns {
 		cmd = exec.Command("unshare", "-Urm", "sh", "-c", ShellPrelude+script)

@@ -28,7 +28,10 @@
 //   - Loopback: a host file or directory, read-write (firmlink). Its open
 //     files are BackingFilers: the client gets the host file itself
 //     (OpenResult.File) and the kernel reads and writes it directly
-//     (FUSE passthrough) where it allows.
+//     (FUSE passthrough) where it allows. A translator with its own view
+//     of host files (unionfs) reuses Loopback's parts: HostFile and HostIO
+//     for open files, AttrOf, StatFSOf, ReadDirFD, SetAttrOwner and
+//     SetAttrTimes for the kernel's structures.
 //
 // # Programs
 //

@@ -711,3 +711,29 @@ func TestSetOptionsNotifies(t *testing.T) {
 		t.Errorf("root after SetOptions: size %d, %v", a.Size, err)
 	}
 }
+
+// TestMkdirAll: missing parents are made once, a file in the way is an
+// error.
+func TestMkdirAll(t *testing.T) {
+	mem := kit.NewMemFSOwned(kit.MemOptions{})
+	root := mem.Root()
+	d, err := root.MkdirAll("a/b/c", kit.Attrs{Mode: 0o750})
+	if err != nil || d.Attr().Mode != syscall.S_IFDIR|0o750 {
+		t.Fatalf("MkdirAll: %v, %v", d, err)
+	}
+	if root.Child("a").Child("b").Child("c") != d {
+		t.Error("a/b/c is not the directory returned")
+	}
+	if again, err := root.MkdirAll("a/b/c", kit.Attrs{}); again != d || err != nil {
+		t.Errorf("again: %v, %v; want the same directory", again, err)
+	}
+	if r, err := root.MkdirAll(".", kit.Attrs{}); r != root || err != nil {
+		t.Errorf(`".": %v, %v; want the root`, r, err)
+	}
+	if _, err := root.Child("a").AddFile("f", nil, kit.Attrs{Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := root.MkdirAll("a/f/x", kit.Attrs{}); !errors.Is(err, syscall.ENOTDIR) {
+		t.Errorf("through a file: %v; want ENOTDIR", err)
+	}
+}

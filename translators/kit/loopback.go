@@ -37,10 +37,11 @@ type devIno struct{ dev, ino uint64 }
 // hostNode is one host file, held by an O_PATH descriptor until the client
 // forgets it.
 type hostNode struct {
-	fd   int
-	key  devIno
-	mode uint32 // type bits
-	once sync.Once
+	HostIO // its open files are HostFiles
+	fd     int
+	key    devIno
+	mode   uint32 // type bits
+	once   sync.Once
 }
 
 var (
@@ -100,13 +101,7 @@ func (n *hostNode) Getattr(ctx context.Context, out *proto.Attr) syscall.Errno {
 	if err := unix.Fstatat(n.fd, "", &st, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return errnoOf(err)
 	}
-	*out = proto.Attr{
-		Ino: st.Ino, Size: uint64(st.Size), Blocks: uint64(st.Blocks), Mode: st.Mode,
-		Nlink: uint32(st.Nlink), Uid: st.Uid, Gid: st.Gid, Rdev: st.Rdev, Blksize: uint32(st.Blksize),
-		Atime: proto.Timespec{Sec: st.Atim.Sec, Nsec: uint32(st.Atim.Nsec)},
-		Mtime: proto.Timespec{Sec: st.Mtim.Sec, Nsec: uint32(st.Mtim.Nsec)},
-		Ctime: proto.Timespec{Sec: st.Ctim.Sec, Nsec: uint32(st.Ctim.Nsec)},
-	}
+	*out = AttrOf(&st)
 	return 0
 }
 
@@ -139,35 +134,8 @@ func (n *hostNode) Readdir(ctx context.Context) ([]proto.DirEntry, syscall.Errno
 		return nil, errnoOf(err)
 	}
 	defer unix.Close(fd)
-	var out []proto.DirEntry
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, errnoOf(err)
-		}
-		if k <= 0 {
-			return out, 0
-		}
-		for b := buf[:k]; len(b) > 0; {
-			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name
-			reclen := int(b[16]) | int(b[17])<<8
-			ino := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-				uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
-			typ := b[18]
-			name := b[19:reclen]
-			for i, c := range name {
-				if c == 0 {
-					name = name[:i]
-					break
-				}
-			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, proto.DirEntry{Name: s, Ino: ino, Mode: uint32(typ) << 12})
-			}
-			b = b[reclen:]
-		}
-	}
+	ents, err := ReadDirFD(fd)
+	return ents, errnoOf(err)
 }
 
 // own gives a new file the caller's ownership when the translator may
@@ -178,18 +146,6 @@ func own(ctx context.Context, dirfd int, name string) {
 		return
 	}
 	unix.Fchownat(dirfd, name, int(c.Uid), int(c.Gid), unix.AT_SYMLINK_NOFOLLOW)
-}
-
-// hostFile is an open host file (a plain descriptor: no poller).
-type hostFile struct{ fd int }
-
-// BackingFile lets the client read and write the host file itself.
-func (f *hostFile) BackingFile() (*os.File, error) {
-	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), "backing file"), nil
 }
 
 func (n *hostNode) Create(ctx context.Context, name string, flags, mode uint32) (Node, Handle, uint32, syscall.Errno) {
@@ -203,7 +159,7 @@ func (n *hostNode) Create(ctx context.Context, name string, flags, mode uint32) 
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return c, &hostFile{fd}, 0, 0
+	return c, &HostFile{FD: fd}, 0, 0
 }
 
 func (n *hostNode) Mkdir(ctx context.Context, name string, mode uint32) (Node, syscall.Errno) {
@@ -261,8 +217,8 @@ func (n *hostNode) Rename(ctx context.Context, name string, newParent Node, newN
 func (n *hostNode) Setattr(ctx context.Context, h Handle, in proto.SetAttrIn, out *proto.Attr) syscall.Errno {
 	if in.Valid&proto.SetAttrSize != 0 {
 		var err error
-		if f, ok := h.(*hostFile); ok {
-			err = unix.Ftruncate(f.fd, int64(in.Size))
+		if fd, errno := hostFD(h); errno == 0 {
+			err = unix.Ftruncate(fd, int64(in.Size))
 		} else {
 			err = unix.Truncate(n.proc(), int64(in.Size))
 		}
@@ -275,30 +231,12 @@ func (n *hostNode) Setattr(ctx context.Context, h Handle, in proto.SetAttrIn, ou
 			return errnoOf(err)
 		}
 	}
-	if in.Valid&(proto.SetAttrUid|proto.SetAttrGid) != 0 {
-		uid, gid := -1, -1
-		if in.Valid&proto.SetAttrUid != 0 {
-			uid = int(in.Uid)
-		}
-		if in.Valid&proto.SetAttrGid != 0 {
-			gid = int(in.Gid)
-		}
+	if uid, gid, ok := SetAttrOwner(in); ok {
 		if err := unix.Fchownat(n.fd, "", uid, gid, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return errnoOf(err)
 		}
 	}
-	if in.Valid&(proto.SetAttrAtime|proto.SetAttrMtime|proto.SetAttrAtimeNow|proto.SetAttrMtimeNow) != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		set := func(i int, now, at uint32, t proto.Timespec) {
-			switch {
-			case in.Valid&now != 0:
-				ts[i] = unix.Timespec{Nsec: unix.UTIME_NOW}
-			case in.Valid&at != 0:
-				ts[i] = unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)}
-			}
-		}
-		set(0, proto.SetAttrAtimeNow, proto.SetAttrAtime, in.Atime)
-		set(1, proto.SetAttrMtimeNow, proto.SetAttrMtime, in.Mtime)
+	if ts, ok := SetAttrTimes(in); ok {
 		var err error
 		if n.isLink() {
 			err = unix.UtimesNanoAt(n.fd, "", ts, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
@@ -384,10 +322,7 @@ func (n *hostNode) Statfs(ctx context.Context, out *proto.StatFS) syscall.Errno 
 	if err := unix.Fstatfs(n.fd, &st); err != nil {
 		return errnoOf(err)
 	}
-	*out = proto.StatFS{
-		Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail, Files: st.Files, Ffree: st.Ffree,
-		Bsize: uint32(st.Bsize), Frsize: uint32(st.Frsize), NameLen: uint32(st.Namelen),
-	}
+	*out = StatFSOf(&st)
 	return 0
 }
 
@@ -404,70 +339,12 @@ func (n *hostNode) Open(ctx context.Context, flags uint32) (Handle, uint32, sysc
 	if err != nil {
 		return nil, 0, errnoOf(err)
 	}
-	return &hostFile{fd}, 0, 0
-}
-
-func fileOf(h Handle) (int, syscall.Errno) {
-	f, ok := h.(*hostFile)
-	if !ok {
-		return -1, syscall.EBADF
-	}
-	return f.fd, 0
-}
-
-func (n *hostNode) Read(ctx context.Context, h Handle, off int64, size int) ([]byte, syscall.Errno) {
-	fd, errno := fileOf(h)
-	if errno != 0 {
-		return nil, errno
-	}
-	buf := make([]byte, size)
-	k, err := unix.Pread(fd, buf, off)
-	if err != nil {
-		return nil, errnoOf(err)
-	}
-	return buf[:k], 0
-}
-
-func (n *hostNode) Write(ctx context.Context, h Handle, off int64, data []byte) (int, syscall.Errno) {
-	fd, errno := fileOf(h)
-	if errno != 0 {
-		return 0, errno
-	}
-	k, err := unix.Pwrite(fd, data, off)
-	return k, errnoOf(err)
-}
-
-func (n *hostNode) Fsync(ctx context.Context, h Handle, datasync bool) syscall.Errno {
-	fd, errno := fileOf(h)
-	if errno != 0 {
-		return 0 // a directory: nothing of ours to flush
-	}
-	if datasync {
-		return errnoOf(unix.Fdatasync(fd))
-	}
-	return errnoOf(unix.Fsync(fd))
-}
-
-func (n *hostNode) Allocate(ctx context.Context, h Handle, mode uint32, off, length int64) syscall.Errno {
-	fd, errno := fileOf(h)
-	if errno != 0 {
-		return errno
-	}
-	return errnoOf(unix.Fallocate(fd, mode, off, length))
-}
-
-func (n *hostNode) Lseek(ctx context.Context, h Handle, off int64, whence int) (int64, syscall.Errno) {
-	fd, errno := fileOf(h)
-	if errno != 0 {
-		return 0, errno
-	}
-	o, err := unix.Seek(fd, off, whence)
-	return o, errnoOf(err)
+	return &HostFile{FD: fd}, 0, 0
 }
 
 func (n *hostNode) Release(ctx context.Context, h Handle) syscall.Errno {
-	if f, ok := h.(*hostFile); ok {
-		return errnoOf(unix.Close(f.fd))
+	if f, ok := h.(*HostFile); ok {
+		return f.Close()
 	}
 	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -1016,6 +1017,30 @@ func (n *MemNode) Child(name string) *MemNode {
 	n.fs.mu.Lock()
 	defer n.fs.mu.Unlock()
 	return n.children[name]
+}
+
+// MkdirAll returns the directory rel (slash-separated; "" or "." is n)
+// beneath n, adding the missing ones with attributes a, as an archive's
+// member implies its parents. It fails with ENOTDIR where something else
+// is in the way.
+func (n *MemNode) MkdirAll(rel string, a Attrs) (*MemNode, error) {
+	d := n
+	for _, name := range strings.Split(path.Clean(rel), "/") {
+		if name == "." || name == "" {
+			continue
+		}
+		c := d.Child(name)
+		if c == nil {
+			var err error
+			if c, err = d.AddDir(name, a); err != nil {
+				return nil, err
+			}
+		} else if c.Attr().Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			return nil, &os.PathError{Op: "mkdir", Path: rel, Err: syscall.ENOTDIR}
+		}
+		d = c
+	}
+	return d, nil
 }
 
 // Attr returns n's attributes.

@@ -196,32 +196,12 @@ func (a *Archive) load(idx *Index) {
 	ctx := context.Background()
 	root := a.Mem.Root()
 	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
-	dirs := map[string]*kit.MemNode{"": root}
 	nodes := map[string]*kit.MemNode{}
 	type dirAttrs struct {
 		n *kit.MemNode
 		h *tar.Header
 	}
 	var later []dirAttrs
-	var mkdirAll func(p string) *kit.MemNode
-	mkdirAll = func(p string) *kit.MemNode {
-		if p == "." {
-			p = ""
-		}
-		if d := dirs[p]; d != nil {
-			return d
-		}
-		parent := mkdirAll(path.Dir(p))
-		if parent == nil {
-			return nil
-		}
-		d, err := parent.AddDir(path.Base(p), kit.Attrs{Mode: 0o755, Uid: uid, Gid: gid})
-		if err != nil {
-			return nil // a file of that name is in the way
-		}
-		dirs[p] = d
-		return d
-	}
 	for i, e := range idx.Entries {
 		h := e.Header
 		name, ok := cleanName(h.Name)
@@ -239,8 +219,8 @@ func (a *Archive) load(idx *Index) {
 			}
 			continue
 		}
-		parent := mkdirAll(path.Dir(name))
-		if parent == nil {
+		parent, err := root.MkdirAll(path.Dir(name), kit.Attrs{Mode: 0o755, Uid: uid, Gid: gid})
+		if err != nil {
 			a.logf("skipping %s: a parent is not a directory", name)
 			continue
 		}
@@ -263,12 +243,10 @@ func (a *Archive) load(idx *Index) {
 			attrs.Ctime = h.ModTime
 		}
 		var n *kit.MemNode
-		var err error
 		switch h.Typeflag {
 		case tar.TypeDir:
 			n, err = parent.AddDir(base, attrs)
 			if err == nil {
-				dirs[name] = n
 				later = append(later, dirAttrs{n, h})
 			}
 		case tar.TypeReg, '\x00', tar.TypeCont, tar.TypeGNUSparse:

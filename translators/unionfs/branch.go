@@ -5,6 +5,9 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"herd/proto"
+	"herd/translators/kit"
 )
 
 // branch is one directory of the union, held by an O_PATH descriptor so a
@@ -121,8 +124,8 @@ func splitAll(rel string) []string {
 	return out
 }
 
-// readdir lists the branch's directory rel (names and type bits).
-func (b *branch) readdir(rel string) ([]dirent, error) {
+// readdir lists the branch's directory rel.
+func (b *branch) readdir(rel string) ([]proto.DirEntry, error) {
 	var fd int
 	var err error
 	if rel == "" {
@@ -137,37 +140,7 @@ func (b *branch) readdir(rel string) ([]dirent, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	var out []dirent
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return nil, err
-		}
-		if k <= 0 {
-			return out, nil
-		}
-		for b := buf[:k]; len(b) > 0; {
-			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name
-			reclen := int(b[16]) | int(b[17])<<8
-			name := b[19:reclen]
-			for i, c := range name {
-				if c == 0 {
-					name = name[:i]
-					break
-				}
-			}
-			if s := string(name); s != "." && s != ".." {
-				out = append(out, dirent{s, uint32(b[18]) << 12})
-			}
-			b = b[reclen:]
-		}
-	}
-}
-
-type dirent struct {
-	name string
-	mode uint32 // type bits
+	return kit.ReadDirFD(fd)
 }
 
 func isDir(st *unix.Stat_t) bool { return st.Mode&syscall.S_IFMT == syscall.S_IFDIR }

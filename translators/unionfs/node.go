@@ -3,7 +3,6 @@ package unionfs
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -19,8 +18,9 @@ import (
 // removed at run time take effect at once. A node the client knows keeps
 // its number across renames, and a hard link is one node with two paths.
 type node struct {
-	u   *union
-	typ uint32 // type bits when looked up: a name that becomes another type is another node
+	kit.HostIO // I/O on its open files (a file embeds a HostFile)
+	u          *union
+	typ        uint32 // type bits when looked up: a name that becomes another type is another node
 
 	// guarded by u.nmu
 	rels  []string       // its paths; none when it was deleted
@@ -53,7 +53,7 @@ func (n *node) fstat() (unix.Stat_t, syscall.Errno) {
 	defer n.u.nmu.Unlock()
 	for f := range n.files {
 		var st unix.Stat_t
-		return st, errnoOf(unix.Fstat(f.fd, &st))
+		return st, errnoOf(unix.Fstat(f.FD, &st))
 	}
 	return unix.Stat_t{}, syscall.ENOENT
 }
@@ -226,13 +226,8 @@ func (n *node) Getattr(ctx context.Context, out *proto.Attr) syscall.Errno {
 		return errno
 	}
 	ino := out.Ino // the node number: branches' inode numbers may collide
-	*out = proto.Attr{
-		Ino: ino, Size: uint64(st.Size), Blocks: uint64(st.Blocks), Mode: st.Mode,
-		Nlink: uint32(st.Nlink), Uid: st.Uid, Gid: st.Gid, Rdev: st.Rdev, Blksize: uint32(st.Blksize),
-		Atime: proto.Timespec{Sec: st.Atim.Sec, Nsec: uint32(st.Atim.Nsec)},
-		Mtime: proto.Timespec{Sec: st.Mtim.Sec, Nsec: uint32(st.Mtim.Nsec)},
-		Ctime: proto.Timespec{Sec: st.Ctim.Sec, Nsec: uint32(st.Ctim.Nsec)},
-	}
+	*out = kit.AttrOf(&st)
+	out.Ino = ino
 	return 0
 }
 
@@ -259,7 +254,7 @@ func (n *node) Readdir(ctx context.Context) ([]proto.DirEntry, syscall.Errno) {
 	}
 	out := make([]proto.DirEntry, len(ents))
 	for i, e := range ents {
-		out[i] = proto.DirEntry{Name: e.name, Mode: e.mode}
+		out[i] = proto.DirEntry{Name: e.Name, Mode: e.Mode} // not the branch's inode number
 	}
 	return out, 0
 }
@@ -314,7 +309,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32) (kit
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	f := &file{fd: fd, n: c.(*node)}
+	f := &file{HostFile: kit.HostFile{FD: fd}, n: c.(*node)}
 	f.n.opened(f, true)
 	return c, f, 0, 0
 }
@@ -435,8 +430,8 @@ func (n *node) remove(ctx context.Context, name string, dir bool) syscall.Errno 
 				return errnoOf(err)
 			}
 			for _, e := range ents {
-				if hidden(e.name) {
-					bs[w].at(join(rel, e.name), func(dirfd int, base string) error { return unix.Unlinkat(dirfd, base, 0) })
+				if hidden(e.Name) {
+					bs[w].at(join(rel, e.Name), func(dirfd int, base string) error { return unix.Unlinkat(dirfd, base, 0) })
 				}
 			}
 		}
@@ -573,7 +568,7 @@ func setattr(dirfd int, base string, typ uint32, h kit.Handle, in proto.SetAttrI
 	}
 	if in.Valid&proto.SetAttrSize != 0 {
 		if f, ok := h.(*file); ok {
-			if err := unix.Ftruncate(f.fd, int64(in.Size)); err != nil {
+			if err := unix.Ftruncate(f.FD, int64(in.Size)); err != nil {
 				return err
 			}
 		} else {
@@ -599,30 +594,12 @@ func setattr(dirfd int, base string, typ uint32, h kit.Handle, in proto.SetAttrI
 			return err
 		}
 	}
-	if in.Valid&(proto.SetAttrUid|proto.SetAttrGid) != 0 {
-		uid, gid := -1, -1
-		if in.Valid&proto.SetAttrUid != 0 {
-			uid = int(in.Uid)
-		}
-		if in.Valid&proto.SetAttrGid != 0 {
-			gid = int(in.Gid)
-		}
+	if uid, gid, ok := kit.SetAttrOwner(in); ok {
 		if err := unix.Fchownat(dirfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW|empty); err != nil {
 			return err
 		}
 	}
-	if in.Valid&(proto.SetAttrAtime|proto.SetAttrMtime|proto.SetAttrAtimeNow|proto.SetAttrMtimeNow) != 0 {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		set := func(i int, now, at uint32, t proto.Timespec) {
-			switch {
-			case in.Valid&now != 0:
-				ts[i] = unix.Timespec{Nsec: unix.UTIME_NOW}
-			case in.Valid&at != 0:
-				ts[i] = unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)}
-			}
-		}
-		set(0, proto.SetAttrAtimeNow, proto.SetAttrAtime, in.Atime)
-		set(1, proto.SetAttrMtimeNow, proto.SetAttrMtime, in.Mtime)
+	if ts, ok := kit.SetAttrTimes(in); ok {
 		if base == "" {
 			p, done, err := proc()
 			if err != nil {
@@ -748,28 +725,15 @@ func (n *node) Statfs(ctx context.Context, out *proto.StatFS) syscall.Errno {
 	if err := unix.Fstatfs(b.fd, &st); err != nil {
 		return errnoOf(err)
 	}
-	*out = proto.StatFS{
-		Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail, Files: st.Files, Ffree: st.Ffree,
-		Bsize: uint32(st.Bsize), Frsize: uint32(st.Frsize), NameLen: uint32(st.Namelen),
-	}
+	*out = kit.StatFSOf(&st)
 	return 0
 }
 
 // file is an open file: a descriptor of the branch file that showed it
 // (read-only opens) or of its copy in the writable branch (writes).
 type file struct {
-	fd int
-	n  *node
-}
-
-// BackingFile lets the client read and write the branch file itself
-// (FUSE passthrough).
-func (f *file) BackingFile() (*os.File, error) {
-	fd, err := unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), "union file"), nil
+	kit.HostFile
+	n *node
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (kit.Handle, uint32, syscall.Errno) {
@@ -795,72 +759,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (kit.Handle, uint32, sysc
 	if err != nil {
 		return nil, 0, errnoOf(err)
 	}
-	f := &file{fd: fd, n: n}
+	f := &file{HostFile: kit.HostFile{FD: fd}, n: n}
 	n.opened(f, true)
 	return f, 0, 0
-}
-
-func fdOf(h kit.Handle) (int, syscall.Errno) {
-	if f, ok := h.(*file); ok {
-		return f.fd, 0
-	}
-	return -1, syscall.EBADF
-}
-
-func (n *node) Read(ctx context.Context, h kit.Handle, off int64, size int) ([]byte, syscall.Errno) {
-	fd, errno := fdOf(h)
-	if errno != 0 {
-		return nil, errno
-	}
-	buf := make([]byte, size)
-	k, err := unix.Pread(fd, buf, off)
-	if err != nil {
-		return nil, errnoOf(err)
-	}
-	return buf[:k], 0
-}
-
-func (n *node) Write(ctx context.Context, h kit.Handle, off int64, data []byte) (int, syscall.Errno) {
-	fd, errno := fdOf(h)
-	if errno != 0 {
-		return 0, errno
-	}
-	k, err := unix.Pwrite(fd, data, off)
-	return k, errnoOf(err)
-}
-
-func (n *node) Fsync(ctx context.Context, h kit.Handle, datasync bool) syscall.Errno {
-	fd, errno := fdOf(h)
-	if errno != 0 {
-		return 0
-	}
-	if datasync {
-		return errnoOf(unix.Fdatasync(fd))
-	}
-	return errnoOf(unix.Fsync(fd))
-}
-
-func (n *node) Allocate(ctx context.Context, h kit.Handle, mode uint32, off, length int64) syscall.Errno {
-	fd, errno := fdOf(h)
-	if errno != 0 {
-		return errno
-	}
-	return errnoOf(unix.Fallocate(fd, mode, off, length))
-}
-
-func (n *node) Lseek(ctx context.Context, h kit.Handle, off int64, whence int) (int64, syscall.Errno) {
-	fd, errno := fdOf(h)
-	if errno != 0 {
-		return 0, errno
-	}
-	o, err := unix.Seek(fd, off, whence)
-	return o, errnoOf(err)
 }
 
 func (n *node) Release(ctx context.Context, h kit.Handle) syscall.Errno {
 	if f, ok := h.(*file); ok {
 		f.n.opened(f, false)
-		return errnoOf(unix.Close(f.fd))
+		return f.Close()
 	}
 	return 0
 }

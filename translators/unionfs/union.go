@@ -133,9 +133,9 @@ func writable(bs []*branch) (int, syscall.Errno) {
 // readdir merges the listings of rel in every branch, first branch first:
 // a name is listed once, whiteouts hide the names below them and are not
 // listed themselves, an opaque directory ends the merge.
-func readdir(bs []*branch, rel string) ([]dirent, syscall.Errno) {
+func readdir(bs []*branch, rel string) ([]proto.DirEntry, syscall.Errno) {
 	seen := map[string]bool{}
-	var out []dirent
+	var out []proto.DirEntry
 	for _, b := range bs {
 		st, err := b.lstat(rel)
 		if err == nil && !isDir(&st) {
@@ -150,12 +150,12 @@ func readdir(bs []*branch, rel string) ([]dirent, syscall.Errno) {
 			var hide []string
 			for _, e := range ents {
 				switch {
-				case e.name == opaque:
+				case e.Name == opaque:
 					stop = true
-				case strings.HasPrefix(e.name, whPrefix):
-					hide = append(hide, e.name[len(whPrefix):])
-				case !seen[e.name]:
-					seen[e.name] = true
+				case strings.HasPrefix(e.Name, whPrefix):
+					hide = append(hide, e.Name[len(whPrefix):])
+				case !seen[e.Name]:
+					seen[e.Name] = true
 					out = append(out, e)
 				}
 			}

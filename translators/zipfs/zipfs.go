@@ -89,26 +89,6 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 	}
 	mem := kit.NewMemFSOwned(kit.MemOptions{})
 	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
-	dirs := map[string]*kit.MemNode{"": mem.Root()}
-	var mkdirAll func(p string) *kit.MemNode
-	mkdirAll = func(p string) *kit.MemNode {
-		if p == "." {
-			p = ""
-		}
-		if d := dirs[p]; d != nil {
-			return d
-		}
-		parent := mkdirAll(path.Dir(p))
-		if parent == nil {
-			return nil
-		}
-		d, err := parent.AddDir(path.Base(p), kit.Attrs{Mode: 0o755, Uid: uid, Gid: gid})
-		if err != nil {
-			return nil
-		}
-		dirs[p] = d
-		return d
-	}
 	type dirTimes struct {
 		n *kit.MemNode
 		e *entry
@@ -124,8 +104,8 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 		if name == "" {
 			continue
 		}
-		parent := mkdirAll(path.Dir(name))
-		if parent == nil {
+		parent, err := mem.Root().MkdirAll(path.Dir(name), kit.Attrs{Mode: 0o755, Uid: uid, Gid: gid})
+		if err != nil {
 			logf("skipping %s: a parent is not a directory", name)
 			continue
 		}
@@ -153,12 +133,10 @@ func Load(f *os.File, logf func(string, ...any)) (*kit.MemFS, error) {
 			}
 			parent.Unlink(context.Background(), base)
 		}
-		var err error
 		switch {
 		case mode.IsDir():
 			var d *kit.MemNode
 			if d, err = parent.AddDir(base, a); err == nil {
-				dirs[name] = d
 				later = append(later, dirTimes{d, zf})
 			}
 		case mode&fs.ModeSymlink != 0:

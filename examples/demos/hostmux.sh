@@ -13,12 +13,7 @@ cd "$work"
 
 say "An FTP server on this machine (demo-ftpd, anonymous, loopback only)"
 say "serving the directory ftproot:"
-run_quiet mkdir -p ftproot/pub
-echo "Welcome to the demo FTP server." >ftproot/pub/README
-start_bg "$work/ftpd.log" demo-ftpd --listen 127.0.0.1:0 --ready-file ftpd.addr ftproot
-wait_for 30 "the FTP server to listen" test -s "$work/ftpd.addr"
-port=$(sed 's/.*://' "$work/ftpd.addr")
-show "demo-ftpd listens on 127.0.0.1:$port"
+start_ftpd
 
 say "settrans -a -c ftp: hostmux ftpfs '\${host}:$port/' makes ftp: a directory"
 say "where every name is a host: looking up ftp:/localhost starts"

@@ -72,12 +72,7 @@ edited through tarfs" tar -xOf project.tar project/README
 
 say "4. hostmux + ftpfs: a directory in which each name is a host, served by"
 say "ftpfs. The FTP server is demo-ftpd on this machine (anonymous, loopback)."
-run_quiet mkdir -p ftproot/pub
-echo "Welcome to the demo FTP server." >ftproot/pub/README
-start_bg "$work/ftpd.log" demo-ftpd --listen 127.0.0.1:0 --ready-file ftpd.addr ftproot
-wait_for 30 "the FTP server to listen" test -s "$work/ftpd.addr"
-port=$(sed 's/.*://' "$work/ftpd.addr")
-show "demo-ftpd listens on 127.0.0.1:$port"
+start_ftpd
 run settrans -a -c "$work/ftp:" hostmux ftpfs "\${host}:$port/"
 at_exit "settrans -g '$work/ftp:'"
 check_contains "hostmux ftpfs" showtrans -a ftp:

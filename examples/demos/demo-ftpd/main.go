@@ -374,12 +374,8 @@ func (s *session) retr(arg string) {
 		s.reply(550, "not a plain file")
 		return
 	}
-	if s.rest > 0 {
-		if _, err := f.Seek(s.rest, io.SeekStart); err != nil {
-			s.reply(550, errText(err))
-			return
-		}
-		s.rest = 0
+	if !s.seekRest(f) {
+		return
 	}
 	c, ok := s.data()
 	if !ok {
@@ -393,6 +389,19 @@ func (s *session) retr(arg string) {
 		return
 	}
 	s.reply(226, "done")
+}
+
+// seekRest moves f to where REST said the transfer starts; false when it
+// cannot (the client has been answered).
+func (s *session) seekRest(f *os.File) bool {
+	if s.rest > 0 {
+		if _, err := f.Seek(s.rest, io.SeekStart); err != nil {
+			s.reply(550, errText(err))
+			return false
+		}
+		s.rest = 0
+	}
+	return true
 }
 
 func (s *session) stor(cmd, arg string) {
@@ -410,12 +419,8 @@ func (s *session) stor(cmd, arg string) {
 		return
 	}
 	defer f.Close()
-	if s.rest > 0 {
-		if _, err := f.Seek(s.rest, io.SeekStart); err != nil {
-			s.reply(550, errText(err))
-			return
-		}
-		s.rest = 0
+	if !s.seekRest(f) {
+		return
 	}
 	c, ok := s.data()
 	if !ok {

@@ -88,14 +88,19 @@ run_quiet() {
 	"$@" || fail "command failed (exit status $?): $*"
 }
 
-# check_output WANT CMD ARGS...: show and run the command; its output must be WANT.
-check_output() {
-	want=$1
-	shift
+# _capture CMD ARGS...: show and run the command and its output, kept in $got.
+_capture() {
 	_cmd "$@"
 	got=$("$@" 2>&1) || fail "command failed: $*
 $got"
 	printf '%s\n' "$got"
+}
+
+# check_output WANT CMD ARGS...: show and run the command; its output must be WANT.
+check_output() {
+	want=$1
+	shift
+	_capture "$@"
 	[ "$got" = "$want" ] || fail "$* printed
   $got
 but the demo expected
@@ -106,10 +111,7 @@ but the demo expected
 check_contains() {
 	want=$1
 	shift
-	_cmd "$@"
-	got=$("$@" 2>&1) || fail "command failed: $*
-$got"
-	printf '%s\n' "$got"
+	_capture "$@"
 	case $got in *"$want"*) ;; *) fail "the output of '$*' does not contain '$want'" ;; esac
 }
 
@@ -188,3 +190,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 trap 'exit 141' PIPE
+
+# start_ftpd: demo-ftpd (anonymous, loopback only) serving ftproot, with
+# ftproot/pub/README; sets $port.
+start_ftpd() {
+	run_quiet mkdir -p ftproot/pub
+	echo "Welcome to the demo FTP server." >ftproot/pub/README
+	start_bg "$work/ftpd.log" demo-ftpd --listen 127.0.0.1:0 --ready-file ftpd.addr ftproot
+	wait_for 30 "the FTP server to listen" test -s "$work/ftpd.addr"
+	port=$(sed 's/.*://' "$work/ftpd.addr")
+	show "demo-ftpd listens on 127.0.0.1:$port"
+}

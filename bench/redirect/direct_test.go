@@ -200,3 +200,29 @@ func TestListingRoundTrips(t *testing.T) {
 		t.Errorf("listing a directory again: %d round trips, want 0 (%v)", n, root.ByOp())
 	}
 }
+
+// TestMergedDirRoundTrips: a directory the server gives no capability for
+// (merged: a file written into a lower directory) is not asked again at
+// every read that follows a write in it.
+func TestMergedDirRoundTrips(t *testing.T) {
+	const n = 20
+	mnt, root, _ := cowSetup(t, 1, n)
+	dir := filepath.Join(mnt, "d0")
+	if err := os.WriteFile(filepath.Join(dir, "out"), []byte("0"), 0o644); err != nil {
+		t.Fatal(err) // d0 is merged from now on
+	}
+	before := root.ByOp()["Open"]
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(filepath.Join(dir, "out"), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each round: the write's Open and the read's; at most one more for
+	// the directory, asked once.
+	if opens := root.ByOp()["Open"] - before; opens > 2*n+1 {
+		t.Errorf("%d rounds of write+read in a merged directory: %d Opens, want at most %d", n, opens, 2*n+1)
+	}
+}

@@ -79,6 +79,7 @@ func (b *Bridge) refresh(c *conn) {
 		if dc := b.dropCapLocked(in); dc != nil {
 			dcs = append(dcs, dc)
 		}
+		in.capNo = false
 	}
 	b.mu.Unlock()
 	for _, dc := range dcs {

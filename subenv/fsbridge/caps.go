@@ -121,13 +121,15 @@ func (b *Bridge) closeCap(c *dirCap) {
 }
 
 // dropCapLocked voids d's capability and any being fetched; it returns the
-// capability if the caller must unref it (after unlocking). b.mu held.
+// capability if the caller must unref it (after unlocking). A refusal
+// (capNo) stays: what a child's change does to a directory the server
+// would not give one for (a merged one) does not make it give one; a
+// notification of the directory itself clears it. b.mu held.
 func (b *Bridge) dropCapLocked(d *inode) *dirCap {
 	if d == nil {
 		return nil
 	}
 	d.capGen++
-	d.capNo = false
 	c := d.cap
 	if c == nil {
 		return nil
@@ -265,11 +267,11 @@ func (b *Bridge) fetchCap(p *inode, gen, epoch uint64, h *fuse.InHeader) *dirCap
 			b.forget.push(func() { conn.fs.Release(b.bgCtx(), fh) })
 		}
 		// Not for this directory (a merged one, a server without
-		// capabilities): do not ask again until it changes.
+		// capabilities): do not ask again until a notification about the
+		// directory itself. (Kept even if a child changed meanwhile: that
+		// does not make the server give one; at worst one is missed.)
 		b.mu.Lock()
-		if p.capGen == gen {
-			p.capNo = true
-		}
+		p.capNo = true
 		b.mu.Unlock()
 		return nil
 	}

@@ -414,6 +414,7 @@ func (n *Notifier) InvalNode(node proto.NodeID, off, length int64) {
 		// Revokes a capability on it (a directory), and on its parent
 		// (a child changed, e.g. copied up).
 		dcs[0], dcs[1] = b.dropCapLocked(in), b.dropCapLocked(in.parent)
+		in.capNo = false // it changed: it may be given one now
 	}
 	b.mu.Unlock()
 	for _, dc := range dcs {

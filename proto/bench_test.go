@@ -122,6 +122,28 @@ func BenchmarkRead128K(b *testing.B) {
 			}
 		})
 	}
+	// ReadInto: the reply's data straight into the caller's buffer.
+	for _, mode := range []string{"lane", "lane-proc"} {
+		b.Run(mode+"-into", func(b *testing.B) {
+			c := benchClient(b, mode)
+			or, err := c.Open(ctx, 5, syscall.O_RDONLY)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if or.File != nil {
+				or.File.Close()
+			}
+			buf := make([]byte, size)
+			b.SetBytes(size)
+			b.ResetTimer()
+			for b.Loop() {
+				n, err := c.ReadInto(ctx, or.Handle, 0, buf)
+				if err != nil || n != size {
+					b.Fatal(err, n)
+				}
+			}
+		})
+	}
 }
 
 // BenchmarkRawSocket: the floor. A goroutine answers length-prefixed

@@ -371,7 +371,11 @@ func (c *Client) readNotifications(hs net.Conn) {
 
 // lead reads replies until the one for tag comes, the deadline passes or
 // the stream fails. The caller holds the reader role.
-func (c *Client) lead(op uint16, tag uint32, deadline time.Time) (*reply, *os.File, error) {
+func (c *Client) lead(op uint16, tag uint32, deadline time.Time, dst []byte) (*reply, *os.File, error) {
+	// A Read reply may go straight into the caller's buffer; detach
+	// (before the role goes to anyone else) makes sure nothing more goes
+	// there once we leave.
+	c.fr.into, c.fr.intoTag = dst, tag
 	for {
 		// Coarse read deadline, as in frameWriter: only moved earlier,
 		// and moved to ours when an earlier one runs out.
@@ -385,6 +389,7 @@ func (c *Client) lead(op uint16, tag uint32, deadline time.Time) (*reply, *os.Fi
 					c.setReadDeadline(deadline)
 					continue
 				}
+				c.fr.detach()
 				c.mu.Lock()
 				delete(c.pending, tag)
 				c.releaseLocked()
@@ -392,13 +397,18 @@ func (c *Client) lead(op uint16, tag uint32, deadline time.Time) (*reply, *os.Fi
 				c.cancelCall(tag, op)
 				return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(op))}
 			}
+			c.fr.detach()
 			c.readFailed(err)
 			return nil, nil, c.lostErr(op)
 		}
 		if m.kind != kindReply {
 			m.closeFile()
+			c.fr.detach()
 			c.readFailed(fmt.Errorf("%w: frame kind %d on the call stream", errProtocol, m.kind))
 			return nil, nil, c.lostErr(op)
+		}
+		if m.tag == tag {
+			c.fr.detach()
 		}
 		c.mu.Lock()
 		if m.tag == tag {
@@ -562,6 +572,11 @@ func (c *Client) lostErr(op uint16) error {
 // the connection). On success it returns the decoded reply and the
 // descriptor that came with it.
 func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error) {
+	return c.callInto(ctx, r, nil)
+}
+
+// callInto is call; a successful Read reply may land in dst (see ReadInto).
+func (c *Client) callInto(ctx context.Context, r *request, dst []byte) (*reply, *os.File, error) {
 	select {
 	case <-c.done:
 		return nil, nil, c.lostErr(r.op)
@@ -639,7 +654,7 @@ func (c *Client) call(ctx context.Context, r *request) (*reply, *os.File, error)
 	}
 	c.mu.Unlock()
 	if lead {
-		return c.lead(r.op, h.tag, deadline)
+		return c.lead(r.op, h.tag, deadline, dst)
 	}
 	select {
 	case m := <-w.ch:
@@ -711,6 +726,13 @@ func (c *Client) cancelCall(tag uint32, op uint16) {
 }
 
 func (c *Client) finish(op uint16, m *message) (*reply, *os.File, error) {
+	if m.data != nil { // a Read reply received in place
+		if n := binary.LittleEndian.Uint32(m.pre[:]); int(n) != len(m.data) {
+			c.fail(fmt.Errorf("%w: read reply of %d bytes says %d", errProtocol, len(m.data), n))
+			return nil, nil, c.lostErr(op)
+		}
+		return &reply{data: m.data}, nil, nil
+	}
 	if m.status != 0 {
 		m.closeFile()
 		d := &dec{b: m.body}
@@ -939,6 +961,26 @@ func (c *Client) Read(ctx context.Context, h HandleID, off int64, size int) ([]b
 		return nil, err
 	}
 	return rep.data, nil
+}
+
+// ReadInto is Read into buf: it reads at most len(buf) bytes at off and
+// returns how many it read. When the caller reads its own reply off the
+// connection (the usual case, one call at a time), the data goes from the
+// socket straight into buf: no buffer is allocated for it, which for large
+// reads is most of what a Read costs (allocation, zeroing, the garbage
+// collector's work). Otherwise it is copied there.
+func (c *Client) ReadInto(ctx context.Context, h HandleID, off int64, buf []byte) (int, error) {
+	if len(buf) > MaxMessage-64 {
+		return 0, &Error{syscall.EINVAL, fmt.Sprintf("proto: read: size %d out of range", len(buf))}
+	}
+	rep, _, err := c.callInto(ctx, &request{op: opRead, handle: h, off: off, size: uint32(len(buf))}, buf)
+	if err != nil {
+		return 0, err
+	}
+	if len(rep.data) > 0 && &rep.data[0] == &buf[0] {
+		return len(rep.data), nil
+	}
+	return copy(buf, rep.data), nil
 }
 
 func (c *Client) Write(ctx context.Context, h HandleID, off int64, data []byte) (int, error) {

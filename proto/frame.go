@@ -17,6 +17,11 @@ type message struct {
 	header
 	body []byte
 	file *os.File
+	// data, when not nil: a Read reply's bytes, received straight into
+	// the caller's buffer (frameReader.into); body is then pre, the
+	// reply's 4-byte length.
+	data []byte
+	pre  [4]byte
 }
 
 // frameReader reads messages from one byte stream. Only one goroutine
@@ -33,6 +38,25 @@ type frameReader struct {
 	m    *message // message being assembled, from its first header on
 	got  int      // body bytes of m received so far
 	want int      // bytes of the current frame's body still to come
+
+	// into, when not nil, receives the data of the successful one-frame
+	// Read reply with tag intoTag (see Client.ReadInto).
+	into    []byte
+	intoTag uint32
+}
+
+// detach stops a message in progress from landing in into (its owner is
+// leaving): what came so far, and the rest, go to a buffer of its own.
+func (fr *frameReader) detach() {
+	fr.into = nil
+	if m := fr.m; m != nil && m.data != nil {
+		body := make([]byte, 4+len(m.data))
+		copy(body, m.pre[:])
+		if fr.got > 4 {
+			copy(body[4:], m.data[:fr.got-4])
+		}
+		m.body, m.data = body, nil
+	}
 }
 
 func newFrameReader(r io.Reader) *frameReader {
@@ -75,8 +99,18 @@ func (fr *frameReader) abort() {
 
 func (fr *frameReader) step() (*message, error) {
 	for {
-		if fr.want > 0 {
-			n, err := io.ReadFull(fr.r, fr.m.body[fr.got:fr.got+fr.want])
+		for fr.want > 0 {
+			var n int
+			var err error
+			switch m := fr.m; {
+			case m.data == nil:
+				n, err = io.ReadFull(fr.r, m.body[fr.got:fr.got+fr.want])
+			case fr.got < len(m.pre):
+				n, err = io.ReadFull(fr.r, m.pre[fr.got:])
+			default:
+				d := fr.got - len(m.pre)
+				n, err = io.ReadFull(fr.r, m.data[d:d+fr.want])
+			}
 			fr.got += n
 			fr.want -= n
 			if err != nil {
@@ -85,7 +119,9 @@ func (fr *frameReader) step() (*message, error) {
 		}
 		if m := fr.m; m != nil && m.flags&flagMore == 0 {
 			fr.m = nil
-			m.body = m.body[:fr.got]
+			if m.data == nil {
+				m.body = m.body[:fr.got]
+			}
 			m.size = uint32(fr.got)
 			return m, nil
 		}
@@ -109,7 +145,13 @@ func (fr *frameReader) step() (*message, error) {
 					return nil, fmt.Errorf("%w: descriptor flag but no descriptor received", errProtocol)
 				}
 			}
-			m.body = make([]byte, h.size)
+			if fr.into != nil && h.tag == fr.intoTag && h.kind == kindReply && h.status == 0 &&
+				h.flags&(flagMore|flagFD) == 0 && h.size >= 4 && int(h.size)-4 <= len(fr.into) {
+				m.data = fr.into[:h.size-4]
+				m.body = m.pre[:]
+			} else {
+				m.body = make([]byte, h.size)
+			}
 			fr.m, fr.got, fr.want = m, 0, int(h.size)
 			continue
 		}

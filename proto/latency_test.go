@@ -235,3 +235,95 @@ func TestCloseWakesWaiters(t *testing.T) {
 		})
 	}
 }
+
+// TestReadInto: ReadInto gives what Read gives, whether the reply lands in
+// the buffer directly (one caller) or is copied there (callers waiting on
+// another, replies of more than one frame), and errors as Read does.
+func TestReadInto(t *testing.T) {
+	for _, tr := range transports() {
+		t.Run(tr.name, func(t *testing.T) {
+			fs := newTestFS(t)
+			c, _ := tr.connect(t, fs, ClientOptions{Timeout: time.Minute})
+			ctx := context.Background()
+			or, err := c.Open(ctx, 5, 0)
+			noErr(t, "open", err)
+			if or.File != nil {
+				or.File.Close()
+			}
+			check := func(off int64, size int) {
+				buf := bytes.Repeat([]byte{0xee}, size+3)
+				n, err := c.ReadInto(ctx, or.Handle, off, buf[:size])
+				if err != nil || n != size || !bytes.Equal(buf[:n], payload(off, size)) {
+					t.Errorf("ReadInto(%d, %d bytes) = %d, %v, data equal: %v", off, size, n, err, bytes.Equal(buf[:n], payload(off, size)))
+				}
+				if !bytes.Equal(buf[size:], []byte{0xee, 0xee, 0xee}) {
+					t.Errorf("ReadInto(%d, %d bytes) wrote past the end of its buffer", off, size)
+				}
+			}
+			for _, size := range []int{0, 1, 100, 128 << 10, 2<<20 + 5} {
+				check(int64(size), size)
+			}
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 50 {
+						check(int64(g*1000+i), 4096+g*100+i)
+					}
+				}()
+			}
+			wg.Wait()
+			if _, err := c.ReadInto(ctx, 999, 0, make([]byte, 10)); !errors.Is(err, syscall.EBADF) {
+				t.Errorf("ReadInto on a handle never opened: %v, want EBADF", err)
+			}
+		})
+	}
+}
+
+// TestFrameReaderDetach: a Read reply being received into a caller's
+// buffer when the caller leaves (its deadline) is finished in a buffer of
+// its own; the caller's buffer is not written after detach.
+func TestFrameReaderDetach(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	fr := newFrameReader(a)
+	data := payload(3, 50000)
+	e := newEnc(0)
+	e.bytes(data)
+	wire := append([]byte(nil), e.b...)
+	(&header{size: uint32(len(wire) - headerSize), tag: 9, op: opRead, kind: kindReply}).put(wire)
+	dst := make([]byte, len(data))
+	fr.into, fr.intoTag = dst, 9
+	half := headerSize + 4 + 1000
+	go b.Write(wire[:half])
+	for {
+		a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := fr.read()
+		if err == nil {
+			t.Fatal("a message from half of it")
+		}
+		if !isTimeout(err) {
+			t.Fatalf("read: %v", err)
+		}
+		if fr.got == half-headerSize {
+			break
+		}
+	}
+	if !bytes.Equal(dst[:1000], data[:1000]) {
+		t.Fatal("the first part did not land in the caller's buffer")
+	}
+	fr.detach()
+	clear(dst)
+	go b.Write(wire[half:])
+	a.SetReadDeadline(time.Time{})
+	m, err := fr.read()
+	noErr(t, "read after detach", err)
+	if m.data != nil || !bytes.Equal(m.body, e.b[headerSize:]) {
+		t.Errorf("message after detach: %d body bytes, data %v", len(m.body), m.data != nil)
+	}
+	if !bytes.Equal(dst, make([]byte, len(dst))) {
+		t.Error("the caller's buffer was written after detach")
+	}
+}

@@ -193,14 +193,14 @@ func (s *Server) handleTCP(r *tcp.ForwarderRequest) {
 		}()
 		return
 	}
+	// The forwarder runs each request in a goroutine of its own, which
+	// is free now (Complete was called): the splice runs in it.
 	g := newGuestTCP(ep, &wq)
 	c := s.track(f, g, host)
 	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer s.untrack(c)
-		spliceTCP(g, host, &c.Out, &c.In)
-	}()
+	defer s.wg.Done()
+	defer s.untrack(c)
+	spliceTCP(g, host, &c.Out, &c.In)
 }
 
 type halfCloser interface {

@@ -47,6 +47,27 @@ type blockConn struct {
 	rto, sto time.Duration
 }
 
+// otherProcess reports whether the peer of c is another process. Lanes
+// within one process (Pipe, tests, in-process servers) stay in the network
+// poller: there both ends would each block a thread holding one of the
+// runtime's few Ps, and the goroutines that must run between them (the
+// handler, the callers handed their replies) would wait for the runtime's
+// monitor to take a P back.
+func otherProcess(c *net.UnixConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *syscall.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	return cred.Pid != int32(os.Getpid())
+}
+
 // toBlocking takes a unix connection out of the network poller: its
 // descriptor is duplicated, the original closed (which removes it from the
 // poller), and the copy made blocking.

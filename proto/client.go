@@ -194,9 +194,10 @@ func newClient(conn net.Conn, opts ClientOptions, dialLane func() (net.Conn, err
 }
 
 func (c *Client) useLane(lane *net.UnixConn) {
-	// A blocking lane when it can be had (see blockConn), else a plain
-	// one.
-	if bc, err := toBlocking(lane); err == nil {
+	// A blocking lane to another process when it can be had (see
+	// blockConn), else a plain one.
+	if !otherProcess(lane) {
+	} else if bc, err := toBlocking(lane); err == nil {
 		c.calls = newFrameWriter(bc, true)
 		c.callsConn = bc
 		c.fr = newFrameReader(&fdReader{bc: bc, oob: make([]byte, fdOOBSize)})

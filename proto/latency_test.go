@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -326,4 +328,56 @@ func TestFrameReaderDetach(t *testing.T) {
 	if !bytes.Equal(dst, make([]byte, len(dst))) {
 		t.Error("the caller's buffer was written after detach")
 	}
+}
+
+// TestOtherProcessLane: with the server in another process the lane is a
+// blocking socket on both sides (blockConn); everything a lane promises
+// holds there: replies, descriptors, ReadInto, deadlines, a hung handler
+// beside quick calls, concurrent callers.
+func TestOtherProcessLane(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "p.sock")
+	startHelperServer(t, sock, nil)
+	c, err := Dial(sock, ClientOptions{Timeout: time.Minute})
+	noErr(t, "dial", err)
+	defer c.Close()
+	if _, ok := c.callsConn.(*blockConn); !ok {
+		t.Fatalf("the lane to another process is a %T, want a blocking one", c.callsConn)
+	}
+	ctx := context.Background()
+	e, err := c.Lookup(ctx, rootNode, "x")
+	noErr(t, "lookup", err)
+	eq(t, "entry", e, entryFor("x"))
+	or, err := c.Open(ctx, 3, syscall.O_RDONLY)
+	noErr(t, "open", err)
+	if or.File == nil {
+		t.Fatal("no descriptor came with Open from another process")
+	}
+	b, err := io.ReadAll(or.File)
+	or.File.Close()
+	noErr(t, "read from the passed descriptor", err)
+	eq(t, "content", string(b), "hello through a descriptor\n")
+	buf := make([]byte, 1000)
+	n, err := c.ReadInto(ctx, or.Handle, 0, buf)
+	noErr(t, "readinto", err)
+	eq(t, "readinto count", n, len(buf))
+	// The helper's handlers on hangNode never return: deadlines only.
+	if _, err := c.GetAttr(deadlineOnly{ctx, time.Now().Add(200 * time.Millisecond)}, hangNode); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("getattr on a hung handler: %v, want ETIMEDOUT", err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				name := fmt.Sprintf("p%d-%d", g, i)
+				e, err := c.Lookup(ctx, rootNode, name)
+				if err != nil || e != entryFor(name) {
+					t.Errorf("lookup %s beside a hung handler: %v", name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

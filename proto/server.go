@@ -368,9 +368,10 @@ func (s *Server) serveLane(c net.Conn, br *bufio.Reader) {
 		c.Close()
 		return
 	}
-	// A blocking lane when it can be had (see blockConn).
+	// A blocking lane to another process when it can be had (see
+	// blockConn).
 	var r io.Reader = br
-	if uc, ok := c.(*net.UnixConn); ok {
+	if uc, ok := c.(*net.UnixConn); ok && otherProcess(uc) {
 		if bc, err := toBlocking(uc); err == nil {
 			// What br holds already comes first.
 			early, _ := br.Peek(br.Buffered())

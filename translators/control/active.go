@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +68,13 @@ type StartOptions struct {
 	Program string   // resolved Argv[0]
 	Create  bool     // create the node (file or directory, as the translator's root)
 	Timeout time.Duration
+	// Underlying is handed to the translator as its underlying node
+	// instead of the node itself ("": the node; settrans -U).
+	Underlying string
+	// Pause, if set, is called with the translator's pid once it runs and
+	// before it is connected to; start-up goes on when it returns, and
+	// stops if it fails (settrans -P).
+	Pause func(pid int) error
 	// Holder is the command that runs RunHolder with its config appended
 	// (default: this executable with --herd-holder=).
 	Holder []string
@@ -81,7 +89,8 @@ func StartActive(node string, o StartOptions) (err error) {
 		return err
 	}
 	paths := PathsFor(dir, node)
-	cfg, err := json.Marshal(holderConfig{Node: node, Argv: o.Argv, Program: o.Program, Create: o.Create, Timeout: o.Timeout, Paths: paths})
+	cfg, err := json.Marshal(holderConfig{Node: node, Argv: o.Argv, Program: o.Program, Create: o.Create, Timeout: o.Timeout,
+		Underlying: o.Underlying, Pause: o.Pause != nil, Paths: paths})
 	if err != nil {
 		return err
 	}
@@ -109,6 +118,18 @@ func StartActive(node string, o StartOptions) (err error) {
 	cmd := exec.Command(holder[0], args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w}
+	var cont *os.File // to the holder: go on after the pause
+	if o.Pause != nil {
+		cr, cw, err := os.Pipe()
+		if err != nil {
+			w.Close()
+			return err
+		}
+		defer cr.Close()
+		cont = cw
+		defer cont.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, cr)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	_, statErr := os.Lstat(node)
 	existed := statErr == nil
@@ -120,8 +141,14 @@ func StartActive(node string, o StartOptions) (err error) {
 
 	answer := make(chan string, 1)
 	go func() {
-		line, _ := bufio.NewReader(r).ReadString('\n')
-		answer <- strings.TrimSpace(line)
+		lines := bufio.NewReader(r)
+		for {
+			line, err := lines.ReadString('\n')
+			answer <- strings.TrimSpace(line)
+			if err != nil || !strings.HasPrefix(line, "pause ") {
+				return
+			}
+		}
 	}()
 	var timeout <-chan time.Time
 	if o.Timeout > 0 {
@@ -136,8 +163,33 @@ func StartActive(node string, o StartOptions) (err error) {
 			os.Remove(paths.Log)
 		}
 	}()
+	line, timedOut := "", false
 	select {
-	case line := <-answer:
+	case line = <-answer:
+	case <-timeout:
+		timedOut = true
+	}
+	if pid, ok := strings.CutPrefix(line, "pause "); ok && o.Pause != nil {
+		n, _ := strconv.Atoi(pid)
+		if err := o.Pause(n); err != nil {
+			cont.Close() // the holder gives up, and undoes what it did
+			cmd.Wait()
+			return fmt.Errorf("paused: %w", err)
+		}
+		fmt.Fprintln(cont, "go on")
+		if o.Timeout > 0 {
+			t := time.NewTimer(o.Timeout + 10*time.Second)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case line = <-answer:
+		case <-timeout:
+			timedOut = true
+		}
+	}
+	switch {
+	case !timedOut:
 		if line == "ok" {
 			cmd.Process.Release()
 			return nil
@@ -148,7 +200,7 @@ func StartActive(node string, o StartOptions) (err error) {
 		}
 		cleanupAfter(node, paths, existed)
 		return fmt.Errorf("translator %s: the holder died at start; log: %s", o.Argv[0], tailLog(paths.Log))
-	case <-timeout:
+	default:
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
 		cleanupAfter(node, paths, existed)

@@ -27,4 +27,19 @@
 //     translator serves which node. fsysopts talks to the translator on
 //     its socket, then reads XattrRefresh on the node so the bridge drops
 //     the kernel's cached copy before fsysopts returns.
+//
+// settrans has the Hurd's flags, with these differences. -P (--pause)
+// shows the translator's pid and waits for a newline before the holder
+// connects to it (to attach a debugger); -U (--underlying) hands the
+// translator another file as fd 4. Both are for the host: inside a
+// subenvironment the fs server starts translators. -R and -S are accepted
+// and change nothing: a translator's children stop with it, and herd
+// translators sync on goaway as they see fit. Two are left out: -L
+// (--dereference, put the new translator on top of an existing one) and
+// --stack (replace one but keep it running beneath). Linux could stack a
+// FUSE mount on another, but a node has one translator record, one holder,
+// one socket and one state file, found by the node's path by settrans -g,
+// showtrans and fsysopts (and by the fs server inside a subenvironment);
+// a second translator on that path would leave them no way to say which
+// one they mean.
 package control

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,12 +35,19 @@ type holderConfig struct {
 	Create  bool          `json:"create"`
 	Timeout time.Duration `json:"timeout"` // start-up; 0 = none
 	Paths   Paths         `json:"paths"`
+	// Underlying is what the translator gets as its underlying node (fd 4)
+	// instead of Node (settrans -U).
+	Underlying string `json:"underlying,omitempty"`
+	// Pause: once the translator runs, report "pause PID" and wait for a
+	// line on fd 4 before connecting to it (settrans -P).
+	Pause bool `json:"pause,omitempty"`
 }
 
 // holder runs a host active translator: it starts the program with its
 // listening socket, mounts it on the node, and takes it all down again.
 type holder struct {
 	cfg      holderConfig
+	ready    *os.File // to settrans
 	under    *os.File // the node under the mount
 	created  bool     // the holder created the node (-c), and removes it on failure
 	proc     *launch.Process
@@ -53,7 +61,8 @@ type holder struct {
 
 // RunHolder is the holder's main: settrans re-executes itself with
 // --herd-holder=CONFIG, fd 3 the pipe on which it reports "ok" once the
-// mount answers, or "error: ..." (having undone everything).
+// mount answers, or "error: ..." (having undone everything); with Pause,
+// fd 4 the pipe on which settrans says to go on.
 func RunHolder(config string) int {
 	ready := os.NewFile(3, "ready")
 	var cfg holderConfig
@@ -61,7 +70,7 @@ func RunHolder(config string) int {
 		fmt.Fprintf(ready, "error: holder config: %v\n", err)
 		return 2
 	}
-	h := &holder{cfg: cfg, gone: make(chan struct{}), notifier: fsbridge.NewNotifier()}
+	h := &holder{cfg: cfg, ready: ready, gone: make(chan struct{}), notifier: fsbridge.NewNotifier()}
 	logf("holder %d: starting %s on %s", os.Getpid(), ShowArgv(cfg.Argv), cfg.Node)
 	// Signals that ask us to stop are caught from the start, so a stop
 	// during start-up still cleans up.
@@ -91,12 +100,6 @@ func logf(format string, args ...any) {
 
 func (h *holder) start() error {
 	cfg := h.cfg
-	deadline := time.Now().Add(24 * 365 * time.Hour)
-	if cfg.Timeout > 0 {
-		deadline = time.Now().Add(cfg.Timeout)
-	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
 	name := cfg.Argv[0]
 
 	// The node under the mount: handed to the translator (as tarfs reads
@@ -115,13 +118,35 @@ func (h *holder) start() error {
 	if err := os.Mkdir(cfg.Paths.RunDir, 0o700); err != nil {
 		return err
 	}
+	given := h.under
+	if cfg.Underlying != "" {
+		f, err := openUnder(cfg.Underlying)
+		if err != nil {
+			return fmt.Errorf("underlying node: %w", err)
+		}
+		defer f.Close() // the translator has its own
+		given = f
+	}
 	p, err := launch.Start(launch.Spec{Program: cfg.Program, Argv: cfg.Argv, Socket: cfg.Paths.Socket,
-		Underlying: h.under, RuntimeDir: cfg.Paths.RunDir})
+		Underlying: given, RuntimeDir: cfg.Paths.RunDir})
 	if err != nil {
 		return err
 	}
 	h.proc = p
 	logf("holder: translator pid %d", p.Pid())
+	if cfg.Pause {
+		if err := h.pause(); err != nil {
+			return err
+		}
+	}
+
+	// The start-up deadline runs from here: a pause is not start-up.
+	deadline := time.Now().Add(24 * 365 * time.Hour)
+	if cfg.Timeout > 0 {
+		deadline = time.Now().Add(cfg.Timeout)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 
 	// Its start-up handshake, within the start-up deadline; a signal that
 	// asks us to stop (still queued on sigs) ends the wait too.
@@ -227,6 +252,19 @@ func (h *holder) start() error {
 		HolderPid: os.Getpid(), TranslatorPid: p.Pid(),
 		UnderlyingFD: int(h.under.Fd()),
 	})
+}
+
+// pause tells settrans the translator's pid and waits until it says to go
+// on (settrans -P: time to attach a debugger before the translator is
+// connected to and mounted).
+func (h *holder) pause() error {
+	fmt.Fprintf(h.ready, "pause %d\n", h.proc.Pid())
+	cont := os.NewFile(4, "continue")
+	defer cont.Close()
+	if _, err := bufio.NewReader(cont).ReadString('\n'); err != nil {
+		return errors.New("settrans went away during the pause")
+	}
+	return nil
 }
 
 func (h *holder) signalGone() {

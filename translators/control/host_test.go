@@ -1,7 +1,10 @@
 package control_test
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,10 +12,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"herd/translators/control"
+	"herd/translators/internal/transtest"
 )
 
 // TestActiveHello is the translator primer on the host: settrans -a hello,
@@ -448,5 +453,96 @@ func TestSymlinkRootRefused(t *testing.T) {
 				t.Fatalf("refused settrans -ac left %s behind (%v)", node, err)
 			}
 		})
+	}
+}
+
+// TestUnderlying: -U hands the translator another file as the node
+// underneath it: tarfs, given no archive, serves the one -U names.
+func TestUnderlying(t *testing.T) {
+	for _, who := range identities {
+		t.Run(who, func(t *testing.T) {
+			e := newEnv(t, who)
+			e.file("a.txt", "aaa\n")
+			e.ok("tar", "-cf", "a.tar", "a.txt")
+			node := filepath.Join(e.dir, "view")
+			e.fails("--underlying goes with --active", "settrans", "-U", "a.tar", node, "tarfs")
+			e.fails("underlying node: open "+filepath.Join(e.dir, "missing.tar")+": no such file", "settrans", "-ac", "-U", "missing.tar", node, "tarfs")
+			if _, err := os.Lstat(node); !os.IsNotExist(err) {
+				t.Fatalf("a refused settrans -ac left %s behind (%v)", node, err)
+			}
+			e.ok("settrans", "-ac", "-U", "a.tar", node, "tarfs") // relative to settrans's directory
+			if got := e.ok("cat", filepath.Join(node, "a.txt")); got != "aaa\n" {
+				t.Fatalf("cat view/a.txt = %q", got)
+			}
+			if got := e.ok("showtrans", "-a", node); got != "tarfs\n" {
+				t.Errorf("showtrans -a = %q", got)
+			}
+			e.ok("settrans", "-g", node)
+		})
+	}
+}
+
+// TestPause: -P shows the translator's pid and waits for a newline on
+// stdin before connecting to it and mounting it; end of input instead
+// gives up, leaving nothing behind.
+func TestPause(t *testing.T) {
+	e := newEnv(t, "root")
+	node := e.file("p", "")
+	settrans := func(stdin io.Reader) *exec.Cmd {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+		t.Cleanup(cancel)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "settrans"), "-aP", node, "hello", "--contents", "paused\n")
+		cmd.Env = append(transtest.WithoutEnv(os.Environ(), "XDG_RUNTIME_DIR", "HERD_TRANSLATORS"), "XDG_RUNTIME_DIR="+e.runtime)
+		cmd.Dir = e.dir
+		cmd.Stdin = stdin
+		cmd.WaitDelay = 5 * time.Second
+		return cmd
+	}
+
+	cmd := settrans(nil)
+	goOn, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	msg := bufio.NewReader(stderr)
+	line, err := msg.ReadString('\n')
+	pid, perr := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(line), "Translator pid: "))
+	if err != nil || perr != nil {
+		t.Fatalf("settrans -P said %q (%v)", line, err)
+	}
+	pausing := make([]byte, len("Pausing..."))
+	if _, err := io.ReadFull(msg, pausing); err != nil || string(pausing) != "Pausing..." {
+		t.Fatalf("then %q (%v)", pausing, err)
+	}
+	if !controlAlive(pid) || mounted(t, node) {
+		t.Fatalf("while paused: translator alive %v, node mounted %v; want alive, not mounted", controlAlive(pid), mounted(t, node))
+	}
+	goOn.Write([]byte("\n"))
+	goOn.Close()
+	rest, _ := io.ReadAll(msg)
+	if err := cmd.Wait(); err != nil || len(rest) > 0 {
+		t.Fatalf("settrans -P after the newline: %v: %s", err, rest)
+	}
+	if got := e.ok("cat", node); got != "paused\n" {
+		t.Errorf("cat = %q", got)
+	}
+	if st := e.state(node); st == nil || st.TranslatorPid != pid {
+		t.Errorf("state %+v; want translator pid %d", st, pid)
+	}
+	e.ok("settrans", "-g", node)
+
+	out, err := settrans(strings.NewReader("")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no newline on stdin") {
+		t.Fatalf("settrans -P with no input: %v: %s", err, out)
+	}
+	if mounted(t, node) {
+		t.Error("mounted after the pause was refused")
 	}
 }

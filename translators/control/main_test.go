@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 			os.Exit(2)
 		}
 	}
-	programs := []string{"settrans", "showtrans", "fsysopts", "hello", "hostmux", "usermux", "subenv", "herd-fs", "firmlink", "symlink"}
+	programs := []string{"settrans", "showtrans", "fsysopts", "hello", "hostmux", "usermux", "subenv", "herd-fs", "firmlink", "symlink", "tarfs"}
 	if _, err := testbin.Build(programs...); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

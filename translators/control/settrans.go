@@ -1,12 +1,14 @@
 package control
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -41,12 +43,12 @@ Options:
 
 // settransOpts are settrans's flags.
 type settransOpts struct {
-	active, start, passive, create, excl, orphan bool
-	goaway, keep, force, recursive, nosync       bool
-	timeout                                      float64
-	pidFile, chrootDir                           string
-	chroot                                       []string
-	holder                                       string
+	active, start, passive, create, excl, orphan  bool
+	goaway, keep, force, recursive, nosync, pause bool
+	timeout                                       float64
+	pidFile, chrootDir, underlying                string
+	chroot                                        []string
+	holder                                        string
 }
 
 // Settrans is the settrans program: it returns the exit status.
@@ -71,6 +73,8 @@ func Settrans(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVarP(&o.nosync, "nosync", "S", false, "do not sync the translator before stopping it (accepted; herd translators decide)")
 	fs.Float64VarP(&o.timeout, "timeout", "t", DefaultTimeout.Seconds(), "timeout for translator start-up, in seconds; 0 means none")
 	fs.StringVarP(&o.pidFile, "pid-file", "F", "", "when starting an active translator, write its pid to this file")
+	fs.BoolVarP(&o.pause, "pause", "P", false, "when starting an active translator, show its pid and wait for a newline on stdin before connecting to it (time to attach a debugger)")
+	fs.StringVarP(&o.underlying, "underlying", "U", "", "when starting an active translator, hand it `FILE` as the node underneath it (fd 4) instead of NODE")
 	fs.BoolP("chroot", "C", false, "instead of setting NODE's translator, run the arguments up to `--` as a command chroot'd to the translated node")
 	fs.String("chroot-chdir", "/", "change to DIR (absolute) before running the -C command")
 	fs.StringVar(&o.holder, HolderFlag, "", "")
@@ -97,6 +101,14 @@ func Settrans(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.timeout < 0 || math.IsNaN(o.timeout) || o.timeout > 1e6 {
 		fmt.Fprintf(stderr, "settrans: bad timeout %v\n", o.timeout)
+		return 2
+	}
+	if o.underlying != "" && !o.active && !o.start {
+		fmt.Fprintln(stderr, "settrans: --underlying goes with --active or --start")
+		return 2
+	}
+	if o.pause && !o.active && !o.start {
+		fmt.Fprintln(stderr, "settrans: --pause goes with --active or --start")
 		return 2
 	}
 	if o.start && len(rest) > 1 {
@@ -153,6 +165,12 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
+	if o.underlying != "" {
+		// The holder opens it, in a directory of its own.
+		if o.underlying, err = filepath.Abs(o.underlying); err != nil {
+			return err
+		}
+	}
 	var program string
 	if len(argv) > 0 {
 		if program, err = search.Resolve(argv[0]); err != nil {
@@ -170,6 +188,9 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 	if m.IsSubenv() {
 		if o.chroot != nil {
 			return errors.New("--chroot is for the host; inside a subenvironment, run the command in one of its own")
+		}
+		if o.underlying != "" || o.pause {
+			return errors.New("--underlying and --pause are for the host: inside a subenvironment its fs server starts the translators")
 		}
 		return settransInside(o, node, argv, active, passive)
 	}
@@ -192,16 +213,8 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 			host = node
 		}
 	}
-	exists := true
-	var st syscall.Stat_t
-	if err := syscall.Stat(host, &st); errors.Is(err, syscall.ENOENT) {
-		exists = false
-		if !o.create {
-			return errors.New("no such file or directory (-c creates it)")
-		}
-	} else if err != nil {
-		return err
-	} else if err := checkOwner(&st); err != nil {
+	exists, err := nodeExists(host, o.create)
+	if err != nil {
 		return err
 	}
 
@@ -279,7 +292,8 @@ func settrans(o settransOpts, nodeArg string, argv []string, stdout, stderr io.W
 			return fmt.Errorf("already has a passive translator (%s): %w", ShowArgv(oldRec), syscall.EBUSY)
 		}
 	}
-	if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create && !exists, Timeout: timeout}); err != nil {
+	if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create && !exists, Timeout: timeout,
+		Underlying: o.underlying, Pause: pauser(o, stderr)}); err != nil {
 		return err
 	}
 	if o.pidFile != "" {
@@ -328,6 +342,37 @@ func setPassive(o settransOpts, host string, exists bool, argv []string) error {
 	return SetPassive(host, argv)
 }
 
+// pauser is settrans -P's pause: it shows the translator's pid, as the
+// Hurd's does, and waits for a newline on stdin.
+func pauser(o settransOpts, stderr io.Writer) func(pid int) error {
+	if !o.pause {
+		return nil
+	}
+	return func(pid int) error {
+		fmt.Fprintf(stderr, "Translator pid: %d\nPausing...", pid)
+		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+			fmt.Fprintln(stderr) // the error's line is its own
+			return fmt.Errorf("no newline on stdin: %w", err)
+		}
+		return nil
+	}
+}
+
+// nodeExists reports whether node is there, refusing a missing node
+// unless create (-c) and a node the caller does not own.
+func nodeExists(node string, create bool) (bool, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(node, &st); errors.Is(err, syscall.ENOENT) {
+		if !create {
+			return false, errors.New("no such file or directory (-c creates it)")
+		}
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, checkOwner(&st)
+}
+
 // checkOwner refuses a node the caller does not own, as the Hurd does.
 func checkOwner(st *syscall.Stat_t) error {
 	euid := uint32(os.Geteuid())
@@ -338,16 +383,8 @@ func checkOwner(st *syscall.Stat_t) error {
 }
 
 func settransInside(o settransOpts, node string, argv []string, active, passive bool) error {
-	var st syscall.Stat_t
-	exists := true
-	if err := syscall.Stat(node, &st); errors.Is(err, syscall.ENOENT) {
-		exists = false
-		if !o.create {
-			return errors.New("no such file or directory (-c creates it)")
-		}
-	} else if err != nil {
-		return err
-	} else if err := checkOwner(&st); err != nil {
+	exists, err := nodeExists(node, o.create)
+	if err != nil {
 		return err
 	}
 	if !exists {
@@ -469,7 +506,8 @@ func chrootRun(o settransOpts, node string, argv []string, program string, timeo
 		if act, _ := FindActive(node); act != nil {
 			return fmt.Errorf("already has an active translator (%s): %w", act.Show(), syscall.EBUSY)
 		}
-		if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create, Timeout: timeout}); err != nil {
+		if err := StartActive(node, StartOptions{Argv: argv, Program: program, Create: o.create, Timeout: timeout,
+			Underlying: o.underlying, Pause: pauser(o, stderr)}); err != nil {
 			return err
 		}
 		defer func() {

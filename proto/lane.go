@@ -101,11 +101,17 @@ func (r *fdReader) Read(p []byte) (int, error) {
 		n, oobn, _, _, err = r.c.ReadMsgUnix(p, r.oob)
 	default:
 		r.p = p
+		r.n, r.oobn, r.errno = 0, 0, 0
 		err = r.rc.Read(r.recvFn)
 		r.p = nil
-		n, oobn = r.n, r.oobn
-		if err == nil && r.errno != 0 {
-			err = os.NewSyscallError("recvmsg", r.errno)
+		// recv's results count only if it ran and had its way: the
+		// poller's own errors (a deadline that passed before or
+		// while waiting) come without a receive.
+		if err == nil {
+			n, oobn = r.n, r.oobn
+			if r.errno != 0 {
+				err = os.NewSyscallError("recvmsg", r.errno)
+			}
 		}
 	}
 	if oobn > 0 {

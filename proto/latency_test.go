@@ -381,3 +381,38 @@ func TestOtherProcessLane(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestFDReaderDeadline: a lane read that ends in a deadline (one that
+// passed before the read, or while it waited) delivers no bytes, and the
+// stream goes on intact.
+func TestFDReaderDeadline(t *testing.T) {
+	a, b, err := socketpair()
+	noErr(t, "socketpair", err)
+	defer a.Close()
+	defer b.Close()
+	fr := newFrameReader(newFDReader(a.(*net.UnixConn)))
+	fw := newFrameWriter(b, false)
+	send := func(tag uint32, size int) []byte {
+		e := newEnc(0)
+		e.b = append(e.b, payload(int64(tag), size)...)
+		go fw.write(header{tag: tag, op: opGetAttr, kind: kindReply}, e, nil, time.Time{})
+		return e.b[headerSize:]
+	}
+	expect := func(tag uint32, body []byte) {
+		t.Helper()
+		m, err := fr.read()
+		if err != nil || m.tag != tag || !bytes.Equal(m.body, body) {
+			t.Fatalf("message %d: %v, got tag %v", tag, err, m)
+		}
+	}
+	expect(1, send(1, 200000)) // a big read first: a large count to go stale
+	for i, d := range []time.Duration{-time.Second, 20 * time.Millisecond} {
+		a.SetReadDeadline(time.Now().Add(d))
+		if m, err := fr.read(); !isTimeout(err) {
+			t.Fatalf("read %d past its deadline: %v, %v", i, m, err)
+		}
+	}
+	a.SetReadDeadline(time.Time{})
+	expect(2, send(2, 100))
+	expect(3, send(3, 70000))
+}

@@ -15,6 +15,8 @@ export PATH=$tmp:$PATH
 subenv=$tmp/subenv
 herdfs=$tmp/herd-fs
 
+# subenv's fs server is herd-fs, a process of its own, in every row: started
+# from the subenv binary by default, named with --fs (from PATH) in subenv-ext.
 names=(true unshare bwrap subenv subenv-nonet subenv-ext)
 cmds=(
 	"/bin/true"

@@ -196,3 +196,16 @@ func drain(c <-chan string) []string {
 	}
 	return out
 }
+
+// A server that takes longer than a call's deadline (5 s) to start, as on
+// a loaded machine, is still waited for: the launcher gives a server it
+// started the whole handshake timeout.
+func TestSlowServerStart(t *testing.T) {
+	e := newEnv(t, false)
+	fsBin := herdFS(t)
+	r := e.run("", "run", "--net", "none", "--fs", "sh", "--fs-arg=-c", "--fs-arg=sleep 6; exec "+fsBin+" --hide-tmp",
+		"--", "sh", "-c", "echo hi > /tmp/x; cat /tmp/x")
+	if r.code != 0 || r.stdout != "hi\n" {
+		t.Errorf("exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -123,9 +123,24 @@ func startFS(p fsParams) (*fsServer, error) {
 	return s, nil
 }
 
+// dial connects and runs the handshake. proto's handshake deadline is the
+// per-call one (5 s), and a server we started counts its own start-up
+// (a loaded machine, a slow disk) against it: it gets handshakeTimeout,
+// as long as it lives.
 func (s *fsServer) dial(socket string) {
-	s.client, s.dialErr = proto.Dial(socket, proto.ClientOptions{Notifier: s.notes})
-	close(s.ready)
+	defer close(s.ready)
+	give := time.Now().Add(handshakeTimeout)
+	for {
+		s.client, s.dialErr = proto.Dial(socket, proto.ClientOptions{Notifier: s.notes})
+		if s.dialErr == nil || s.cmd == nil || !timedOut(s.dialErr) || time.Now().After(give) {
+			return
+		}
+		select {
+		case <-s.exited:
+			return
+		default:
+		}
+	}
 }
 
 // wait waits for the server's handshake. An error is one line naming the
@@ -263,6 +278,11 @@ func exitStatus(err error) string {
 		return "status 0"
 	}
 	return err.Error()
+}
+
+func timedOut(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, syscall.ETIMEDOUT) || errors.As(err, &te) && te.Timeout()
 }
 
 func closedConn(err error) bool {

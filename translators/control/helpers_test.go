@@ -33,31 +33,16 @@ var identities = []string{"root", "user"}
 
 func newEnv(t *testing.T, who string) *env {
 	t.Helper()
-	base, err := os.MkdirTemp("", "control-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(base, 0o755)
-	e := &env{t: t, dir: filepath.Join(base, "nodes"), runtime: filepath.Join(base, "run")}
-	for _, d := range []string{e.dir, e.runtime} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
+	user := ""
 	if who == "user" {
-		uid, gid := transtest.User(t, testUserName)
-		e.cred = &syscall.Credential{Uid: uid, Gid: gid}
-		e.uid = int(uid)
-		for _, d := range []string{e.dir, e.runtime} {
-			if err := os.Chown(d, int(uid), int(gid)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		user = testUserName
 	}
-	t.Cleanup(func() {
-		e.checkClean()
-		os.RemoveAll(base)
-	})
+	w := transtest.NewWorkspace(t, "", "control-test-", user)
+	e := &env{t: t, dir: w.Dir, runtime: w.Runtime, cred: w.Cred}
+	if w.Cred != nil {
+		e.uid = int(w.Cred.Uid)
+	}
+	t.Cleanup(e.checkClean)
 	return e
 }
 

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -184,4 +186,37 @@ func SameTrees(t testing.TB, a, b string) {
 	if err != nil {
 		t.Fatalf("diff -r %s %s: %v\n%.3000s", a, b, err, out)
 	}
+}
+
+// Workspace is a test's place for nodes (Dir) and its runtime directory
+// (Runtime, for XDG_RUNTIME_DIR), both owned by the identity the programs
+// under test run as.
+type Workspace struct {
+	Dir, Runtime string
+	Cred         *syscall.Credential // nil: root
+}
+
+// NewWorkspace makes a Workspace in a new directory in parent ("": the
+// temporary directory) named after prefix, for root or, when user is not
+// "", for that test user (see User). The test's cleanup removes it; a
+// cleanup the caller registers afterwards runs before that.
+func NewWorkspace(t testing.TB, parent, prefix, user string) Workspace {
+	t.Helper()
+	base, err := os.MkdirTemp(parent, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	w := Workspace{Dir: filepath.Join(base, "nodes"), Runtime: filepath.Join(base, "run")}
+	Must(t, os.Mkdir(w.Dir, 0o755))
+	Must(t, os.Mkdir(w.Runtime, 0o700))
+	if user != "" {
+		uid, gid := User(t, user)
+		w.Cred = &syscall.Credential{Uid: uid, Gid: gid}
+		for _, d := range []string{w.Dir, w.Runtime} {
+			Must(t, os.Chown(d, int(uid), int(gid)))
+		}
+	}
+	return w
 }

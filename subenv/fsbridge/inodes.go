@@ -405,6 +405,10 @@ func (n *Notifier) InvalNode(node proto.NodeID, off, length int64) {
 	if in != nil {
 		id = in.id
 		in.linkOK = false
+		// Opens made before this must not become spares: their release
+		// may come after it (a spare of the lower file, kept after its
+		// copy-up, would be reused for as long as it is reused).
+		in.dataGen++
 		if in.cachedOpens > 0 {
 			in.staleCache = true
 		}

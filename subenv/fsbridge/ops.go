@@ -302,7 +302,17 @@ func (b *Bridge) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out 
 		b.capsChanging(old) // it may be copied up
 		ctx, done := b.ctx(p.conn, &in.InHeader)
 		defer done()
-		return p.conn.fs.Link(ctx, old.node, p.node, name)
+		e, err := p.conn.fs.Link(ctx, old.node, p.node, name)
+		if err == nil && e.Node != old.node {
+			// The new name is another node (servers/fs has one per
+			// name), so the kernel updates only its inode; the old one
+			// keeps its nlink until the server's notification comes,
+			// which a stat right after the link may beat. Its
+			// attributes only (offset -1): that takes no lock the
+			// kernel holds for this LINK.
+			b.srv.InodeNotify(old.id, -1, 0)
+		}
+		return e, err
 	})
 }
 

@@ -97,11 +97,18 @@ func (c *callCtx) cancel(err error) {
 	}
 }
 
-// release frees what Done armed, when the call has finished.
+// release ends the context when the call has finished (as the cancel of
+// a context.WithTimeout would) and frees what Done armed.
 func (c *callCtx) release() {
 	c.mu.Lock()
 	timer, stop := c.timer, c.stopParent
 	c.timer, c.stopParent = nil, nil
+	if c.err == nil {
+		c.err = context.Canceled
+		if c.done != nil {
+			close(c.done)
+		}
+	}
 	c.mu.Unlock()
 	if timer != nil {
 		timer.Stop()

@@ -416,3 +416,64 @@ func TestFDReaderDeadline(t *testing.T) {
 	expect(2, send(2, 100))
 	expect(3, send(3, 70000))
 }
+
+// TestCallContext: the context a request runs in carries the caller and
+// the deadline, ends when the client cancels the call or the session
+// ends, and is done once the call has returned, as a context.WithTimeout
+// whose cancel was called.
+func TestCallContext(t *testing.T) {
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	dl := time.Now().Add(time.Hour)
+	c := newCallCtx(parent, dl, Caller{Uid: 7, Gid: 8, Pid: 9}, true)
+	if got, ok := c.Deadline(); !ok || !got.Equal(dl) {
+		t.Errorf("deadline %v %v", got, ok)
+	}
+	if who, ok := CallerFrom(c); !ok || who.Uid != 7 || who.Pid != 9 {
+		t.Errorf("caller %v %v", who, ok)
+	}
+	if c.Err() != nil {
+		t.Fatalf("a fresh call's context has Err %v", c.Err())
+	}
+	done := c.Done()
+	c.cancel(context.Canceled) // the client's Cancel
+	<-done
+	if !errors.Is(c.Err(), context.Canceled) {
+		t.Errorf("after Cancel: %v", c.Err())
+	}
+	c.release()
+
+	// The session's end reaches a context whose Done is watched, and one
+	// whose Done nobody asked for.
+	c1 := newCallCtx(parent, time.Time{}, Caller{}, false)
+	c2 := newCallCtx(parent, time.Time{}, Caller{}, false)
+	done1 := c1.Done()
+	cancelParent()
+	<-done1
+	if c2.Err() == nil {
+		t.Error("the session ended but an unwatched call's context did not")
+	}
+	<-c2.Done()
+	c1.release()
+	c2.release()
+
+	// The deadline.
+	c3 := newCallCtx(context.Background(), time.Now().Add(20*time.Millisecond), Caller{}, false)
+	<-c3.Done()
+	if !errors.Is(c3.Err(), context.DeadlineExceeded) {
+		t.Errorf("after the deadline: %v", c3.Err())
+	}
+	c3.release()
+	c4 := newCallCtx(context.Background(), time.Now().Add(-time.Second), Caller{}, false)
+	if !errors.Is(c4.Err(), context.DeadlineExceeded) {
+		t.Errorf("past its deadline, unwatched: %v", c4.Err())
+	}
+
+	// Done once the call has returned.
+	c5 := newCallCtx(context.Background(), time.Time{}, Caller{}, false)
+	c5.release()
+	<-c5.Done()
+	if c5.Err() == nil {
+		t.Error("a finished call's context is not done")
+	}
+}

@@ -360,10 +360,38 @@ func TestOtherProcessLane(t *testing.T) {
 	n, err := c.ReadInto(ctx, or.Handle, 0, buf)
 	noErr(t, "readinto", err)
 	eq(t, "readinto count", n, len(buf))
+	for _, size := range []int{128 << 10, 2<<20 + 5} { // in place; more than one frame
+		big := make([]byte, size)
+		n, err := c.ReadInto(ctx, or.Handle, 0, big)
+		noErr(t, "readinto", err)
+		eq(t, "readinto count", n, size)
+	}
 	// The helper's handlers on hangNode never return: deadlines only.
 	if _, err := c.GetAttr(deadlineOnly{ctx, time.Now().Add(200 * time.Millisecond)}, hangNode); !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("getattr on a hung handler: %v, want ETIMEDOUT", err)
 	}
+	// Callers that read for themselves and callers that wait, timing out
+	// in turns while the others wait on.
+	var hw sync.WaitGroup
+	for i := range 6 {
+		hw.Add(1)
+		go func() {
+			defer hw.Done()
+			d := time.Duration(50*(i+1)) * time.Millisecond
+			var err error
+			if i%2 == 0 {
+				_, err = c.GetAttr(deadlineOnly{ctx, time.Now().Add(d)}, hangNode)
+			} else {
+				tctx, cancel := context.WithTimeout(ctx, d)
+				_, err = c.GetAttr(tctx, hangNode)
+				cancel()
+			}
+			if !errors.Is(err, syscall.ETIMEDOUT) {
+				t.Errorf("call %d on a hung handler: %v, want ETIMEDOUT", i, err)
+			}
+		}()
+	}
+	hw.Wait()
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,12 +15,14 @@ import (
 	"herd/proto"
 	"herd/translators/internal/transtest"
 	"herd/translators/kit"
+	"herd/translators/launch"
 )
 
-// Program is a translator program running with --mount.
+// Program is a translator program a test started.
 type Program struct {
-	Cmd    *exec.Cmd
+	Cmd    *exec.Cmd // nil for RunListening's, which package launch runs
 	Stderr *bytes.Buffer
+	name   string
 	exited chan struct{}
 	err    error
 }
@@ -33,7 +34,7 @@ type Program struct {
 func RunMount(t testing.TB, bin, mnt string, args ...string) *Program {
 	t.Helper()
 	cmd := exec.Command(bin, append(append([]string{}, args...), "--mount", mnt)...)
-	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	p := &Program{Cmd: cmd, name: bin, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -90,7 +91,7 @@ func (p *Program) Wait(t testing.TB) error {
 	case <-p.exited:
 		return p.err
 	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not exit", p.Cmd.Path)
+		t.Fatalf("%s did not exit", p.name)
 		return nil
 	}
 }
@@ -170,54 +171,27 @@ func TempDir(t testing.TB) string {
 }
 
 // RunListening starts bin as the fs server and settrans start a
-// translator: its listening socket as fd 3 with LISTEN_FDS=1 and, when
-// underlying is not nil, the node beneath as fd 4 with HERD_UNDERLYING=4.
-// It returns a client connected to it. The test's cleanup closes the
-// client and stops the program (SIGTERM) if it still runs.
+// translator (package launch): its listening socket as fd 3 with
+// LISTEN_FDS=1 and, when underlying is not nil, the node beneath as fd 4
+// with HERD_UNDERLYING=4. It returns a client connected to it. The test's
+// cleanup closes the client and stops the program if it still runs.
 func RunListening(t testing.TB, underlying *os.File, bin string, args ...string) (*proto.Client, *Program) {
 	t.Helper()
-	sock := filepath.Join(TempDir(t), "t.sock")
-	l, err := net.Listen("unix", sock)
+	p := &Program{name: bin, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	lp, err := launch.Start(launch.Spec{Program: bin, Argv: append([]string{bin}, args...),
+		Socket: filepath.Join(TempDir(t), "t.sock"), Underlying: underlying, Output: p.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ul := l.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false)
-	lf, err := ul.File()
-	l.Close() // the program holds the duplicate
+	go func() { <-lp.Exited(); p.err = lp.Err(); close(p.exited) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := lp.Dial(ctx, proto.ClientOptions{Timeout: 60 * time.Second})
 	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.ExtraFiles = []*os.File{lf}
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1")
-	if underlying != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, underlying)
-		cmd.Env = append(cmd.Env, "HERD_UNDERLYING=4")
-	}
-	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	cmd.Stderr = p.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lf.Close()
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
-	c, err := proto.Dial(sock, proto.ClientOptions{Timeout: 60 * time.Second})
-	if err != nil {
-		cmd.Process.Kill()
-		<-p.exited
+		lp.Stop()
 		t.Fatalf("dial %s: %v: %s", bin, err, p.Stderr)
 	}
-	t.Cleanup(func() {
-		c.Close()
-		select {
-		case <-p.exited:
-		default:
-			cmd.Process.Signal(syscall.SIGTERM)
-			<-p.exited
-		}
-	})
+	t.Cleanup(lp.Stop)
 	return c, p
 }
 
@@ -233,7 +207,7 @@ func RunSocket(t testing.TB, bin, sock string, args ...string) *Program {
 func RunSocketAs(t testing.TB, cred *syscall.Credential, bin, sock string, args ...string) *Program {
 	t.Helper()
 	cmd := exec.Command(bin, append(append([]string{}, args...), "--socket", sock)...)
-	p := &Program{Cmd: cmd, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
+	p := &Program{Cmd: cmd, name: bin, Stderr: &bytes.Buffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -60,7 +61,8 @@ type capTable struct {
 	epoch uint64
 	// For tests and benchmarks: opens served through a capability, and
 	// capabilities asked for.
-	opens, fetches atomic.Int64
+	opens, fetches, prefetches atomic.Int64
+	lastOpen                   atomic.Int64 // unix ns of the last read-only open of a regular file
 }
 
 // dropCaps drops the capabilities of directories about to change.
@@ -205,17 +207,29 @@ func (b *Bridge) directOpen(n *inode, flags uint32, h *fuse.InHeader) *os.File {
 	if b.caps.lru == nil {
 		b.caps.lru = list.New()
 	}
+	b.caps.lastOpen.Store(time.Now().UnixNano())
 	c, p := b.capForLocked(n)
+	if c == nil && p != nil && p.capFetch != nil {
+		// Being fetched (prefetchCap): wait for it rather than ask twice.
+		ch := p.capFetch
+		b.mu.Unlock()
+		<-ch
+		b.mu.Lock()
+		c, p = b.capForLocked(n)
+	}
 	name, ino := n.name, n.ino
 	var gen, epoch uint64
 	fetch := false
-	if c == nil && p != nil && !p.capNo {
-		fetch, gen, epoch = true, p.capGen, b.caps.epoch
+	if c == nil && p != nil {
+		gen, epoch, fetch = b.startFetchLocked(p)
 	}
 	b.mu.Unlock()
 	if !validName(name) {
 		if c != nil {
 			b.unrefCap(c)
+		}
+		if fetch {
+			b.endFetch(p)
 		}
 		return nil
 	}
@@ -254,6 +268,7 @@ func validName(name string) bool {
 // saw p without one. It returns a reference, or nil when the server did not
 // give one (remembered until p changes) or p changed meanwhile.
 func (b *Bridge) fetchCap(p *inode, gen, epoch uint64, h *fuse.InHeader) *dirCap {
+	defer b.endFetch(p)
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
 	b.caps.fetches.Add(1)
@@ -296,6 +311,57 @@ func (b *Bridge) fetchCap(p *inode, gen, epoch uint64, h *fuse.InHeader) *dirCap
 		b.unrefCap(e)
 	}
 	return c
+}
+
+// startFetchLocked claims the fetch of p's capability: false when p has
+// one, was refused one, or is being fetched. The caller calls fetchCap
+// (which ends the claim) with the gen and epoch returned. b.mu held.
+func (b *Bridge) startFetchLocked(p *inode) (gen, epoch uint64, ok bool) {
+	if p.cap != nil || p.capNo || p.capFetch != nil {
+		return 0, 0, false
+	}
+	p.capFetch = make(chan struct{})
+	return p.capGen, b.caps.epoch, true
+}
+
+// endFetch ends a claim of startFetchLocked, waking those who wait.
+func (b *Bridge) endFetch(p *inode) {
+	b.mu.Lock()
+	if p.capFetch != nil {
+		close(p.capFetch)
+		p.capFetch = nil
+	}
+	b.mu.Unlock()
+}
+
+// prefetchWindow: while files are being opened (tar, cat, a build), a
+// directory's capability is asked for as soon as its listing is, on the
+// side, so the first open in it finds it there instead of waiting for a
+// round trip. A walk that opens nothing (find, stat) asks for none.
+const prefetchWindow = time.Second
+
+// prefetchCap starts fetching directory n's capability in the
+// background, if files were opened lately and n has none.
+func (b *Bridge) prefetchCap(n *inode, h *fuse.InHeader) {
+	if !n.conn.notifies() || time.Now().UnixNano()-b.caps.lastOpen.Load() > int64(prefetchWindow) {
+		return
+	}
+	b.mu.Lock()
+	if b.caps.lru == nil {
+		b.caps.lru = list.New()
+	}
+	gen, epoch, ok := b.startFetchLocked(n)
+	b.mu.Unlock()
+	if !ok {
+		return
+	}
+	hdr := *h
+	b.caps.prefetches.Add(1)
+	go func() {
+		if c := b.fetchCap(n, gen, epoch, &hdr); c != nil {
+			b.unrefCap(c)
+		}
+	}()
 }
 
 // setIno records n's st_ino from fresh attributes (a copy-up changes it).

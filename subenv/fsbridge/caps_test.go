@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -481,4 +482,57 @@ func TestDirCacheOtherClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a name removed elsewhere gone from the listing", func() bool { return !list()["f1"] })
+}
+
+// TestCapPrefetch: while files are being opened, a directory's capability
+// is asked for along with its listing (not at its first open), once; a
+// walk that opens nothing asks for none.
+func TestCapPrefetch(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	srv, lower, _ := cowServer(t)
+	const dirs, files = 5, 10
+	for d := 0; d < dirs; d++ {
+		for f := 0; f < files; f++ {
+			p := filepath.Join(lower, fmt.Sprintf("d%d", d), fmt.Sprintf("f%d", f))
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c, n, _ := pipe(t, srv, proto.ClientOptions{})
+	b, dir := mount(t, c, Options{Notifier: n})
+	// find: listings only.
+	if err := filepath.WalkDir(dir, func(string, os.DirEntry, error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.caps.fetches.Load(); got != 0 {
+		t.Errorf("a walk that opens nothing asked for %d capabilities", got)
+	}
+	b.refresh(b.root) // the kernel lists again
+	// cat: listings and opens.
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err == nil && string(data) != filepath.Join(lower, strings.TrimPrefix(p, dir)) {
+			t.Errorf("%s: %q", p, data)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.caps.fetches.Load(); got != dirs {
+		t.Errorf("asked for %d capabilities, want %d (one per directory)", got, dirs)
+	}
+	if got := b.caps.prefetches.Load(); got < dirs-1 {
+		t.Errorf("%d capabilities asked along with the listing, want at least %d (all but the first directory's)", got, dirs-1)
+	}
+	if got := b.caps.opens.Load(); got != dirs*files {
+		t.Errorf("%d opens through capabilities, want %d", got, dirs*files)
+	}
 }

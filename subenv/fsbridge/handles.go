@@ -514,6 +514,7 @@ func (b *Bridge) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Open
 
 // loadDir takes directory n's listing into d. d.mu held, or d not shared.
 func (b *Bridge) loadDir(n *inode, d *dirSnapshot, h *fuse.InHeader) fuse.Status {
+	b.prefetchCap(n, h)
 	ctx, done := b.ctx(n.conn, h)
 	defer done()
 	d.gen = b.attrGen.Load()

@@ -219,6 +219,8 @@ type inode struct {
 	cap    *dirCap
 	capGen uint64
 	capNo  bool
+	// capFetch: a fetch of its capability is under way; closed when done.
+	capFetch chan struct{}
 
 	spare *spare // a released read-only open kept for reuse (spares.go)
 	// dataGen counts changes to the node's data the bridge made or was

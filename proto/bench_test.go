@@ -80,6 +80,23 @@ func BenchmarkRoundTripSmall(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 		})
 	}
+	// Callers whose context can be cancelled (a timeout per call, as the
+	// control tools give), which the bridge's never are.
+	for _, mode := range []string{"lane", "lane-proc"} {
+		b.Run(mode+"-ctxtimeout", func(b *testing.B) {
+			c := benchClient(b, mode)
+			b.ResetTimer()
+			for b.Loop() {
+				tctx, cancel := context.WithTimeout(ctx, time.Minute)
+				_, err := c.GetAttr(tctx, 1)
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+		})
+	}
 	for _, mode := range []string{"lane", "stream", "perstream", "lane-proc"} {
 		b.Run(mode+"-8clients", func(b *testing.B) {
 			c := benchClient(b, mode)

@@ -17,6 +17,11 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
+// cancelPoll is how often a caller that can be interrupted looks at its
+// context while it reads a blocking lane for its reply: how late an
+// interruption may be noticed.
+const cancelPoll = 5 * time.Millisecond
+
 // DefaultTimeout is the deadline of a call whose context has none.
 const DefaultTimeout = 5 * time.Second
 
@@ -372,23 +377,38 @@ func (c *Client) readNotifications(hs net.Conn) {
 
 // lead reads replies until the one for tag comes, the deadline passes or
 // the stream fails. The caller holds the reader role.
-func (c *Client) lead(op uint16, tag uint32, deadline time.Time, dst []byte) (*reply, *os.File, error) {
+func (c *Client) lead(ctx context.Context, op uint16, tag uint32, deadline time.Time, dst []byte) (*reply, *os.File, error) {
 	// A Read reply may go straight into the caller's buffer; detach
 	// (before the role goes to anyone else) makes sure nothing more goes
 	// there once we leave.
 	c.fr.into, c.fr.intoTag = dst, tag
+	// A caller that can be interrupted looks at its context every
+	// cancelPoll (blocking lanes only, see callInto).
+	poll := ctx.Done() != nil
 	for {
+		dl := deadline
+		if poll {
+			if p := time.Now().Add(cancelPoll); p.Before(dl) {
+				dl = p
+			}
+		}
 		// Coarse read deadline, as in frameWriter: only moved earlier,
 		// and moved to ours when an earlier one runs out.
-		if c.rdl.IsZero() || deadline.Before(c.rdl) {
-			c.setReadDeadline(deadline)
+		if c.rdl.IsZero() || dl.Before(c.rdl) {
+			c.setReadDeadline(dl)
 		}
 		m, err := c.fr.read()
 		if err != nil {
 			if isTimeout(err) {
-				if time.Now().Before(deadline) {
-					c.setReadDeadline(deadline)
+				var gone error
+				switch {
+				case poll && ctx.Err() != nil:
+					gone = ctxErr(op, ctx.Err())
+				case time.Now().Before(deadline):
+					c.rdl = time.Time{} // ran out: set afresh above
 					continue
+				default:
+					gone = &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(op))}
 				}
 				c.fr.detach()
 				c.mu.Lock()
@@ -396,7 +416,7 @@ func (c *Client) lead(op uint16, tag uint32, deadline time.Time, dst []byte) (*r
 				c.releaseLocked()
 				c.mu.Unlock()
 				c.cancelCall(tag, op)
-				return nil, nil, &Error{syscall.ETIMEDOUT, fmt.Sprintf("proto: %s: server did not answer in time", opName(op))}
+				return nil, nil, gone
 			}
 			c.fr.detach()
 			c.readFailed(err)
@@ -641,7 +661,12 @@ func (c *Client) callInto(ctx context.Context, r *request, dst []byte) (*reply, 
 	// (Its reply may be in ch already, delivered by the last holder.)
 	if !c.reading && c.rerr == nil && len(w.ch) == 0 {
 		c.reading = true
-		if ctx.Done() == nil {
+		// A caller whose context can be cancelled cannot be woken
+		// from a read on the poller without a timer armed per call;
+		// on a blocking lane it reads anyway, looking at its context
+		// every cancelPoll.
+		_, blocking := c.callsConn.(*blockConn)
+		if ctx.Done() == nil || blocking {
 			lead = true
 			w.reads = true
 		} else {
@@ -655,7 +680,7 @@ func (c *Client) callInto(ctx context.Context, r *request, dst []byte) (*reply, 
 	}
 	c.mu.Unlock()
 	if lead {
-		return c.lead(r.op, h.tag, deadline, dst)
+		return c.lead(ctx, r.op, h.tag, deadline, dst)
 	}
 	select {
 	case m := <-w.ch:

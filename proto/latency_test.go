@@ -370,6 +370,12 @@ func TestOtherProcessLane(t *testing.T) {
 	if _, err := c.GetAttr(deadlineOnly{ctx, time.Now().Add(200 * time.Millisecond)}, hangNode); !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("getattr on a hung handler: %v, want ETIMEDOUT", err)
 	}
+	// A caller interrupted while it reads the lane for its reply.
+	ictx, interrupt := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, interrupt)
+	if _, err := c.GetAttr(ictx, hangNode); !errors.Is(err, syscall.EINTR) {
+		t.Fatalf("getattr interrupted: %v, want EINTR", err)
+	}
 	// Callers that read for themselves and callers that wait, timing out
 	// in turns while the others wait on.
 	var hw sync.WaitGroup

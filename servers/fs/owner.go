@@ -323,6 +323,12 @@ func (s *Server) chmodReal(dirfd int, name string, mode uint32) error {
 // setRecord makes r the record of dirfd/name whose real attributes are st:
 // none when they agree.
 func (s *Server) setRecord(dirfd int, name string, st *unix.Stat_t, r ownerRec) error {
+	ft := st.Mode & unix.S_IFMT
+	if ft != unix.S_IFREG && ft != unix.S_IFDIR {
+		// See above: such nodes keep their host owner, and have no record
+		// (user xattrs cannot even be removed from a symlink: EPERM).
+		return nil
+	}
 	if r.uid == st.Uid && r.gid == st.Gid && !r.hasMode {
 		if s.ownersOn() {
 			if err := oRemove(dirfd, name, xattrOwner); err != nil && err != unix.ENODATA {
@@ -330,10 +336,6 @@ func (s *Server) setRecord(dirfd int, name string, st *unix.Stat_t, r ownerRec) 
 			}
 		}
 		return nil
-	}
-	ft := st.Mode & unix.S_IFMT
-	if ft != unix.S_IFREG && ft != unix.S_IFDIR {
-		return nil // see above: such nodes keep their host owner
 	}
 	if !s.own.on.Load() {
 		// Announced first: a reader must not miss a record written.

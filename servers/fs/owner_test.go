@@ -228,6 +228,10 @@ func TestOwnerRecordsHelper(t *testing.T) {
 	_, err = e.s.SetAttr(bg, e.node("d/l"), proto.SetAttrIn{Valid: proto.SetAttrUid, Uid: su})
 	must(t, err)
 	want("d/l", me, mygid)
+	// Once records exist, a chown of a symlink to ids the server can set
+	// (cp -a, tar) still works.
+	_, err = e.s.SetAttr(bg, e.node("d/l"), proto.SetAttrIn{Valid: proto.SetAttrUid | proto.SetAttrGid, Uid: me, Gid: mygid})
+	must(t, err)
 	// Back to the user: a real owner again, the record gone.
 	_, err = e.s.SetAttr(bg, e.node("d/new"), proto.SetAttrIn{Valid: proto.SetAttrUid | proto.SetAttrGid, Uid: me, Gid: mygid})
 	must(t, err)

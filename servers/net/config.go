@@ -36,7 +36,19 @@ var (
 	LANSubnet  = netip.MustParsePrefix("10.0.3.0/24")
 	LANGateway = netip.MustParseAddr("10.0.3.2")
 	LANDNS     = netip.MustParseAddr("10.0.3.3")
+
+	// LANSubnet6, LANGateway6 (host ::1 with nat) and LANDNS6 are a lan's
+	// IPv6 counterparts. The member 10.0.3.N is fd00:0:0:3::N (N written
+	// in decimal digits: 10.0.3.15 is fd00:0:0:3::15).
+	LANSubnet6  = netip.MustParsePrefix("fd00:0:0:3::/64")
+	LANGateway6 = netip.MustParseAddr("fd00:0:0:3::2")
+	LANDNS6     = netip.MustParseAddr("fd00:0:0:3::3")
 )
+
+// LANAddr6 is the IPv6 address of the lan member whose IPv4 address is a.
+func LANAddr6(a netip.Addr) netip.Addr {
+	return netip.MustParseAddr(fmt.Sprintf("fd00:0:0:3::%d", a.As4()[3]))
+}
 
 // DefaultMTU is the link MTU: 65520 (the TUN maximum that keeps a 64 KiB
 // segment in one packet) moves bulk data about eight times faster than 1500

@@ -13,7 +13,8 @@
 //
 // Modes: NAT (the default), none (the stack answers, nothing leaves: every
 // connection is refused), and lan (several members, one NIC each, who see
-// each other at 10.0.3.15, .16, ...; with or without NAT).
+// each other at 10.0.3.15, .16, ... and fd00:0:0:3::15, ::16, ...; with or
+// without NAT, whose gateways are 10.0.3.2 and fd00:0:0:3::2).
 //
 // Policy: --deny rules refuse; when --allow rules exist only what they
 // match passes. Refused TCP gets a RST (ECONNREFUSED), refused UDP an ICMP
@@ -23,6 +24,13 @@
 // ICMP echo: the stack itself answers pings to the gateway (and, since the
 // NICs are promiscuous, to any address: it does not forward them with
 // ping sockets yet, so a ping says nothing about a host's reachability).
+//
+// Links: a member's TUN may carry the virtio-net header (netattach makes
+// herd-net's that way); then neither side computes or checks TCP
+// checksums, and TCP segments travel as 64 KiB super-packets whatever the
+// MTU (see tunLink). Packets to a member leave through a FIFO queue and a
+// writer goroutine (see Member.Attach), and TCP data moves between the
+// stack and host sockets without an intermediate buffer (splice.go).
 //
 // Invariants: the stack's NICs are promiscuous, so every connection attempt
 // reaches a forwarder, which either answers it or refuses it; nothing is

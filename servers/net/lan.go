@@ -13,8 +13,10 @@ import (
 // stream socket) by subenv/netattach. One connection is one member; it
 // leaves when the connection closes.
 //
-//	client: RESERVE nat=0|1\n           server: ADDR 10.0.3.15/24 10.0.3.2 10.0.3.3\n | ERR why\n
-//	(the client configures its TUN with that address)
+//	client: RESERVE nat=0|1\n           server: ADDR 10.0.3.15/24 10.0.3.2 10.0.3.3 fd00:0:0:3::15/64 fd00:0:0:3::2\n | ERR why\n
+//	(the client configures its TUN with those addresses: IPv4 address,
+//	gateway, DNS, then IPv6 address and gateway; a client that knows only
+//	the first three ignores the rest)
 //	client: ATTACH\n + SCM_RIGHTS(tun)  server: OK\n | ERR why\n
 //
 // A member whose namespace is gone (its TUN stops) is dropped and its
@@ -88,7 +90,8 @@ func (s *Server) serveMember(c *stdnet.UnixConn, empty func()) {
 		}
 	}()
 	gw, dns := s.Gateway()
-	fmt.Fprintf(c, "ADDR %s/%d %s %s\n", m.Addr, s.Prefix().Bits(), gw, dns)
+	gw6, _ := s.Gateway6()
+	fmt.Fprintf(c, "ADDR %s/%d %s %s %s/%d %s\n", m.Addr, s.Prefix().Bits(), gw, dns, m.addr6, s.Prefix6().Bits(), gw6)
 	line, fds, err = read()
 	if err != nil {
 		closeAll(fds)

@@ -87,13 +87,14 @@ func addrOf(a tcpip.Address) netip.Addr {
 // (the members' own subnet, other than the gateway).
 func (s *Server) translate(dst netip.AddrPort) (target string, ok bool) {
 	gw, _ := s.Gateway()
+	gw6, _ := s.Gateway6()
 	a := dst.Addr()
 	switch {
 	case a == gw:
 		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), dst.Port()).String(), true
-	case a == GatewayAddr6 && !s.opts.LAN:
+	case a == gw6:
 		return netip.AddrPortFrom(netip.IPv6Loopback(), dst.Port()).String(), true
-	case s.Prefix().Contains(a), Subnet6.Contains(a):
+	case s.Prefix().Contains(a), s.Prefix6().Contains(a), Subnet6.Contains(a):
 		return "", false
 	case a.IsLoopback(), a.IsUnspecified(), a.IsMulticast():
 		return "", false
@@ -127,7 +128,8 @@ func (s *Server) dial(f Flow) (stdnet.Conn, error) {
 // asks the host's resolver, which is going out).
 func (s *Server) isDNS(a netip.Addr, port uint16) bool {
 	_, dns := s.Gateway()
-	return s.opts.NAT && port == 53 && (a == dns || a == DNSAddr6 && !s.opts.LAN)
+	_, dns6 := s.Gateway6()
+	return s.opts.NAT && port == 53 && (a == dns || a == dns6)
 }
 
 // handleTCP serves one SYN from a member: the host connection is made

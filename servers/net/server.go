@@ -164,6 +164,21 @@ func (s *Server) Prefix() netip.Prefix {
 	return Subnet
 }
 
+// Gateway6 and Prefix6 are Gateway and Prefix for IPv6.
+func (s *Server) Gateway6() (gw, dns netip.Addr) {
+	if s.opts.LAN {
+		return LANGateway6, LANDNS6
+	}
+	return GatewayAddr6, DNSAddr6
+}
+
+func (s *Server) Prefix6() netip.Prefix {
+	if s.opts.LAN {
+		return LANSubnet6
+	}
+	return Subnet6
+}
+
 // Member is one TUN attached to the server.
 type Member struct {
 	s        *Server
@@ -218,6 +233,7 @@ func (s *Server) Reserve() (*Member, error) {
 		if !addr.IsValid() {
 			return nil, errors.New("net: lan is full")
 		}
+		addr6 = LANAddr6(addr)
 	} else {
 		if len(s.members) > 0 {
 			return nil, errors.New("net: a non-lan server has one member")
@@ -271,7 +287,8 @@ func (m *Member) Attach(fd int) error {
 		}, stack.AddressProperties{})
 	}
 	if m.addr6.IsValid() {
-		for _, a := range []netip.Addr{GatewayAddr6, DNSAddr6} {
+		gw6, dns6 := s.Gateway6()
+		for _, a := range []netip.Addr{gw6, dns6} {
 			s.stack.AddProtocolAddress(nic, tcpip.ProtocolAddress{
 				Protocol:          ipv6.ProtocolNumber,
 				AddressWithPrefix: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom16(a.As16()), PrefixLen: 64},
@@ -333,6 +350,7 @@ func (s *Server) rebuildLocked() {
 				Destination: tcpip.AddressWithPrefix{Address: tcpip.AddrFrom16(m.link.addr6.As16()), PrefixLen: 128}.Subnet(),
 				NIC:         m.nic,
 			})
+			peers[m.link.addr6] = m.link
 		}
 		peers[a] = m.link
 	}

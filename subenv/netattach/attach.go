@@ -389,15 +389,12 @@ func (p *Plan) joinLAN() error {
 			return fmt.Errorf("netattach: lan %s: keeper started but its join socket refuses: %v", p.mode.LAN, err)
 		}
 	}
-	addr, gw, err := reserve(c, p.mode)
+	r, err := reserve(c, p.mode)
 	if err != nil {
 		c.Close()
 		return err
 	}
-	cfg := TUNConfig{Name: p.opts.IfName, MTU: p.opts.MTU, Addr: addr, VNetHdr: true}
-	if p.mode.NAT {
-		cfg.Gateway = gw
-	}
+	cfg := r.tunConfig(p.opts.IfName, p.opts.MTU, p.mode.NAT)
 	p.tun = &cfg
 	p.lanConn = c
 	return nil

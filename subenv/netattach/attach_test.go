@@ -37,8 +37,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func hostHTTP(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func hostHTTP(t testing.TB) int { return hostHTTPOn(t, "127.0.0.1:0") }
+
+// hostHTTP6 is hostHTTP on the host's ::1.
+func hostHTTP6(t testing.TB) int { return hostHTTPOn(t, "[::1]:0") }
+
+func hostHTTPOn(t testing.TB, addr string) int {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

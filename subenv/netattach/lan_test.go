@@ -15,7 +15,8 @@ import (
 
 // lanMember is one subenvironment on a lan, joined the way the launcher
 // does it: Prepare (join/start the keeper, get an address), the init
-// creates the TUN with that address, Start attaches it.
+// creates the TUN with that address, Start attaches it. It returns the
+// member's IPv4 address (and lanAddr6 its IPv6 one).
 func lanMember(t *testing.T, mode string) (*nstest.NS, *netattach.Net, string) {
 	t.Helper()
 	m, err := netattach.ParseMode(mode)
@@ -38,7 +39,30 @@ func lanMember(t *testing.T, mode string) (*nstest.NS, *netattach.Net, string) {
 		ns.Close()
 		t.Fatal(err)
 	}
+	if !cfg.Addr6.IsValid() {
+		ns.Close()
+		n.Close()
+		t.Fatalf("lan member without an IPv6 address: %+v", cfg)
+	}
+	lanV6[cfg.Addr.Addr().String()] = "[" + cfg.Addr6.Addr().String() + "]"
 	return ns, n, cfg.Addr.Addr().String()
+}
+
+// lanV6 maps members' IPv4 addresses to their IPv6 ones in URL form.
+var lanV6 = map[string]string{}
+
+// v6Ready waits until ns can send from its IPv6 address (a fresh link's
+// address may take a moment) by dialing addr until it answers.
+func v6Ready(t *testing.T, ns *nstest.NS, addr string) string {
+	var got string
+	for i := 0; i < 100; i++ {
+		got, _ = ns.Dial(time.Minute, "tcp", addr, 1, true)
+		if got == "ok" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return got
 }
 
 func TestLAN(t *testing.T) {
@@ -87,18 +111,34 @@ func TestLAN(t *testing.T) {
 	if got, _ := ns1.Dial(time.Minute, "tcp", a2+":7000", 3, true); got != "ok" {
 		t.Fatalf("%s -> %s: %s", a1, a2, got)
 	}
+	// And over IPv6, both ways (fd00:0:0:3::15 and ::16).
+	v1, v2 := lanV6[a1], lanV6[a2]
+	if got := v6Ready(t, ns1, v2+":7000"); got != "ok" {
+		t.Fatalf("%s -> %s over IPv6: %s", v1, v2, got)
+	}
+	out, code, err = ns2.Run(time.Minute, bb, "wget", "-q", "-O", "-", "http://"+v1+"/index.html")
+	if err != nil || code != 0 || out != "hello neighbour\n" {
+		t.Fatalf("wget from %s to %s: exit %d %v %q", v2, v1, code, err, out)
+	}
 	// lan:other is another server: lan:test's second member is nobody
 	// there (and its first member's address is lan:other's own).
 	if got, _ := ns3.Dial(time.Minute, "tcp", a2+":7000", 1, true); got != "ECONNREFUSED" {
 		t.Fatalf("lan:other %s -> %s:7000: %s, want ECONNREFUSED", a3, a2, got)
 	}
-	out, code, _ = ns3.Run(time.Minute, bb, "wget", "-q", "-T", "5", "-O", "-", "http://"+a1+"/index.html")
-	if code == 0 || strings.Contains(out, "neighbour") {
-		t.Fatalf("lan:other reached lan:test: exit %d %q", code, out)
+	if got, _ := ns3.Dial(time.Minute, "tcp", v2+":7000", 1, true); got != "ECONNREFUSED" {
+		t.Fatalf("lan:other %s -> %s:7000: %s, want ECONNREFUSED", lanV6[a3], v2, got)
+	}
+	for _, a := range []string{a1, v1} {
+		out, code, _ = ns3.Run(time.Minute, bb, "wget", "-q", "-T", "5", "-O", "-", "http://"+a+"/index.html")
+		if code == 0 || strings.Contains(out, "neighbour") {
+			t.Fatalf("lan:other reached lan:test at %s: exit %d %q", a, code, out)
+		}
 	}
 	// Without nat a lan has no way out.
-	if got, _ := ns1.Dial(time.Minute, "tcp", "10.0.2.2:80", 1, false); got != "ENETUNREACH" {
-		t.Fatalf("lan without nat, dial the host: %s, want ENETUNREACH", got)
+	for _, a := range []string{"10.0.2.2:80", "[fd00::2]:80"} {
+		if got, _ := ns1.Dial(time.Minute, "tcp", a, 1, false); got != "ENETUNREACH" {
+			t.Fatalf("lan without nat, dial the host at %s: %s, want ENETUNREACH", a, got)
+		}
 	}
 
 	// The keeper of lan:test exits when its last member leaves.
@@ -171,6 +211,18 @@ func TestLANNAT(t *testing.T) {
 	out, code, err := ns1.Run(time.Minute, curl, "-sS", fmt.Sprintf("http://10.0.3.2:%d/lan", port))
 	if err != nil || code != 0 || out != "host page /lan\n" {
 		t.Fatalf("%s on lan:out,nat -> host: exit %d %v %q", a1, code, err, out)
+	}
+	// The host's ::1 is the lan's IPv6 gateway.
+	port6 := hostHTTP6(t)
+	for i := 0; i < 100; i++ { // until the fresh link's IPv6 address is usable
+		out, code, err = ns1.Run(time.Minute, curl, "-sS", "-g", fmt.Sprintf("http://[fd00:0:0:3::2]:%d/lan6", port6))
+		if err != nil || code == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || code != 0 || out != "host page /lan6\n" {
+		t.Fatalf("%s on lan:out,nat -> host ::1: exit %d %v %q", lanV6[a1], code, err, out)
 	}
 	// A member asking for the same lan without nat is refused with a reason.
 	m, _ := netattach.ParseMode("lan:out")

@@ -15,8 +15,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// firstLANAddr is what a fresh keeper gives its first member.
-var firstLANAddr = netip.MustParsePrefix("10.0.3.15/24")
+// firstLANAddr and firstLANAddr6 are what a fresh keeper gives its first
+// member (see servers/net's LANSubnet and LANSubnet6).
+var (
+	firstLANAddr  = netip.MustParsePrefix("10.0.3.15/24")
+	firstLANAddr6 = netip.MustParsePrefix("fd00:0:0:3::15/64")
+	firstLANGw6   = netip.MustParseAddr("fd00:0:0:3::2")
+)
 
 // InitJoinLAN joins lan m from inside the new network namespace (the
 // init, before pivot_root: the keeper's join socket is a path on the
@@ -48,25 +53,21 @@ func InitJoinLAN(m Mode, ifname string, mtu int) ([]*os.File, error) {
 		lock.Close()
 		return nil, err
 	}
-	addr, gw := firstLANAddr, netip.MustParseAddr("10.0.3.2")
+	r := lanAddrs{addr: firstLANAddr, gw: netip.MustParseAddr("10.0.3.2"), addr6: firstLANAddr6, gw6: firstLANGw6}
 	var connFile *os.File
 	if c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: join, Net: "unix"}); err == nil {
-		a, g, err := reserve(c, m)
+		r, err = reserve(c, m)
 		if err != nil {
 			c.Close()
 			return fail(err)
 		}
-		addr, gw = a, g
 		connFile, err = c.File()
 		c.Close()
 		if err != nil {
 			return fail(err)
 		}
 	}
-	cfg := TUNConfig{Name: ifname, MTU: mtu, Addr: addr, VNetHdr: true}
-	if m.NAT {
-		cfg.Gateway = gw
-	}
+	cfg := r.tunConfig(ifname, mtu, m.NAT)
 	tun, err := CreateTUNWith(cfg)
 	if err != nil {
 		if connFile != nil {
@@ -118,22 +119,41 @@ func HostAttachLAN(m Mode, files []*os.File, opts Options) (*Net, error) {
 		if err != nil {
 			return nil, fmt.Errorf("netattach: lan %s: keeper started but its join socket refuses: %v", m.LAN, err)
 		}
-		a, _, err := reserve(c, m)
+		r, err := reserve(c, m)
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
-		if a != firstLANAddr {
+		if r.addr != firstLANAddr || r.addr6.IsValid() && r.addr6 != firstLANAddr6 {
 			c.Close()
-			return nil, fmt.Errorf("netattach: lan %s: a new keeper gave %s, not %s", m.LAN, a, firstLANAddr)
+			return nil, fmt.Errorf("netattach: lan %s: a new keeper gave %s %s, not %s %s", m.LAN, r.addr, r.addr6, firstLANAddr, firstLANAddr6)
 		}
 		p.lanConn = c
 	}
 	return p.attachLAN(files[0])
 }
 
+// lanAddrs is what a lan's keeper gives a member: its addresses and the
+// gateways (used with nat).
+type lanAddrs struct {
+	addr  netip.Prefix
+	gw    netip.Addr
+	addr6 netip.Prefix // invalid from a keeper that gives none
+	gw6   netip.Addr
+}
+
+// tunConfig is the member's TUN (with the virtio-net header: the keeper
+// is herd-net). Without nat there are no default routes.
+func (r lanAddrs) tunConfig(ifname string, mtu int, nat bool) TUNConfig {
+	cfg := TUNConfig{Name: ifname, MTU: mtu, Addr: r.addr, Addr6: r.addr6, VNetHdr: true}
+	if nat {
+		cfg.Gateway, cfg.Gateway6 = r.gw, r.gw6
+	}
+	return cfg
+}
+
 // reserve asks the keeper on c for an address.
-func reserve(c *net.UnixConn, m Mode) (netip.Prefix, netip.Addr, error) {
+func reserve(c *net.UnixConn, m Mode) (lanAddrs, error) {
 	nat := "0"
 	if m.NAT {
 		nat = "1"
@@ -141,25 +161,36 @@ func reserve(c *net.UnixConn, m Mode) (netip.Prefix, netip.Addr, error) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	defer c.SetDeadline(time.Time{})
 	if _, err := fmt.Fprintf(c, "RESERVE nat=%s\n", nat); err != nil {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: %v", m.LAN, err)
+		return lanAddrs{}, fmt.Errorf("netattach: lan %s: %v", m.LAN, err)
 	}
 	line, err := readConnLine(c)
 	if err != nil || !strings.HasPrefix(line, "ADDR ") {
 		if err == nil {
 			err = errors.New(strings.TrimPrefix(line, "ERR "))
 		}
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: %v", m.LAN, err)
+		return lanAddrs{}, fmt.Errorf("netattach: lan %s: %v", m.LAN, err)
 	}
+	// ADDR v4/len gw dns [v6/len gw6]
 	f := strings.Fields(line)
+	bad := fmt.Errorf("netattach: lan %s: bad keeper reply %q", m.LAN, line)
 	if len(f) < 3 {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: bad keeper reply %q", m.LAN, line)
+		return lanAddrs{}, bad
 	}
-	addr, err1 := netip.ParsePrefix(f[1])
-	gw, err2 := netip.ParseAddr(f[2])
-	if err1 != nil || err2 != nil {
-		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("netattach: lan %s: bad keeper reply %q", m.LAN, line)
+	var r lanAddrs
+	var err1, err2 error
+	r.addr, err1 = netip.ParsePrefix(f[1])
+	r.gw, err2 = netip.ParseAddr(f[2])
+	if err1 != nil || err2 != nil || !r.addr.Addr().Is4() {
+		return lanAddrs{}, bad
 	}
-	return addr, gw, nil
+	if len(f) >= 6 {
+		r.addr6, err1 = netip.ParsePrefix(f[4])
+		r.gw6, err2 = netip.ParseAddr(f[5])
+		if err1 != nil || err2 != nil || !r.addr6.Addr().Is6() {
+			return lanAddrs{}, bad
+		}
+	}
+	return r, nil
 }
 
 // hostUID is our uid as the host sees it (inside a user namespace, where

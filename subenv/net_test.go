@@ -96,6 +96,31 @@ func TestNetNAT(t *testing.T) {
 	}
 }
 
+// TestNetIPv6: nat mode's IPv6 gateway fd00::2 is the host's ::1.
+func TestNetIPv6(t *testing.T) {
+	needProgs(t, "curl")
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("the host has no IPv6 loopback: %v", err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "page from ::1\n") })}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	port := ln.Addr().(*net.TCPAddr).Port
+	for _, asUser := range []bool{false, true} {
+		t.Run(fmt.Sprintf("user=%v", asUser), func(t *testing.T) {
+			e := newEnv(t, asUser)
+			// Retried: a fresh link's IPv6 address may take a moment.
+			r := e.run("", "run", "--", "sh", "-c",
+				`for i in $(seq 100); do curl -sS -g "$1" 2>/dev/null && exit 0; sleep 0.05; done; curl -sS -g "$1"`, "sh",
+				fmt.Sprintf("http://[fd00::2]:%d/", port))
+			if r.code != 0 || r.stdout != "page from ::1\n" {
+				t.Fatalf("exit %d, stdout %q, stderr: %s", r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
 // freePort finds a port on the host's 127.0.0.1 that nobody listens on.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -213,11 +238,18 @@ func TestNetLAN(t *testing.T) {
 		t.Fatalf("server's address not found; stderr: %s", b.stderr.String())
 	}
 	url := "http://" + m[1] + "/index.html"
+	// The same member over IPv6: 10.0.3.N is fd00:0:0:3::N.
+	url6 := "http://[fd00:0:0:3::" + strings.TrimPrefix(m[1], "10.0.3.") + "]/index.html"
 	// Retried until httpd listens (it starts after the address is printed).
 	r := e.run("", "run", "--net", "lan:"+t1, "--", "sh", "-c",
 		`for i in $(seq 600); do timeout 10 busybox wget -q -O - "$1" && exit 0; sleep 0.1; done; exit 1`, "sh", url)
 	if r.code != 0 || r.stdout != "lan page\n" {
 		t.Fatalf("second member of lan %s: exit %d, stdout %q, stderr %s", t1, r.code, r.stdout, r.stderr)
+	}
+	r = e.run("", "run", "--net", "lan:"+t1, "--", "sh", "-c",
+		`for i in $(seq 100); do timeout 10 busybox wget -q -O - "$1" && exit 0; sleep 0.1; done; exit 1`, "sh", url6)
+	if r.code != 0 || r.stdout != "lan page\n" {
+		t.Fatalf("second member of lan %s over IPv6 (%s): exit %d, stdout %q, stderr %s", t1, url6, r.code, r.stdout, r.stderr)
 	}
 	// (busybox's wget -T crashes here; timeout bounds it instead.)
 	r = e.run("", "run", "--net", "lan:"+t2, "--", "timeout", "10", "busybox", "wget", "-q", "-O", "-", url)

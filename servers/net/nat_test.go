@@ -1,6 +1,7 @@
 package net
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,6 +154,37 @@ func TestNATFetch(t *testing.T) {
 				t.Fatalf("200 MB down and up: got %q, want %s twice", out, want)
 			}
 		})
+	}
+}
+
+// wrappedConn is a host connection as a wrapping server's Dial may
+// return it: not a *net.TCPConn.
+type wrappedConn struct{ stdnet.Conn }
+
+// TestNATWrappedDial: a Dial returning its own net.Conn is spliced through
+// its Read and Write; 20 MB down and back up arrive whole.
+func TestNATWrappedDial(t *testing.T) {
+	curl := need(t, "curl")
+	port := hostHTTP(t)
+	var dials atomic.Int32
+	dial := func(ctx context.Context, f Flow) (stdnet.Conn, error) {
+		var d stdnet.Dialer
+		c, err := d.DialContext(ctx, f.Network, f.Target)
+		if err != nil {
+			return nil, err
+		}
+		dials.Add(1)
+		return wrappedConn{c}, nil
+	}
+	_, ns := natNS(t, Options{NAT: true, Dial: dial}, DefaultMTU)
+	const size = 20 << 20
+	want := blobSum(size)
+	out, code, err := ns.Run(5*time.Minute, "sh", "-c", fmt.Sprintf("%[1]s -sS http://10.0.2.2:%[2]d/blob/%[3]d | %[1]s -sS -T - http://10.0.2.2:%[2]d/sum", curl, port, size))
+	if err != nil || code != 0 || strings.TrimSpace(out) != want {
+		t.Fatalf("20 MB down and up through a wrapped conn: exit %d %v %q, want %s", code, err, out, want)
+	}
+	if dials.Load() != 2 {
+		t.Fatalf("Dial called %d times, want 2", dials.Load())
 	}
 }
 

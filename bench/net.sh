@@ -40,19 +40,27 @@ done
 CGO_ENABLED=0 go build -o "$tmp/herd-net" ./cmd/herd-net || exit 1
 CGO_ENABLED=0 go build -o "$tmp/nsrun" ./subenv/netattach/nstest/nsrun || exit 1
 
-freeport() { # a TCP port nobody listens on (the kernel picks, we release)
+# freeport: a TCP port nobody listens on, below the kernel's ephemeral
+# range (a port there may be some connection's local end: bind would fail).
+eph=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
+eph=${eph:-32768}
+freeport() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 30000))
+		p=$((10000 + RANDOM % (eph - 10000)))
 		(exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }
 	done
 }
 IP=$(freeport)
 iperf3 -s -p "$IP" -B 127.0.0.1 >"$tmp/iperf.log" 2>&1 & pids+=($!)
-HP=$(freeport)
 mkdir -p "$tmp/www" && echo ok >"$tmp/www/index.html" && chmod -R a+rX "$tmp/www"
-busybox httpd -f -p "127.0.0.1:$HP" -h "$tmp/www" & pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$HP) 2>/dev/null && break; sleep 0.05; done
+for _ in 1 2 3; do # another program may take the port first
+	HP=$(freeport)
+	busybox httpd -f -p "127.0.0.1:$HP" -h "$tmp/www" & hpid=$!
+	for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$HP) 2>/dev/null && break; sleep 0.05; done
+	kill -0 $hpid 2>/dev/null && break
+done
+pids+=($hpid)
 # (not a probe connection: iperf3 takes any connection for a client)
 for _ in $(seq 100); do grep -q "Server listening" "$tmp/iperf.log" && break; sleep 0.05; done
 

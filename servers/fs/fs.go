@@ -358,13 +358,23 @@ func (s *Server) pathOfLocked(n *node) ([]string, error) {
 }
 
 // child returns parent's child node for name, creating it, and counts one lookup.
+// setChild enters c as n's child name. A node's children map is made at
+// its first child: most nodes (files) never get one, and a listing makes a
+// node for every name.
+func (n *node) setChild(name string, c *node) {
+	if n.children == nil {
+		n.children = map[string]*node{}
+	}
+	n.children[name] = c
+}
+
 func (s *Server) childLocked(parent *node, name string, lowerHidden bool) *node {
 	c := parent.children[name]
 	if c == nil {
-		c = &node{id: s.nextID, parent: parent, name: name, children: map[string]*node{}}
+		c = &node{id: s.nextID, parent: parent, name: name}
 		s.nextID++
 		s.nodes[c.id] = c
-		parent.children[name] = c
+		parent.setChild(name, c)
 	}
 	c.lowerHidden = lowerHidden
 	c.lookups++
@@ -408,7 +418,7 @@ func (s *Server) moveLocked(n *node, np *node, name string) {
 		delete(op.children, n.name)
 	}
 	n.parent, n.name = np, name
-	np.children[name] = n
+	np.setChild(name, n)
 	if op != nil {
 		s.maybeFreeLocked(op)
 	}

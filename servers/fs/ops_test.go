@@ -2,9 +2,11 @@ package fs
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -628,4 +630,59 @@ func TestRootXattrs(t *testing.T) {
 		}
 		must(t, e.s.RemoveXattr(bg, r.Node, "user.rootk"))
 	})
+}
+
+// A long listing is stat-ed by several threads: every entry must still
+// come back once, with its own attributes, whiteouts hiding lower names and
+// upper copies taking their place.
+func TestReadDirPlusLong(t *testing.T) {
+	const n = 300
+	for _, cow := range []bool{false, true} {
+		e := newEnv(t, cow, func(dir string) {
+			for i := 0; i < n; i++ {
+				writeHost(t, filepath.Join(dir, "long", fmt.Sprintf("f%03d", i)), strings.Repeat("x", i))
+			}
+		})
+		// Through the server: some removed (whiteouts in cow), some rewritten.
+		for i := 0; i < n; i += 7 {
+			d, name := e.split(fmt.Sprintf("long/f%03d", i))
+			must(t, e.s.Unlink(bg, d, name))
+		}
+		for i := 3; i < n; i += 11 {
+			if i%7 == 0 {
+				continue
+			}
+			e.writeFile(fmt.Sprintf("long/f%03d", i), strings.Repeat("y", 1000+i))
+		}
+		d := e.node("long")
+		ents, err := e.s.ReadDirPlus(bg, d)
+		must(t, err)
+		seen := map[string]bool{}
+		for _, x := range ents {
+			if seen[x.Name] {
+				t.Fatalf("%s listed twice", x.Name)
+			}
+			seen[x.Name] = true
+			var i int
+			if _, err := fmt.Sscanf(x.Name, "f%03d", &i); err != nil || i%7 == 0 {
+				t.Fatalf("unexpected entry %q", x.Name)
+			}
+			want := uint64(i)
+			if i%11 == 3 && i%7 != 0 {
+				want = uint64(1000 + i)
+			}
+			if x.Entry.Attr.Size != want || x.Entry.Node == 0 || x.Entry.Attr.Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Fatalf("%s: size %d, want %d (%+v)", x.Name, x.Entry.Attr.Size, want, x.Entry)
+			}
+			en, err := e.s.Lookup(bg, d, x.Name)
+			must(t, err)
+			if en.Node != x.Entry.Node || en.Attr.Ino != x.Entry.Attr.Ino {
+				t.Fatalf("%s: lookup %+v, listing %+v", x.Name, en, x.Entry)
+			}
+			e.s.Forget(bg, en.Node, 2)
+		}
+		if len(seen) != n-(n+6)/7 {
+			t.Fatalf("%d entries, want %d", len(seen), n-(n+6)/7)
+		}
+	}
 }

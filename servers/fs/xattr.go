@@ -41,22 +41,33 @@ func getXattrAt(dirfd int, name, attr string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 256)
+	// The size is asked first (no buffer): most names have no such
+	// attribute (a translator record, an owner record), and a listing asks
+	// for every entry.
+	var buf []byte
 	for {
-		args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&buf[0]))), size: uint32(len(buf))}
+		args := xattrArgs{size: uint32(len(buf))}
+		if len(buf) > 0 {
+			args.value = uint64(uintptr(unsafe.Pointer(&buf[0])))
+		}
 		n, _, e := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)), flags,
 			uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
 		switch {
 		case e == unix.ENOSYS:
 			noXattrAt.Store(true)
 			return getXattrPath(xpath(dirfd, name), attr)
-		case e == unix.ERANGE && len(buf) < 1<<16:
-			buf = make([]byte, 1<<16)
+		case e == unix.ERANGE:
+			buf = nil // grew meanwhile: ask the size again
 			continue
 		case e != 0:
 			return nil, e
+		case n == 0:
+			return nil, nil
+		case buf == nil:
+			buf = make([]byte, n)
+			continue
 		}
-		return append([]byte(nil), buf[:n]...), nil
+		return buf[:n], nil
 	}
 }
 

@@ -180,7 +180,8 @@ type Bridge struct {
 	// spares: released read-only opens kept for reuse, oldest first.
 	spares     *list.List
 	spareTimer *time.Timer
-	caps       capTable // directory capabilities (caps.go)
+	caps       capTable   // directory capabilities (caps.go)
+	prefetch   prefetcher // listings asked for ahead of a walker (prefetch.go)
 }
 
 // Mount mounts fs on dir (host-side mounts: settrans -a, tests). As root it

@@ -520,6 +520,15 @@ func (b *Bridge) loadDir(n *inode, d *dirSnapshot, h *fuse.InHeader) fuse.Status
 	d.gen = b.attrGen.Load()
 	plus := n.conn.plus != nil && !n.conn.noPlus.Load()
 	if plus {
+		if ents, gen, ok := b.takePrefetched(n); ok {
+			d.gen = gen
+			d.plus = ents
+			d.delivered = make([]bool, len(ents))
+			b.listed(n, ents, h)
+			d.addDots()
+			d.loaded = true
+			return fuse.OK
+		}
 		ents, err := n.conn.plus.ReadDirPlus(ctx, n.node)
 		switch {
 		case errors.Is(err, syscall.ENOSYS):
@@ -533,6 +542,7 @@ func (b *Bridge) loadDir(n *inode, d *dirSnapshot, h *fuse.InHeader) fuse.Status
 			}
 			d.plus = ents
 			d.delivered = make([]bool, len(ents))
+			b.listed(n, ents, h)
 		}
 	}
 	if !plus {
@@ -628,9 +638,7 @@ func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		}
 		if !d.delivered[i] {
 			d.delivered[i] = true
-			n := b.add(h.conn, &p.Entry, 1)
-			b.named(n, h.in, de.Name)
-			b.cacheAttrOf(h.conn, p.Entry.Node, d.gen, &p.Entry.Attr)
+			n := b.addListed(h.conn, &p.Entry, h.in, de.Name, d.gen)
 			b.fillEntry(h.conn, n, &p.Entry, eo)
 			continue
 		}
@@ -642,6 +650,31 @@ func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 		}
 	}
 	return fuse.OK
+}
+
+// addListed is add, named and cacheAttrOf of a listed entry under one
+// lock: a cold find or tar does it for every name.
+func (b *Bridge) addListed(c *conn, e *proto.Entry, parent *inode, name string, gen uint64) *inode {
+	cache := c.notifies()
+	key := nodeKey{c, e.Node}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	in := b.byNode[key]
+	if in == nil {
+		in = &inode{id: b.nextID, conn: c, node: e.Node}
+		b.nextID++
+		b.inodes[in.id] = in
+		b.byNode[key] = in
+	}
+	in.mode = e.Attr.Mode
+	in.ino = e.Attr.Ino
+	in.kernel++
+	in.server++
+	in.parent, in.name = parent, name
+	if cache && in.writers == 0 && gen == b.attrGen.Load() {
+		in.attr, in.attrGen, in.attrOK = e.Attr, gen, true
+	}
+	return in
 }
 
 // addExisting counts one more kernel lookup of a node the kernel already

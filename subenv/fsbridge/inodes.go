@@ -195,6 +195,8 @@ type inode struct {
 	// translator's connection dies.
 	under *underNode
 
+	subdirs *subdirs // from its last listing (prefetch.go)
+
 	link   string // cached symlink target
 	linkOK bool
 

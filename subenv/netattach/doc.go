@@ -58,7 +58,14 @@
 // routes vanish, so programs inside get ENETUNREACH.
 //
 // CreateTUN(name, mtu) and Start(mode, tun, runtimeDir, opts) are shortcuts
-// for the fixed-address modes (nat, a program, none, host).
+// for the fixed-address modes (nat, a program, none, host). CreateTUN makes
+// a plain TUN (a program's); herd-net's (Plan.TUN for nat and lan, or
+// ServerConfig) carry the virtio-net header, for the checksum and
+// segmentation offloads (see TUNConfig.VNetHdr).
+//
+// A lan's members get 10.0.3.15, .16, ... and fd00:0:0:3::15, ::16, ...;
+// with nat, default routes via 10.0.3.2 and fd00:0:0:3::2 (the host's
+// loopback, as in nat mode).
 //
 // # A net server program (--net PROG)
 //

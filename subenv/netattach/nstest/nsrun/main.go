@@ -48,24 +48,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(rt)
+	// (No defer: os.Exit skips it. exit removes the runtime dir.)
+	exit := func(code int) { os.RemoveAll(rt); os.Exit(code) }
 	plan, err := netattach.Prepare(m, rt, netattach.Options{Binary: *bin, MTU: *mtu, Args: args})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
-		os.Exit(1)
+		exit(1)
 	}
 	ns, err := nstest.Start(nstest.Options{TUN: plan.TUN()})
 	if err != nil {
 		plan.Abort()
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
-		os.Exit(1)
+		exit(1)
 	}
 	n, err := plan.Start(ns.TUN)
 	ns.TUN = nil
 	if err != nil {
 		ns.Close()
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
-		os.Exit(1)
+		exit(1)
 	}
 	out, code, err := ns.Run(24*time.Hour, fs.Args()...)
 	os.Stdout.WriteString(out)
@@ -73,9 +74,9 @@ func main() {
 	n.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nsrun:", err)
-		os.Exit(1)
+		exit(1)
 	}
-	os.Exit(code)
+	exit(code)
 }
 
 func get(args []string) int {

@@ -3,10 +3,8 @@ package fs
 import (
 	"context"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -437,9 +435,6 @@ func (s *Server) ReadDir(ctx context.Context, id proto.NodeID) ([]proto.DirEntry
 	return out, nil
 }
 
-// plusChunk is the fewest entries ReadDirPlus gives a thread of its own.
-const plusChunk = 32
-
 // ReadDirPlus implements proto.DirPlusReader: each entry counts a lookup.
 // A translated entry carries its redirect, but a listing does not start a
 // passive translator: the client's lookup of the name does.
@@ -465,54 +460,28 @@ func (s *Server) ReadDirPlus(ctx context.Context, id proto.NodeID) ([]proto.DirE
 	type found struct {
 		de     proto.DirEntry
 		st     unix.Stat_t
-		ok     bool
 		hidden bool
 		rec    *record
 	}
-	fs := make([]found, len(ents))
-	stat := func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			e := &ents[i]
-			st, inUpper, hidden, err := s.lookupIn(v, e.name)
-			if err != nil {
-				continue // vanished meanwhile
-			}
+	fs := make([]found, 0, len(ents))
+	for _, e := range ents {
+		st, inUpper, hidden, err := s.lookupIn(v, e.name)
+		if err != nil {
+			continue // vanished meanwhile
+		}
+		if inUpper {
+			s.ownerAt(v.ufd, e.name, &st) // owner.go
+		}
+		var rec *record
+		if s.opts.RuntimeDir != "" {
+			fd := v.lfd
 			if inUpper {
-				s.ownerAt(v.ufd, e.name, &st) // owner.go
+				fd = v.ufd
 			}
-			var rec *record
-			if s.opts.RuntimeDir != "" {
-				fd := v.lfd
-				if inUpper {
-					fd = v.ufd
-				}
-				rec = s.recordAt(fd, e.name, &st)
-			}
-			fs[i] = found{proto.DirEntry{Name: e.name, Ino: e.ino, Mode: dtToMode(e.typ)}, st, true, hidden, rec}
+			rec = s.recordAt(fd, e.name, &st)
 		}
+		fs = append(fs, found{proto.DirEntry{Name: e.name, Ino: e.ino, Mode: dtToMode(e.typ)}, st, hidden, rec})
 	}
-	// The client waits for the whole listing (a cold find or tar is a chain
-	// of these calls), so a long one is stat-ed by several threads at once:
-	// the per-entry system calls are the bulk of it.
-	parts := min(runtime.GOMAXPROCS(0), len(ents)/plusChunk, 4)
-	if parts > 1 {
-		var wg sync.WaitGroup
-		for p := 1; p < parts; p++ {
-			wg.Go(func() { stat(p*len(ents)/parts, (p+1)*len(ents)/parts) })
-		}
-		stat(0, len(ents)/parts)
-		wg.Wait()
-	} else {
-		stat(0, len(ents))
-	}
-	n2 := 0
-	for i := range fs {
-		if fs[i].ok {
-			fs[n2] = fs[i]
-			n2++
-		}
-	}
-	fs = fs[:n2]
 	out := make([]proto.DirEntryPlus, len(fs))
 	s.mu.Lock()
 	for i := range fs {

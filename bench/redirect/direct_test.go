@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+
 	"herd/proto"
 	fsrv "herd/servers/fs"
 	"herd/subenv/fsbridge"
@@ -255,5 +257,117 @@ func TestCatWalkRoundTrips(t *testing.T) {
 	ops := root.ByOp()
 	if ops["Open"] != dirs {
 		t.Errorf("first cat of %d directories: %d Opens, want %d (one capability each) %v", dirs, ops["Open"], dirs, ops)
+	}
+}
+
+// TestColdStatRoundTrips: a cold walk that lstats every name (find, du,
+// bench/files.sh stat) costs one listing per directory: the listing's
+// attributes answer the lstats, with no Lookup or GetAttr per file.
+func TestColdStatRoundTrips(t *testing.T) {
+	const dirs, files = 5, 200
+	mnt, root, _ := cowSetup(t, dirs, files)
+	n := 0
+	err := filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if _, err := os.Lstat(p); err != nil {
+			return err
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 1+dirs+dirs*files {
+		t.Fatalf("walk: %d names, %v", n, err)
+	}
+	ops := root.ByOp()
+	t.Logf("round trips: %v", ops)
+	if ops["Lookup"]+ops["GetAttr"] > dirs {
+		t.Errorf("%d lookups and %d getattrs for %d files: the listings' attributes were not used", ops["Lookup"], ops["GetAttr"], dirs*files)
+	}
+}
+
+// BenchmarkColdWalk: the first walk (lstat of every name) of a fresh mount,
+// as bench/files.sh's cold stat row (20 directories of 100 files here):
+// servers/fs over proto (in this process) through the bridge, and go-fuse's
+// loopback filesystem.
+func BenchmarkColdWalk(b *testing.B) {
+	const dirs, files = 20, 100
+	tmp := b.TempDir()
+	lower := filepath.Join(tmp, "lower")
+	for d := 0; d < dirs; d++ {
+		dir := filepath.Join(lower, fmt.Sprintf("d%d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for f := 0; f < files; f++ {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", f)), make([]byte, 1+(d*files+f)%4096), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	mnt := filepath.Join(tmp, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	herd := func() func() {
+		upper, err := os.MkdirTemp(tmp, "upper")
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv, err := fsrv.New(fsrv.Options{Root: lower, Upper: upper, RuntimeDir: filepath.Join(tmp, "run")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := fsbridge.NewNotifier()
+		c, stop, err := proto.Pipe(srv, proto.ServerOptions{Name: "fs"}, proto.ClientOptions{Timeout: time.Minute, Notifier: n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		br, err := fsbridge.Mount(mnt, c, fsbridge.Options{IDMap: fsbridge.IDMap{Identity: true}, Notifier: n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { br.Unmount(); stop(); srv.Close() }
+	}
+	loopback := func() func() {
+		root, err := gofs.NewLoopbackRoot(lower)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sec := time.Second // as go-fuse's example/loopback
+		srv, err := gofs.Mount(mnt, root, &gofs.Options{EntryTimeout: &sec, AttrTimeout: &sec})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func() { srv.Unmount() }
+	}
+	for _, m := range []struct {
+		name  string
+		mount func() func()
+	}{{"herd", herd}, {"loopback", loopback}} {
+		b.Run(m.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				unmount := m.mount()
+				b.StartTimer()
+				err := filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
+					if err != nil {
+						return err
+					}
+					_, err = os.Lstat(p)
+					return err
+				})
+				b.StopTimer()
+				unmount()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if mounted(mnt) {
+					b.Fatalf("%s still mounted", mnt)
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }

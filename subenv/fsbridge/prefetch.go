@@ -52,8 +52,10 @@ type subdirs struct {
 	nodes  []proto.NodeID // listing order
 	names  []string
 	sorted []int // indexes in name order
+	rank   []int // index -> place in sorted
 	pos    map[proto.NodeID]int
 	asked  []bool // listed or prefetched already
+	last   int    // the last one listed, -1 before the first
 }
 
 // takePrefetched returns n's prefetched listing if there is one and it is
@@ -134,6 +136,11 @@ func (b *Bridge) listed(n *inode, ents []proto.DirEntryPlus, h *fuse.InHeader) {
 			}
 			return 0
 		})
+		sd.rank = make([]int, len(sd.nodes))
+		for k, i := range sd.sorted {
+			sd.rank[i] = k
+		}
+		sd.last = -1
 	}
 	var next []proto.NodeID
 	b.mu.Lock()
@@ -145,9 +152,21 @@ func (b *Bridge) listed(n *inode, ents []proto.DirEntryPlus, h *fuse.InHeader) {
 	if p := n.parent; p != nil && p.conn == c && p.subdirs != nil && b.inodes[p.id] == p {
 		psd := p.subdirs
 		if i, ok := psd.pos[n.node]; ok {
+			// Follow the walker's order once it shows: a guess in the
+			// other order would be a listing asked for long before its
+			// use (given back when it ages out).
+			inListing, inNames := i == 0, psd.rank[i] == 0
+			if psd.last >= 0 {
+				inListing, inNames = i == psd.last+1, psd.rank[i] == psd.rank[psd.last]+1
+			}
+			psd.last = i
 			psd.asked[i] = true
-			next = append(next, psd.after(i)...)
-			next = append(next, psd.afterSorted(i)...)
+			if inListing {
+				next = append(next, psd.after(i)...)
+			}
+			if inNames {
+				next = append(next, psd.afterSorted(i)...)
+			}
 		}
 	}
 	b.mu.Unlock()
@@ -182,8 +201,7 @@ func (sd *subdirs) after(i int) []proto.NodeID {
 
 // afterSorted is after in name order.
 func (sd *subdirs) afterSorted(i int) []proto.NodeID {
-	k := slices.Index(sd.sorted, i)
-	for j := k + 1; j >= 1 && j < len(sd.sorted); j++ {
+	for j := sd.rank[i] + 1; j < len(sd.sorted); j++ {
 		if !sd.asked[sd.sorted[j]] {
 			return sd.take(sd.sorted[j])
 		}

@@ -193,3 +193,37 @@ func TestSubuidHelpersFail(t *testing.T) {
 		t.Errorf("-v does not say why: %s", errb.String())
 	}
 }
+
+// Root inside writes a lower file whose mode shuts out even its owner
+// (0444) and creates in a 0555 lower directory, as on ext4: the copy-up
+// keeps the server's access and records the mode.
+func TestSubuidReadOnlyLower(t *testing.T) {
+	e := newSubEnv(t)
+	// Not under /tmp, which is empty inside.
+	dir, err := os.MkdirTemp("/var/tmp", "subenv-subuid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	ro := filepath.Join(dir, "ro")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(ro, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(ro, 0o755)
+	if err := os.WriteFile(filepath.Join(ro, "f"), []byte("a\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(ro, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("", "run", "--", "sh", "-c", "cd "+ro+" && echo b >> f && cat f && stat -c %a f && touch new && stat -c %a .")
+	if want := "a\nb\n444\n555\n"; r.code != 0 || r.stdout != want {
+		t.Fatalf("exit %d, stdout %q, want %q; stderr: %s", r.code, r.stdout, want, r.stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(ro, "f")); string(b) != "a\n" {
+		t.Fatalf("the host's file changed: %q", b)
+	}
+}

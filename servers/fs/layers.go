@@ -516,6 +516,7 @@ func (s *Server) copyMeta(lpfd, upfd int, name, newName string, st *unix.Stat_t)
 		return err
 	}
 	unix.UtimesNanoAt(upfd, newName, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+	s.copiedUp(upfd, newName, st) // owner.go
 	return nil
 }
 

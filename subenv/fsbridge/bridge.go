@@ -169,14 +169,17 @@ type Bridge struct {
 	notes  *queue // kernel notifications, in order, off the proto reader
 	forget *queue // Forget calls to servers, off the FUSE reader
 
-	mu      sync.Mutex
-	inodes  map[uint64]*inode
-	byNode  map[nodeKey]*inode
-	nextID  uint64
-	conns   map[string]*conn // translators by socket path
-	nconns  uint64
-	handles map[uint64]*handle
-	nextFh  uint64
+	mu     sync.Mutex
+	inodes map[uint64]*inode
+	byNode map[nodeKey]*inode
+	// dentries: the names the kernel was last told are these inodes
+	// (dentries.go).
+	dentries map[attachment]*inode
+	nextID   uint64
+	conns    map[string]*conn // translators by socket path
+	nconns   uint64
+	handles  map[uint64]*handle
+	nextFh   uint64
 	// spares: released read-only opens kept for reuse, oldest first.
 	spares     *list.List
 	spareTimer *time.Timer
@@ -278,6 +281,7 @@ func newBridge(fs proto.FileSystem, opts Options) (*Bridge, error) {
 		forget:        newQueue(),
 		inodes:        map[uint64]*inode{},
 		byNode:        map[nodeKey]*inode{},
+		dentries:      map[attachment]*inode{},
 		nextID:        fuse.FUSE_ROOT_ID + 1,
 		conns:         map[string]*conn{},
 		handles:       map[uint64]*handle{},

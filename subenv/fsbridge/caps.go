@@ -83,7 +83,9 @@ func (b *Bridge) dropCaps(dirs ...*inode) {
 // named records where the kernel found in: name in directory p.
 func (b *Bridge) named(in, p *inode, name string) {
 	b.mu.Lock()
+	b.dropDentryLocked(in)
 	in.parent, in.name = p, name
+	b.dentries[attachment{p.id, name}] = in
 	b.mu.Unlock()
 }
 

@@ -293,6 +293,7 @@ func (b *Bridge) Forget(id, nlookup uint64) {
 		return
 	}
 	delete(b.inodes, id)
+	b.dropDentryLocked(in)
 	if b.byNode[nodeKey{in.conn, in.node}] == in {
 		delete(b.byNode, nodeKey{in.conn, in.node})
 	}
@@ -448,9 +449,11 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 	b.mu.Lock()
 	var id uint64
 	var dc *dirCap
+	var child *inode
 	if in := b.byNode[nodeKey{c, parent}]; in != nil {
 		id = in.id
 		dc = b.dropCapLocked(in) // revoked: a name in it changed
+		child = b.dentries[attachment{id, name}]
 	}
 	b.mu.Unlock()
 	if dc != nil {
@@ -458,6 +461,15 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 	}
 	if id != 0 {
 		b.notes.push(func() {
+			if child != nil && b.entryHolds(c, parent, id, name, child) {
+				// The kernel's entry is still right (typically this
+				// notice echoes a change made through this mount, and
+				// the kernel has the answer already): dropping it
+				// would detach what is mounted on it. Only the
+				// directory changed.
+				b.srv.InodeNotify(id, 0, 0)
+				return
+			}
 			b.srv.EntryNotify(id, name)
 			// The kernel drops a cached listing (FOPEN_CACHE_DIR) on an
 			// entry notification only when it has a dentry for the

@@ -150,6 +150,7 @@ func (b *Bridge) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		if errors.Is(err, syscall.ENOENT) {
 			// A negative entry: the kernel remembers the name is absent
 			// until the server says otherwise.
+			b.forgetDentry(p, name)
 			*out = fuse.EntryOut{}
 			out.SetEntryTimeout(p.conn.ttl())
 			return fuse.OK
@@ -324,6 +325,7 @@ func (b *Bridge) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) f
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
 	b.dropCaps(p)
+	b.forgetDentry(p, name)
 	b.changed()
 	err := p.conn.fs.Unlink(ctx, p.node, name)
 	b.changed()
@@ -338,6 +340,7 @@ func (b *Bridge) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fu
 	ctx, done := b.ctx(p.conn, h)
 	defer done()
 	b.dropCaps(p)
+	b.forgetDentry(p, name)
 	b.changed()
 	err := p.conn.fs.Rmdir(ctx, p.node, name)
 	b.changed()
@@ -362,6 +365,8 @@ func (b *Bridge) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName strin
 	// capability stays good: the server copies a moved directory up whole
 	// (the same contents) and notifies, and each open checks st_ino.
 	b.dropCaps(p, np)
+	b.forgetDentry(p, oldName)
+	b.forgetDentry(np, newName)
 	b.changed()
 	err := p.conn.fs.Rename(ctx, p.node, oldName, np.node, newName, in.Flags)
 	b.changed()

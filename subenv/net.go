@@ -69,6 +69,11 @@ type HostNetContext struct {
 	// dies under the running subenvironment: subenv says so and exits
 	// non-zero.
 	Died func(err error)
+	// Probe, when not nil, is handed a function that says whether the net
+	// server is dead or dying: a program inside can notice the death (its
+	// link vanishes as the server exits) before Died is called, and the
+	// launcher takes a last look when the program ends.
+	Probe func(dying func() bool)
 }
 
 // netModes maps --net names to their setups: none and host here, nat,

@@ -81,6 +81,9 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	if ctx.Verbose != nil {
 		ctx.Verbose("net server %s: pid %d, control socket %s (10.0.2.15 inside, host loopback at 10.0.2.2, DNS 10.0.2.3)", orDefault(m.Prog, "herd-net"), n.Pid(), n.Socket)
 	}
+	if ctx.Probe != nil {
+		ctx.Probe(n.Dying)
+	}
 	return watch(n, ctx.Died), nil
 }
 
@@ -131,6 +134,9 @@ func (l lanSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	}
 	if ctx.Verbose != nil {
 		ctx.Verbose("net: member of lan %s (keeper control socket %s)", m.LAN, n.Socket)
+	}
+	if ctx.Probe != nil {
+		ctx.Probe(n.Dying)
 	}
 	return watch(n, ctx.Died), nil
 }

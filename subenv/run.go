@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -235,6 +236,7 @@ func Run(cfg Config) (status int, err error) {
 		return 0, fail(1, "init: unexpected message %q", m.kind)
 	}
 	netGone := make(chan error, 1)
+	var netDying atomic.Pointer[func() bool]
 	type netResult struct {
 		stop func()
 		err  error
@@ -251,6 +253,7 @@ func Run(cfg Config) (status int, err error) {
 				default:
 				}
 			},
+			Probe: func(dying func() bool) { netDying.Store(&dying) },
 		}, files)
 		for _, f := range files {
 			f.Close()
@@ -389,6 +392,19 @@ func Run(cfg Config) (status int, err error) {
 					code = 1
 				}
 				return status, fail(code, "fs server died: %s", died)
+			}
+			if !netDied && netGone != nil {
+				// The program may have seen its link vanish and ended
+				// before the net server's exit was reaped: if the server
+				// is on its way out, wait for the word of it.
+				if d := netDying.Load(); d != nil && (*d)() {
+					select {
+					case err := <-netGone:
+						netDied = true
+						fmt.Fprintf(os.Stderr, "subenv: net server died: %v (programs inside get ENETUNREACH)\n", err)
+					case <-time.After(5 * time.Second):
+					}
+				}
 			}
 			if netDied && status == 0 {
 				// Said when it happened; only the status is left to tell.

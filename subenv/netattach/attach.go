@@ -2,6 +2,7 @@ package netattach
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -195,6 +197,40 @@ func (n *Net) Err() error {
 	default:
 		return nil
 	}
+}
+
+// Dying says whether the net server is gone or on its way out: Done is
+// closed, or the kernel is tearing the process down (PF_EXITING) or has
+// done so. A server's TUN link vanishes while it exits, before Done can
+// close, so a program inside may notice the death first; the launcher asks
+// this when the program ends, to tell a dead server from a live one.
+func (n *Net) Dying() bool {
+	select {
+	case <-n.done:
+		return true
+	default:
+	}
+	pid := n.Pid()
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // reaped
+	}
+	// Fields after the command name (which may hold spaces and
+	// parentheses): state is the first, flags the seventh.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 7 {
+		return false
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return true
+	}
+	const pfExiting = 0x4
+	flags, _ := strconv.ParseUint(f[6], 10, 64)
+	return flags&pfExiting != 0
 }
 
 // Pid is the net server's process id (0 for lan members and modes

@@ -1188,8 +1188,9 @@ func (s *Server) RemoveXattr(ctx context.Context, id proto.NodeID, attr string) 
 }
 
 // atUpper runs fn on n's name in the writable layer, under the write lock,
-// copying n up first in copy-on-write mode; a copy-up is announced to the
-// clients once fn is done (their cached attributes name the lower file).
+// copying n up first in copy-on-write mode. A copy-up, or a change fn
+// made, is announced to the clients once fn is done: their cached
+// attributes (ctime) and what they know of the node's xattrs are stale.
 func (s *Server) atUpper(n *node, fn func(dirfd int, name string) error) error {
 	if s.isReadOnly() {
 		return syscall.EROFS
@@ -1201,10 +1202,11 @@ func (s *Server) atUpper(n *node, fn func(dirfd int, name string) error) error {
 		return errno(err)
 	}
 	defer unix.Close(dirfd)
-	if copied {
-		defer s.invalNode(n)
+	err = fn(dirfd, name)
+	if copied || err == nil {
+		s.invalNode(n)
 	}
-	return fn(dirfd, name)
+	return err
 }
 
 // StatFS implements proto.FileSystem: the writable layer's numbers.

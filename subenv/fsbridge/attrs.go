@@ -105,3 +105,33 @@ func (b *Bridge) cacheAttrOf(c *conn, node proto.NodeID, gen uint64, a *proto.At
 	}
 	b.mu.Unlock()
 }
+
+// xattrCaps is what the kernel asks for before every write to a file
+// (file_remove_privs: may the write have to drop file capabilities?).
+// FUSE filesystems get no SB_NOSEC, so the question comes once per write
+// call: a round trip to the server per megabyte of a sequential write,
+// even when the data itself goes by passthrough. The server's "none" is
+// kept while nothing changed (attrGen), as attributes are: a capability
+// can only appear by a setxattr, through this bridge (which bumps
+// attrGen) or through another client (the server's notification does).
+const xattrCaps = "security.capability"
+
+// knownNoCaps says whether n is known to have no security.capability.
+func (b *Bridge) knownNoCaps(n *inode) bool {
+	if !n.conn.notifies() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return n.noCaps && n.noCapsGen == b.attrGen.Load()
+}
+
+// cacheNoCaps remembers that n had no security.capability when attrGen
+// was gen.
+func (b *Bridge) cacheNoCaps(n *inode, gen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen == b.attrGen.Load() {
+		n.noCaps, n.noCapsGen = true, gen
+	}
+}

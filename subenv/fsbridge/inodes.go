@@ -235,6 +235,11 @@ type inode struct {
 	attrGen uint64
 	attrOK  bool
 	writers int
+
+	// noCaps: the server said the node has no security.capability when
+	// attrGen was noCapsGen (see GetXAttr).
+	noCaps    bool
+	noCapsGen uint64
 }
 
 // get returns the inode the kernel calls id, or an error status: ESTALE

@@ -411,11 +411,18 @@ func (b *Bridge) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string,
 		b.refresh(n.conn)
 		return 0, fuse.OK
 	}
+	if attr == xattrCaps && b.knownNoCaps(n) {
+		return 0, fuse.Status(syscall.ENODATA)
+	}
+	gen := b.attrGen.Load()
 	c, node := b.controlTarget(n, attr)
 	ctx, done := b.ctx(c, h)
 	defer done()
 	v, err := c.fs.GetXattr(ctx, node, attr)
 	if err != nil {
+		if attr == xattrCaps && errors.Is(err, syscall.ENODATA) {
+			b.cacheNoCaps(n, gen)
+		}
 		return 0, errno(err)
 	}
 	if len(dest) < len(v) {

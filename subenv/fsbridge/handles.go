@@ -656,20 +656,9 @@ func (b *Bridge) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fus
 // lock: a cold find or tar does it for every name.
 func (b *Bridge) addListed(c *conn, e *proto.Entry, parent *inode, name string, gen uint64) *inode {
 	cache := c.notifies()
-	key := nodeKey{c, e.Node}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	in := b.byNode[key]
-	if in == nil {
-		in = &inode{id: b.nextID, conn: c, node: e.Node}
-		b.nextID++
-		b.inodes[in.id] = in
-		b.byNode[key] = in
-	}
-	in.mode = e.Attr.Mode
-	in.ino = e.Attr.Ino
-	in.kernel++
-	in.server++
+	in := b.addLocked(c, e, 1)
 	in.parent, in.name = parent, name
 	if cache && in.writers == 0 && gen == b.attrGen.Load() {
 		in.attr, in.attrGen, in.attrOK = e.Attr, gen, true

@@ -263,9 +263,14 @@ func (b *Bridge) get(id uint64) (*inode, fuse.Status) {
 // add records that the kernel is about to receive e (one server lookup, one
 // kernel lookup) and returns its inode.
 func (b *Bridge) add(c *conn, e *proto.Entry, serverLookups uint64) *inode {
-	key := nodeKey{c, e.Node}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.addLocked(c, e, serverLookups)
+}
+
+// addLocked is add with b.mu held.
+func (b *Bridge) addLocked(c *conn, e *proto.Entry, serverLookups uint64) *inode {
+	key := nodeKey{c, e.Node}
 	in := b.byNode[key]
 	if in == nil {
 		in = &inode{id: b.nextID, conn: c, node: e.Node}

@@ -1,6 +1,11 @@
 package fsbridge
 
-import "herd/proto"
+import (
+	"strings"
+	"time"
+
+	"herd/proto"
+)
 
 // The kernel asks for a file's attributes again after every read, only
 // because the read made its cached atime stale; the server's answer costs a
@@ -56,6 +61,21 @@ const (
 	// (fsysopts inside a subenvironment).
 	xattrOptions = "user.herd.options"
 )
+
+// translatorControl: setting or removing this xattr puts a translator on a
+// node or takes it off (a passive record, an active one, goaway).
+func translatorControl(attr string) bool {
+	return strings.HasPrefix(attr, "user.herd.") && attr != xattrOptions && attr != xattrRefresh
+}
+
+// kernelTold waits until the server's notifications that came with an
+// answer have reached the kernel. After settrans the very next open of the
+// node must find the translator, and the notice that drops the kernel's
+// entry for it travels apart from the answer (and may take a lookup of its
+// own, see entryHolds).
+func (b *Bridge) kernelTold() {
+	b.notes.drain(2 * time.Second)
+}
 
 // refresh drops, synchronously, what the bridge and the kernel cache of c's
 // nodes: their attributes and data (the kernel's page cache), and spare

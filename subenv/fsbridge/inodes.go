@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -512,6 +513,18 @@ func (q *queue) push(f func()) {
 		q.cond.Signal()
 	}
 	q.mu.Unlock()
+}
+
+// drain waits until everything pushed so far has run, or for at most
+// limit (a queued notification may wait for a kernel lock that a request
+// holds while it waits for a server).
+func (q *queue) drain(limit time.Duration) {
+	done := make(chan struct{})
+	q.push(func() { close(done) })
+	select {
+	case <-done:
+	case <-time.After(limit):
+	}
 }
 
 func (q *queue) close() {

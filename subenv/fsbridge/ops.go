@@ -499,6 +499,9 @@ func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr stri
 	b.changed()
 	err := c.fs.SetXattr(ctx, node, attr, append([]byte(nil), data...), in.Flags)
 	b.changed()
+	if err == nil && translatorControl(attr) {
+		b.kernelTold()
+	}
 	if err == nil && attr == xattrOptions && c != n.conn {
 		// fsysopts through the parent: the translator's contents may have
 		// changed. Its own notifications travel apart from this answer;
@@ -520,6 +523,9 @@ func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr stri
 	b.changed()
 	err := c.fs.RemoveXattr(ctx, node, attr)
 	b.changed()
+	if err == nil && translatorControl(attr) {
+		b.kernelTold()
+	}
 	return errno(err)
 }
 

@@ -520,7 +520,14 @@ func (q *queue) push(f func()) {
 // holds while it waits for a server).
 func (q *queue) drain(limit time.Duration) {
 	done := make(chan struct{})
-	q.push(func() { close(done) })
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.items = append(q.items, func() { close(done) })
+	q.cond.Signal()
+	q.mu.Unlock()
 	select {
 	case <-done:
 	case <-time.After(limit):

@@ -68,12 +68,21 @@ func translatorControl(attr string) bool {
 	return strings.HasPrefix(attr, "user.herd.") && attr != xattrOptions && attr != xattrRefresh
 }
 
-// kernelTold waits until the server's notifications that came with an
-// answer have reached the kernel. After settrans the very next open of the
-// node must find the translator, and the notice that drops the kernel's
-// entry for it travels apart from the answer (and may take a lookup of its
-// own, see entryHolds).
-func (b *Bridge) kernelTold() {
+// translatorChanged makes the kernel forget its entry for n, whose
+// translator was just set or taken off through this bridge, before the
+// answer goes back: the very next open of the node must find the
+// translator (or the node beneath), and the server's own notice of the
+// change travels apart from its answer, maybe later. The entry is dropped
+// from the notification queue (never from a request's goroutine: see
+// Notifier), and the answer waits until the queue has done it.
+func (b *Bridge) translatorChanged(n *inode) {
+	b.mu.Lock()
+	p, name := n.parent, n.name
+	b.dropDentryLocked(n)
+	b.mu.Unlock()
+	if p != nil {
+		b.notes.push(func() { b.srv.EntryNotify(p.id, name) })
+	}
 	b.notes.drain(2 * time.Second)
 }
 

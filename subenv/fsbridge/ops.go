@@ -500,7 +500,7 @@ func (b *Bridge) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr stri
 	err := c.fs.SetXattr(ctx, node, attr, append([]byte(nil), data...), in.Flags)
 	b.changed()
 	if err == nil && translatorControl(attr) {
-		b.kernelTold()
+		b.translatorChanged(n)
 	}
 	if err == nil && attr == xattrOptions && c != n.conn {
 		// fsysopts through the parent: the translator's contents may have
@@ -524,7 +524,7 @@ func (b *Bridge) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr stri
 	err := c.fs.RemoveXattr(ctx, node, attr)
 	b.changed()
 	if err == nil && translatorControl(attr) {
-		b.kernelTold()
+		b.translatorChanged(n)
 	}
 	return errno(err)
 }

@@ -672,7 +672,10 @@ func TestServerSocket(t *testing.T) {
 	e := newEnv(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := e.command(ctx, "run", "--", "sh", "-c", `test -e /tmp/f || echo absent; read x; cat /tmp/f`)
+	cmd := e.command(ctx, "run", "--", "sh", "-c", `test -e /tmp/f || echo absent; read x; `+
+		// The server's notice travels apart from the other client's
+		// answer: the name shows within moments, not necessarily at once.
+		`i=0; while [ ! -e /tmp/f ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done; cat /tmp/f`)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	var stderr strings.Builder

@@ -165,6 +165,7 @@ type Bridge struct {
 
 	// How opens were served, for tests and benchmarks.
 	opensPassthrough, opensFD, opensProto, opensSpare atomic.Int64
+	dirOpens                                          atomic.Int64 // OPENDIRs the kernel sent (no_opendir: one)
 
 	notes  *queue // kernel notifications, in order, off the proto reader
 	forget *queue // Forget calls to servers, off the FUSE reader
@@ -395,15 +396,7 @@ func (b *Bridge) stop() {
 		if h.conn != b.root || h.direct {
 			continue
 		}
-		if h.dir == nil {
-			releases = append(releases, h.h)
-			continue
-		}
-		for i := range h.dir.plus {
-			if !h.dir.delivered[i] && h.dir.plus[i].Entry.Node != 0 {
-				forgets = append(forgets, forget{h.dir.plus[i].Entry.Node, 1})
-			}
-		}
+		releases = append(releases, h.h)
 	}
 	for _, c := range b.takeAllCapsLocked() {
 		c.file.Close()
@@ -419,7 +412,12 @@ func (b *Bridge) stop() {
 			releases = append(releases, sp.h)
 		}
 	}
+	var listings []*dirSnapshot
 	for id, in := range b.inodes {
+		if in.listing != nil && in.conn == b.root {
+			listings = append(listings, in.listing)
+		}
+		in.listing = nil
 		if in.conn == b.root && in.server > 0 {
 			forgets = append(forgets, forget{in.node, in.server})
 		}
@@ -431,6 +429,16 @@ func (b *Bridge) stop() {
 	}
 	b.byNode = map[nodeKey]*inode{}
 	b.mu.Unlock()
+	for _, d := range listings {
+		d.mu.Lock()
+		for i := range d.plus {
+			if !d.delivered[i] && d.plus[i].Entry.Node != 0 {
+				d.delivered[i] = true
+				forgets = append(forgets, forget{d.plus[i].Entry.Node, 1})
+			}
+		}
+		d.mu.Unlock()
+	}
 	// Give the root server back what the kernel no longer holds. Over a
 	// connection the end of the session would do it; an in-process server
 	// (the launcher's) lives on and would keep it all.

@@ -196,7 +196,8 @@ type inode struct {
 	// translator's connection dies.
 	under *underNode
 
-	subdirs *subdirs // from its last listing (prefetch.go)
+	subdirs *subdirs     // from its last listing (prefetch.go)
+	listing *dirSnapshot // the listing being read (readDir); guarded by Bridge.mu
 
 	link   string // cached symlink target
 	linkOK bool
@@ -316,9 +317,16 @@ func (b *Bridge) Forget(id, nlookup uint64) {
 	u := in.under
 	in.under = nil
 	dc := b.dropCapLocked(in)
+	l := in.listing
+	in.listing = nil
 	b.mu.Unlock()
 	if dc != nil {
 		b.unrefCap(dc)
+	}
+	if l != nil {
+		l.mu.Lock()
+		b.giveBackListing(in.conn, l)
+		l.mu.Unlock()
 	}
 	if sp != nil {
 		b.releaseSpares([]*spare{sp})

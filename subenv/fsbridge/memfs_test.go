@@ -21,6 +21,7 @@ type memFS struct {
 	nextH    proto.HandleID
 	notifier proto.Notifier
 	lookups  map[string]int // Lookup calls by name
+	listings int            // ReadDir calls
 
 	// redirect: names whose lookup answers a redirect to a socket.
 	redirect map[string]string
@@ -177,6 +178,7 @@ func (m *memFS) GetAttr(ctx context.Context, node proto.NodeID) (proto.Attr, err
 func (m *memFS) ReadDir(ctx context.Context, dir proto.NodeID) ([]proto.DirEntry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.listings++
 	n := m.nodes[dir]
 	if n == nil || n.children == nil {
 		return nil, syscall.ENOTDIR

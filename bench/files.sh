@@ -5,7 +5,8 @@
 # run from the subenv binary, a process of its own reached over the
 # protocol) and with --fs herd-fs (the same server named as any --fs
 # program is).
-# Prints a markdown table of seconds (best of $RUNS warm runs) and ratios.
+# Prints a markdown table of seconds (best of $RUNS interleaved runs) and
+# ratios.
 #
 #   bench/files.sh            (root or a plain user; needs /dev/fuse)
 #   FILES=20000 SIZE_MB=1024 RUNS=3 bench/files.sh
@@ -59,17 +60,12 @@ fi
 sub=("$bin/subenv" run --net none --)
 ext=("$bin/subenv" run --net none --fs "$bin/herd-fs" --fs-arg=--hide-tmp --)
 
-# best CMD...: the best of $RUNS runs of a command that prints seconds
-# (one number per pass), field by field: "cold warm".
+# best: the best of the lines on stdin (seconds, one number per pass),
+# field by field: "cold warm"; FAILED if any run failed.
 best() {
-	local i out
-	for ((i = 0; i < RUNS; i++)); do
-		out=$("$@") || { echo "files.sh: failed: $*" >&2; return 1; }
-		echo "$out"
-	done | awk '{for (i = 1; i <= NF; i++) if (NR == 1 || $i < b[i]) b[i] = $i; if (NF > n) n = NF}
-		END {if (n == 1) b[2] = b[1]; printf "%s %s\n", b[1], b[2]}'
+	awk '$1 == "FAILED" {bad = 1} {for (i = 1; i <= NF; i++) if (NR == 1 || $i < b[i]) b[i] = $i; if (NF > n) n = NF}
+		END {if (bad || NR == 0) {print "FAILED FAILED"; exit} if (n == 1) b[2] = b[1]; printf "%s %s\n", b[1], b[2]}'
 }
-# Each runner: --op OP PATH [ARGS] with PATH under $base/tree.
 run_native() { "$bin/fileops" "$@"; }
 # The loopback is mounted afresh for each run, as a subenvironment is, so
 # that its first pass is as cold as herd's.
@@ -100,12 +96,22 @@ num() { [[ $1 =~ ^[0-9]+(\.[0-9]+)?$ ]]; }
 ratio() { if num "$1" && num "$2"; then awk "BEGIN{printf \"%.2f\", $1 / $2}"; else echo -; fi; }
 names=(); cold=(); warm=()
 measure() { # NAME OP PATH [ARGS]: fills cold[] and warm[] with "native loopback herd ext"
-	local name=$1 op=$2 p=$3 r c="" w="" x y
+	local name=$1 op=$2 p=$3 r i c="" w="" x y out
 	shift 3
 	local passes=2
 	[ "$op" = seqwrite ] && passes=1 # the file is removed after each pass
-	for r in run_native run_loop run_herd run_ext; do
-		read -r x y < <(best $r --op "$op" --passes $passes "$p" "$@" || echo FAILED FAILED)
+	local runners=(run_native run_loop run_herd run_ext)
+	local -A runs=()
+	# Rounds interleave the four, so that a slow spell of the machine (the
+	# disk flushing the last run's writes, say) falls on all of them alike.
+	for ((i = 0; i < RUNS; i++)); do
+		for r in "${runners[@]}"; do
+			out=$($r --op "$op" --passes $passes "$p" "$@") || { echo "files.sh: failed: $r --op $op $p" >&2; out=FAILED; }
+			runs[$r]+="$out"$'\n'
+		done
+	done
+	for r in "${runners[@]}"; do
+		read -r x y < <(printf '%s' "${runs[$r]}" | best)
 		num "$x" && num "$y" || status=1
 		c+="${x:-FAILED} "; w+="${y:-FAILED} "
 	done

@@ -120,6 +120,9 @@ func (s *Server) dial(f Flow) (stdnet.Conn, error) {
 	if s.opts.Dial != nil {
 		return s.opts.Dial(ctx, f)
 	}
+	if f.Network == "tcp" {
+		return dialHostTCP(ctx, f.Target)
+	}
 	var d stdnet.Dialer
 	return d.DialContext(ctx, f.Network, f.Target)
 }

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -260,15 +259,9 @@ func (m *Member) Attach(fd int) error {
 	}
 	nic := s.nextNIC
 	s.nextNIC++
-	// Packets go out through a queue and a writer goroutine, not from
-	// the sender's goroutine: a TUN write runs the namespace's kernel
-	// (its TCP receive, the program's wake-up) before it returns, and the
-	// stack sends with the connection's lock held. A handshake's SYN-ACK
-	// or a timer's retransmission would hold it, not as a "user", for
-	// that long, while the stack's TCP processor, which only spins for
-	// such a holder, burns the other CPU waiting for it: connection setup
-	// took milliseconds at the 90th percentile on a busy 2-CPU machine.
-	qd := fifo.New(link, 1, qdiscLen)
+	// Packets go out through a queue and a writer goroutine, except
+	// small ones our splice sends from its own calls (see txQueue).
+	qd := newTxQueue(link, qdiscLen)
 	if terr := s.stack.CreateNICWithOptions(nic, link, stack.NICOptions{Name: fmt.Sprintf("m%d", nic), QDisc: qd}); terr != nil {
 		link.shutdown()
 		return fmt.Errorf("net: create NIC: %v", terr)

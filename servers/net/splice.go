@@ -6,12 +6,20 @@ import (
 	stdnet "net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
+
+// rawStream is a host connection the splice can use at its descriptor:
+// a *net.TCPConn, or a *hostTCP.
+type rawStream interface {
+	SyscallConn() (syscall.RawConn, error)
+	CloseWrite() error
+}
 
 // guestTCP is the stack's side of a TCP connection: the endpoint and its
 // wait queue, used directly rather than through gonet so that data moves
@@ -22,18 +30,43 @@ type guestTCP struct {
 	wq   *waiter.Queue
 	done chan struct{} // closed by Close: wakes the splice's waits
 	once sync.Once
+	// calls owns the endpoint's packets: the member's TUN queue writes
+	// those sent from inside our calls at once (see txQueue).
+	calls userCalls
 }
 
 func newGuestTCP(ep tcpip.Endpoint, wq *waiter.Queue) *guestTCP {
-	return &guestTCP{ep: ep, wq: wq, done: make(chan struct{})}
+	g := &guestTCP{ep: ep, wq: wq, done: make(chan struct{})}
+	ep.SetOwner(&g.calls)
+	return g
 }
 
 func (g *guestTCP) Close() error {
 	g.once.Do(func() {
 		close(g.done)
+		g.calls.enter()
 		g.ep.Close()
+		g.calls.leave()
 	})
 	return nil
+}
+
+func (g *guestTCP) read(w io.Writer) (tcpip.ReadResult, tcpip.Error) {
+	g.calls.enter()
+	defer g.calls.leave()
+	return g.ep.Read(w, tcpip.ReadOptions{})
+}
+
+func (g *guestTCP) write(p tcpip.Payloader) (int64, tcpip.Error) {
+	g.calls.enter()
+	defer g.calls.leave()
+	return g.ep.Write(p, tcpip.WriteOptions{})
+}
+
+func (g *guestTCP) shutdownWrite() tcpip.Error {
+	g.calls.enter()
+	defer g.calls.leave()
+	return g.ep.Shutdown(tcpip.ShutdownWrite)
 }
 
 var errGuestClosed = errors.New("connection closed")
@@ -41,11 +74,11 @@ var errGuestClosed = errors.New("connection closed")
 // spliceTCP copies both ways between a member's connection and the host's
 // until both directions end, passing a half-close on; an error in either
 // direction closes both. A host connection that is a plain *net.TCPConn
-// (what the default Dial and the publisher make) is read and written at
+// or a *hostTCP (what the publisher and the default dial make) is read and written at
 // the descriptor; any other (a wrapping server's Dial may return its own
 // net.Conn) goes through its Read and Write.
 func spliceTCP(g *guestTCP, host stdnet.Conn, fromGuest, toGuest *atomic.Uint64) {
-	tc, ok := host.(*stdnet.TCPConn)
+	tc, ok := host.(rawStream)
 	if !ok {
 		splice(gonet.NewTCPConn(g.wq, g.ep), host, fromGuest, toGuest)
 		g.Close()
@@ -72,7 +105,7 @@ func spliceTCP(g *guestTCP, host stdnet.Conn, fromGuest, toGuest *atomic.Uint64)
 		end(guestToHost(g, raw, fromGuest), tc.CloseWrite)
 	}()
 	end(hostToGuest(g, raw, toGuest), func() error {
-		if e := g.ep.Shutdown(tcpip.ShutdownWrite); e != nil {
+		if e := g.shutdownWrite(); e != nil {
 			return errors.New(e.String())
 		}
 		return nil
@@ -101,7 +134,7 @@ func guestToHost(g *guestTCP, raw interface {
 			if !w.flush() {
 				return !w.blocked
 			}
-			res, e := g.ep.Read(w, tcpip.ReadOptions{})
+			res, e := g.read(w)
 			moved += res.Count
 			rerr = e
 			if w.blocked {
@@ -173,7 +206,7 @@ func hostToGuest(g *guestTCP, raw interface {
 				return true // (k > 0: data came after the ioctl; go round)
 			}
 			p := fdPayload{fd: int(fd), left: avail}
-			moved, werr = g.ep.Write(&p, tcpip.WriteOptions{})
+			moved, werr = g.write(&p)
 			if p.err != nil {
 				rerr = p.err
 			}

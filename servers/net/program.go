@@ -7,6 +7,7 @@ import (
 	stdnet "net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -120,6 +121,7 @@ func Main(args []string, base Options) int {
 		return 1
 	}
 
+	setProcs()
 	if p := os.Getenv("HERD_NET_CPUPROFILE"); p != "" {
 		// For measuring: bench/net.sh and people chasing a slowdown.
 		if f, err := os.Create(p); err == nil {
@@ -248,3 +250,20 @@ func envInt(name string, def int) int {
 }
 
 var _ io.Writer = discard{}
+
+// setProcs runs the server's goroutines on half the CPUs the runtime would
+// use (one on a 2-CPU machine), unless $GOMAXPROCS says otherwise. The
+// stack hands every packet between goroutines (TUN reader, TCP processor,
+// splice, TUN writer); with a P to spare, each hand-off wakes another
+// thread (futex, and the runtime's monitor polling every 20 us), which
+// cost more than it gained: on 2 CPUs (bench/net.sh's figures, four
+// alternating runs) one P gave connection setup 0.49-0.53 of loopback
+// against 0.45-0.48, bulk namespace -> host 0.63-0.68 against 0.57-0.60,
+// host -> namespace 0.80-0.83 against 0.71-0.76. The other CPUs are the
+// programs' and their peers' (a system call still runs beside the P).
+func setProcs() {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)/2))
+}

@@ -88,7 +88,7 @@ func dialHostTCP(ctx context.Context, target string) (stdnet.Conn, error) {
 	}
 	// As net.Dial: what the member sends is passed on as it comes.
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	err = unix.Connect(fd, sa)
+	err = rawConnect(fd, sa)
 	switch err {
 	case nil, unix.EINPROGRESS, unix.EINTR, unix.EALREADY:
 	default:

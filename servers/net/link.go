@@ -438,8 +438,16 @@ func (l *tunLink) writeSlices(s [][]byte) bool {
 	}
 	var werr error
 	var size int
+	total := 0
+	for _, b := range s {
+		total += len(b)
+	}
 	err := l.raw.Write(func(fd uintptr) bool {
-		size, werr = unix.Writev(int(fd), s)
+		if total <= rawMax {
+			size, werr = rawWritev(int(fd), s)
+		} else {
+			size, werr = unix.Writev(int(fd), s)
+		}
 		// A TUN never pushes back (the kernel queues or drops), so
 		// EAGAIN is a drop, not a wait.
 		return true

@@ -184,7 +184,7 @@ func hostToGuest(g *guestTCP, raw interface {
 		var moved int64
 		eof := false
 		err := raw.Read(func(fd uintptr) bool {
-			avail, e := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+			avail, e := rawInq(int(fd))
 			if e != nil {
 				rerr = e
 				return true
@@ -192,8 +192,7 @@ func hostToGuest(g *guestTCP, raw interface {
 			if avail == 0 {
 				// Nothing queued: the end of the stream, an error, or
 				// nothing yet (then the poller waits).
-				var one [1]byte
-				k, _, e := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+				k, e := rawPeek(int(fd))
 				switch {
 				case e == unix.EAGAIN:
 					return false
@@ -265,6 +264,8 @@ func (w *fdWriter) Write(b []byte) (int, error) {
 		var err error
 		if len(w.pend) > 0 {
 			k, err = unix.Writev(w.fd, [][]byte{w.pend, b[done:]})
+		} else if len(b)-done <= rawMax {
+			k, err = rawWrite(w.fd, b[done:])
 		} else {
 			k, err = unix.Write(w.fd, b[done:])
 		}
@@ -294,7 +295,7 @@ func (w *fdWriter) Write(b []byte) (int, error) {
 // err set).
 func (w *fdWriter) flush() bool {
 	for len(w.pend) > 0 {
-		k, err := unix.Write(w.fd, w.pend)
+		k, err := rawWrite(w.fd, w.pend) // (at most coalesceMax)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -331,7 +332,13 @@ func (p *fdPayload) Read(b []byte) (int, error) {
 		b = b[:p.left]
 	}
 	for {
-		k, err := unix.Read(p.fd, b)
+		var k int
+		var err error
+		if len(b) <= rawMax {
+			k, err = rawRead(p.fd, b)
+		} else {
+			k, err = unix.Read(p.fd, b)
+		}
 		if err == unix.EINTR {
 			continue
 		}

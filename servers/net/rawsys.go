@@ -1,0 +1,131 @@
+package net
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// System calls on nonblocking descriptors that move little data are made
+// raw (without the runtime's entersyscall/exitsyscall), as gVisor's own
+// link endpoints do. Such a call never waits, yet a TUN write runs the
+// namespace's receive path and a loopback connect the whole handshake,
+// tens of microseconds: long enough for the runtime's monitor to take the
+// P away and hand it to another thread, and to keep polling every 20 us
+// (a short connection made dozens of such calls; perf put the monitor at
+// 17% of herd-net's CPU). Big transfers keep the ordinary calls: there
+// the P handed over is what lets the copy run beside the other work.
+const rawMax = 4096
+
+func iovecs(bufs [][]byte, iov []unix.Iovec) []unix.Iovec {
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		v := unix.Iovec{Base: &b[0]}
+		v.SetLen(len(b))
+		iov = append(iov, v)
+	}
+	return iov
+}
+
+func errnoErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// rawWritev is unix.Writev without entersyscall.
+func rawWritev(fd int, bufs [][]byte) (int, error) {
+	var a [8]unix.Iovec
+	iov := iovecs(bufs, a[:0])
+	var p unsafe.Pointer
+	if len(iov) > 0 {
+		p = unsafe.Pointer(&iov[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(iov)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawWrite is unix.Write without entersyscall.
+func rawWrite(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawRead is unix.Read without entersyscall.
+func rawRead(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawConnect is unix.Connect without entersyscall, for a nonblocking
+// socket.
+func rawConnect(fd int, sa unix.Sockaddr) error {
+	var p unsafe.Pointer
+	var l uintptr
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		var r unix.RawSockaddrInet4
+		r.Family = unix.AF_INET
+		setPort(&r.Port, a.Port)
+		r.Addr = a.Addr
+		p, l = unsafe.Pointer(&r), unsafe.Sizeof(r)
+		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), l)
+		return errnoErr(e)
+	case *unix.SockaddrInet6:
+		var r unix.RawSockaddrInet6
+		r.Family = unix.AF_INET6
+		setPort(&r.Port, a.Port)
+		r.Addr = a.Addr
+		r.Scope_id = a.ZoneId
+		p, l = unsafe.Pointer(&r), unsafe.Sizeof(r)
+		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), l)
+		return errnoErr(e)
+	}
+	return unix.Connect(fd, sa)
+}
+
+// setPort stores port in network byte order.
+func setPort(p *uint16, port int) {
+	b := (*[2]byte)(unsafe.Pointer(p))
+	b[0], b[1] = byte(port>>8), byte(port)
+}
+
+// rawInq is the SIOCINQ ioctl (bytes queued to read) without entersyscall.
+func rawInq(fd int) (int, error) {
+	var v int32
+	_, _, e := unix.RawSyscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCINQ, uintptr(unsafe.Pointer(&v)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(v), nil
+}
+
+// rawPeek peeks at one byte (MSG_PEEK|MSG_DONTWAIT) without entersyscall.
+func rawPeek(fd int) (int, error) {
+	var b [1]byte
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}

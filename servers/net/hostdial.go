@@ -28,7 +28,7 @@ func (h *hostTCP) CloseWrite() error {
 		return err
 	}
 	var serr error
-	if err := raw.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_WR) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { serr = rawShutdown(int(fd), unix.SHUT_WR) }); err != nil {
 		return err
 	}
 	return serr
@@ -82,12 +82,12 @@ func dialHostTCP(ctx context.Context, target string) (stdnet.Conn, error) {
 		}
 		sa = sa6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	fd, err := rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
 	// As net.Dial: what the member sends is passed on as it comes.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	rawSockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, true, 1)
 	err = rawConnect(fd, sa)
 	switch err {
 	case nil, unix.EINPROGRESS, unix.EINTR, unix.EALREADY:
@@ -96,13 +96,13 @@ func dialHostTCP(ctx context.Context, target string) (stdnet.Conn, error) {
 		return nil, &stdnet.OpError{Op: "dial", Net: "tcp", Addr: stdnet.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", err)}
 	}
 	f := os.NewFile(uintptr(fd), "tcp:"+target) // nonblocking: in the poller
-	if err != nil && !writable(fd) {
+	if err != nil && !rawWritable(fd) {
 		if err := waitWritable(ctx, f); err != nil {
 			f.Close()
 			return nil, &stdnet.OpError{Op: "dial", Net: "tcp", Addr: stdnet.TCPAddrFromAddrPort(ap), Err: err}
 		}
 	}
-	if e, gerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr != nil || e != 0 {
+	if e, gerr := rawSockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR, false, 0); gerr != nil || e != 0 {
 		f.Close()
 		if gerr == nil {
 			gerr = syscall.Errno(e)
@@ -110,18 +110,6 @@ func dialHostTCP(ctx context.Context, target string) (stdnet.Conn, error) {
 		return nil, &stdnet.OpError{Op: "dial", Net: "tcp", Addr: stdnet.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", gerr)}
 	}
 	return &hostTCP{File: f, remote: ap}, nil
-}
-
-// writable: the socket's connect has finished (either way), without waiting.
-func writable(fd int) bool {
-	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	for {
-		n, err := unix.Poll(p, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		return err == nil && n == 1
-	}
 }
 
 // waitWritable waits in the runtime's poller until f's connect finishes,
@@ -136,7 +124,7 @@ func waitWritable(ctx context.Context, f *os.File) error {
 	}
 	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
-	err = raw.Write(func(fd uintptr) bool { return writable(int(fd)) })
+	err = raw.Write(func(fd uintptr) bool { return rawWritable(int(fd)) })
 	if err != nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}

@@ -227,7 +227,7 @@ func (l *tunLink) readLoop() {
 		var rerr error
 		iov[len(iov)-2], iov[len(iov)-1] = hv.AsSlice(), pv.AsSlice()
 		err := l.raw.Read(func(fd uintptr) bool {
-			n, rerr = unix.Readv(int(fd), iov)
+			n, rerr = rawReadv(int(fd), iov) // (see rawMax: a copy, no work)
 			return rerr != unix.EAGAIN
 		})
 		if err == nil {

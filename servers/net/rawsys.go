@@ -129,3 +129,63 @@ func rawPeek(fd int) (int, error) {
 	}
 	return int(n), nil
 }
+
+// rawReadv is unix.Readv without entersyscall.
+func rawReadv(fd int, bufs [][]byte) (int, error) {
+	var a [8]unix.Iovec
+	iov := iovecs(bufs, a[:0])
+	var p unsafe.Pointer
+	if len(iov) > 0 {
+		p = unsafe.Pointer(&iov[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(fd), uintptr(p), uintptr(len(iov)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawSocket is unix.Socket without entersyscall.
+func rawSocket(family, typ, proto int) (int, error) {
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(family), uintptr(typ), uintptr(proto))
+	if e != 0 {
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// rawSockoptInt sets (set true) or gets an int socket option without
+// entersyscall.
+func rawSockoptInt(fd, level, opt int, set bool, v int) (int, error) {
+	x := int32(v)
+	l := uint32(4)
+	nr := uintptr(unix.SYS_GETSOCKOPT)
+	last := uintptr(unsafe.Pointer(&l))
+	if set {
+		nr, last = unix.SYS_SETSOCKOPT, 4
+	}
+	_, _, e := unix.RawSyscall6(nr, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&x)), last, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(x), nil
+}
+
+// rawShutdown is unix.Shutdown without entersyscall.
+func rawShutdown(fd, how int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0)
+	return errnoErr(e)
+}
+
+// rawWritable: poll(2) for POLLOUT with no wait, without entersyscall.
+func rawWritable(fd int) bool {
+	p := unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+	var ts unix.Timespec
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		return e == 0 && n == 1
+	}
+}

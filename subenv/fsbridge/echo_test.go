@@ -107,3 +107,59 @@ func TestOwnChangeNoticeKeepsMount(t *testing.T) {
 		return os.IsNotExist(err)
 	})
 }
+
+// TestLateNoticeOfOldName: the server's notice of an rmdir that reaches the
+// kernel only after a mkdir of the same name (the bridge's notification
+// queue was busy) must not drop the new directory's entry, nor detach what
+// is mounted on it: the bridge judges the kernel's entry as it is when the
+// notice is sent on, not as it was when the notice came.
+func TestLateNoticeOfOldName(t *testing.T) {
+	t.Cleanup(func() { noHerdMounts(t) })
+	srv, _, _ := cowServer(t)
+	c, n, _ := pipe(t, srv, proto.ClientOptions{})
+	b, dir := mount(t, c, Options{Notifier: n})
+	p := filepath.Join(dir, "dev")
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	drainNotes(b)
+	queued := func() int {
+		b.notes.mu.Lock()
+		defer b.notes.mu.Unlock()
+		return len(b.notes.items)
+	}
+	// Hold the queue, so the rmdir's notice waits in it.
+	release := make(chan struct{})
+	running := make(chan struct{})
+	b.notes.push(func() { close(running); <-release })
+	<-running
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rmdir's notice in the queue", func() bool { return queued() > 0 })
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", p, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount on the new directory: %v", err)
+	}
+	defer unix.Unmount(p, unix.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(p, "null"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	drainNotes(b)
+	if _, err := os.Stat(filepath.Join(p, "null")); err != nil {
+		t.Fatalf("after the rmdir's late notice, the tmpfs on the new directory: %v", err)
+	}
+	if err := unix.Unmount(p, 0); err != nil {
+		t.Errorf("unmount %s: %v", p, err)
+	}
+}

@@ -468,11 +468,9 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 	b.mu.Lock()
 	var id uint64
 	var dc *dirCap
-	var child *inode
 	if in := b.byNode[nodeKey{c, parent}]; in != nil {
 		id = in.id
 		dc = b.dropCapLocked(in) // revoked: a name in it changed
-		child = b.dentries[attachment{id, name}]
 	}
 	b.mu.Unlock()
 	if dc != nil {
@@ -480,6 +478,13 @@ func (n *Notifier) InvalEntry(parent proto.NodeID, name string) {
 	}
 	if id != 0 {
 		b.notes.push(func() {
+			// The kernel's entry for the name as it is now, not when
+			// the notice came: a late notice (of an rmdir) must not
+			// drop the entry a later mkdir of the same name made, and
+			// with it what was mounted there.
+			b.mu.Lock()
+			child := b.dentries[attachment{id, name}]
+			b.mu.Unlock()
 			if child != nil && b.entryHolds(c, parent, id, name, child) {
 				// The kernel's entry is still right (typically this
 				// notice echoes a change made through this mount, and

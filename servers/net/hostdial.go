@@ -6,6 +6,7 @@ import (
 	stdnet "net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,19 @@ import (
 type hostTCP struct {
 	*os.File
 	remote netip.AddrPort
+	once   sync.Once
+}
+
+// Close shuts the socket down at once (the peer sees the end, the splice's
+// waits end) and closes the descriptor a moment later (closeLater).
+func (h *hostTCP) Close() error {
+	h.once.Do(func() {
+		if raw, err := h.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) { rawShutdown(int(fd), unix.SHUT_RDWR) })
+		}
+		closeLater(h.File)
+	})
+	return nil
 }
 
 var _ stdnet.Conn = (*hostTCP)(nil)
@@ -82,20 +96,18 @@ func dialHostTCP(ctx context.Context, target string) (stdnet.Conn, error) {
 		}
 		sa = sa6
 	}
-	fd, err := rawSocket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	ps, err := pooledSocket(family)
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return nil, err
 	}
-	// As net.Dial: what the member sends is passed on as it comes.
-	rawSockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, true, 1)
+	f, fd := ps.f, ps.fd
 	err = rawConnect(fd, sa)
 	switch err {
 	case nil, unix.EINPROGRESS, unix.EINTR, unix.EALREADY:
 	default:
-		unix.Close(fd)
+		f.Close()
 		return nil, &stdnet.OpError{Op: "dial", Net: "tcp", Addr: stdnet.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("connect", err)}
 	}
-	f := os.NewFile(uintptr(fd), "tcp:"+target) // nonblocking: in the poller
 	if err != nil && !rawWritable(fd) {
 		if err := waitWritable(ctx, f); err != nil {
 			f.Close()

@@ -49,6 +49,35 @@ func TestDialHostTCP(t *testing.T) {
 			t.Fatalf("%s: read %q, %v; want pong", network, b, err)
 		}
 		c.Close()
+
+		// Close ends a read waiting in the poller (the socket is shut
+		// down at once, the descriptor closed a moment later with
+		// others), and the peer sees the end.
+		c, err = dialHostTCP(ctx, ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, err = ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			var b [1]byte
+			_, err := c.Read(b[:])
+			done <- err
+		}()
+		time.Sleep(10 * time.Millisecond) // (the read may start waiting first or not: both must end)
+		c.Close()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: a read waiting on a closed host connection did not end", network)
+		}
+		if b, err := io.ReadAll(peer); err != nil || len(b) != 0 {
+			t.Fatalf("%s: peer read %q, %v after Close; want end of stream", network, b, err)
+		}
+		peer.Close()
 		// Now nobody listens there.
 		addr := ln.Addr().String()
 		ln.Close()

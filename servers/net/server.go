@@ -135,7 +135,9 @@ func New(opts Options) (*Server, error) {
 	// The forwarders see every connection addressed anywhere but the
 	// stack's own listeners (the members' NICs are promiscuous under NAT);
 	// without NAT they still serve DNS and refuse the rest.
-	tf := tcp.NewForwarder(s.stack, 0, 1024, s.handleTCP)
+	// The forwarder starts a goroutine per SYN; the work is done on a
+	// reused one (see goWork).
+	tf := tcp.NewForwarder(s.stack, 0, 1024, func(r *tcp.ForwarderRequest) { goWork(func() { s.handleTCP(r) }) })
 	s.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tf.HandlePacket)
 	uf := udp.NewForwarder(s.stack, s.handleUDP)
 	s.stack.SetTransportProtocolHandler(udp.ProtocolNumber, uf.HandlePacket)

@@ -97,13 +97,13 @@ func spliceTCP(g *guestTCP, host stdnet.Conn, fromGuest, toGuest *atomic.Uint64)
 		g.Close()
 		host.Close()
 	}
-	// One direction in a new goroutine, the other in this one (the
+	// One direction on a worker goroutine, the other in this one (the
 	// forwarder's or the publisher's, which has nothing else to do).
 	done := make(chan struct{})
-	go func() {
+	goWork(func() {
 		defer close(done)
 		end(guestToHost(g, raw, fromGuest), tc.CloseWrite)
-	}()
+	})
 	end(hostToGuest(g, raw, toGuest), func() error {
 		if e := g.shutdownWrite(); e != nil {
 			return errors.New(e.String())

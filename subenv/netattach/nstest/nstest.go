@@ -44,6 +44,8 @@ func Main() {
 		os.Exit(echoMain(os.Args[1:]))
 	case "sendraw":
 		os.Exit(sendrawMain(os.Args[1:]))
+	case "redial":
+		os.Exit(redialMain(os.Args[1:]))
 	}
 }
 
@@ -238,6 +240,72 @@ func dialMain(args []string) int {
 		c.Close()
 	}
 	fmt.Println("ok")
+	return 0
+}
+
+// Redial connects inside to the TCP server at addr, reads until the
+// server closes, closes, and connects again at once from the same local
+// port. It returns "ok N", N being the SYN retransmissions the second
+// connect needed (its socket's tcpi_total_retrans), or an error.
+func (ns *NS) Redial(timeout time.Duration, addr string) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	r, err := ns.call(request{Op: "run", Argv: []string{self, addr}, Env: []string{roleEnv + "=redial"}, Timeout: timeout.Seconds()})
+	return strings.TrimSpace(r.Out), err
+}
+
+func redialMain(args []string) int {
+	reuse := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+		return serr
+	}
+	var port int
+	for i := 0; i < 2; i++ {
+		d := net.Dialer{Timeout: 30 * time.Second, Control: reuse}
+		if port != 0 {
+			d.LocalAddr = &net.TCPAddr{Port: port}
+		}
+		c, err := d.Dial("tcp", args[0])
+		if err != nil {
+			fmt.Println("dial:", err)
+			return 1
+		}
+		port = c.LocalAddr().(*net.TCPAddr).Port
+		var info *unix.TCPInfo
+		raw, _ := c.(*net.TCPConn).SyscallConn()
+		raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		if err != nil {
+			fmt.Println("tcp_info:", err)
+			return 1
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			fmt.Println("read:", err)
+			return 1
+		}
+		// The server closed first; once our FIN is acknowledged the
+		// socket is CLOSED (it has no TIME_WAIT: the peer has) and its
+		// port free for the second connect.
+		c.(*net.TCPConn).CloseWrite()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+			var st *unix.TCPInfo
+			raw.Control(func(fd uintptr) { st, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+			if err == nil && st.State == 7 { // TCP_CLOSE
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Println("our FIN was never acknowledged")
+				return 1
+			}
+		}
+		c.Close()
+		if i == 1 {
+			fmt.Println("ok", info.Total_retrans)
+		}
+	}
 	return 0
 }
 

@@ -15,10 +15,12 @@ import (
 // list a directory, go into a subdirectory, list it... and the walker waits
 // for each listing: a round trip plus the server's stat of every entry. So
 // when a directory is listed, the bridge asks the server, on the side, for
-// the listing of the subdirectory the walker will most likely enter next:
-// the first subdirectory, and the next sibling, in listing order (find, tar)
-// and in name order (Go's WalkDir, ls -R). The server then works while the
-// walker goes through the entries it has, on another CPU.
+// the listings of the subdirectories the walker will most likely enter
+// next: the first subdirectory, and the next siblings (prefetchAhead of
+// them), in listing order (find, tar) and in name order (Go's WalkDir,
+// ls -R). The server then works while the walker goes through the entries
+// it has, on another CPU. While files are being opened, the capabilities of
+// those siblings are asked for too (caps.go).
 //
 // A prefetched listing is used only if nothing changed since it was asked
 // for (attrGen: any change through the bridge, any notification from the

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"herd/proto"
 	"herd/subenv/fsbridge"
 )
@@ -286,9 +288,12 @@ func timedOut(err error) bool {
 }
 
 func closedConn(err error) bool {
+	// yamux.ErrSessionShutdown: the session ended (the peer closed the
+	// socket) before the handshake's first stream opened; a server that
+	// exits at once gives this or EOF, depending on the race.
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.EIO)
+		errors.Is(err, syscall.EIO) || errors.Is(err, yamux.ErrSessionShutdown)
 }
 
 func unwrapExec(err error) error {

@@ -3,6 +3,7 @@ package subenv
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"golang.org/x/sys/unix"
 
 	"herd/internal/testbin"
@@ -800,5 +802,24 @@ func TestSubIDs(t *testing.T) {
 	r = e.run("", "run", "--no-subuid", "--", "sh", "-c", "wc -l < /proc/self/uid_map; id -u")
 	if r.code != 0 || r.stdout != "1\n0\n" {
 		t.Errorf("with --no-subuid: exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestClosedConn: the handshake errors of a server that exited at once are
+// all taken as a closed connection, so that subenv says the server exited
+// rather than that it speaks no protocol ("fs exits at start" above failed
+// under load when the session ended before its first stream opened).
+func TestClosedConn(t *testing.T) {
+	for _, err := range []error{
+		fmt.Errorf("proto: handshake: %w", yamux.ErrSessionShutdown),
+		fmt.Errorf("proto: handshake failed: %w", io.EOF),
+		fmt.Errorf("dial: %w", syscall.ECONNRESET),
+	} {
+		if !closedConn(err) {
+			t.Errorf("closedConn(%v) = false", err)
+		}
+	}
+	if closedConn(errors.New("proto: handshake: the peer does not speak herd's protocol")) {
+		t.Errorf("a peer speaking garbage taken for a closed connection")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"herd/servers/fs"
+	hnet "herd/servers/net"
 )
 
 const mainUsage = `subenv: run programs in a subenvironment, a world of their own whose file
@@ -21,6 +22,10 @@ Usage:
   subenv herd-fs [flags]                   the fs server subenv run starts by
                                            default, the same program as herd-fs
                                            (subenv herd-fs --help)
+  subenv herd-net [flags]                  the net server, the same program as
+                                           herd-net, which subenv run starts when
+                                           no herd-net is installed next to subenv
+                                           or on $PATH (subenv herd-net --help)
   subenv help [run]                        this text, or run's
 
 'subenv run --help' lists run's flags.
@@ -30,7 +35,8 @@ const runUsage = `Usage: subenv run [flags] [--] PROG [ARGS...]
 
 Runs PROG in new user, mount, pid, uts, ipc and net namespaces whose root
 file tree is served by an fs server over herd's protocol, through FUSE, and
-whose network is served by a net server (herd-net, see --net).
+whose network is served by a net server (herd-net, see --net; this subenv
+binary runs it itself when no herd-net program is installed).
 By default the fs server is herd-fs (which this subenv binary runs as its own
 process, as it would any --fs program): the host's / read-only underneath,
 your writes in a copy-on-write layer that is thrown away at the end, and an
@@ -129,6 +135,11 @@ func Main(args []string) int {
 		// defaultFS). Named so in ps and pgrep, not "exe".
 		os.WriteFile("/proc/self/comm", []byte("herd-fs"), 0)
 		return fs.Main(args[1:])
+	case "herd-net":
+		// The default net server when no herd-net program is installed
+		// next to subenv or on $PATH (netattach.Options.Self).
+		os.WriteFile("/proc/self/comm", []byte("herd-net"), 0)
+		return hnet.Main(args[1:], hnet.Options{})
 	case "help", "-h", "--help":
 		if len(args) > 1 && args[1] == "run" {
 			fmt.Print(runUsage)

@@ -2,6 +2,7 @@ package subenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -467,4 +468,51 @@ func TestNetNoTUN(t *testing.T) {
 	}
 	r = wrap("run", "--net", "nat", "--", "true")
 	oneLine(t, r, "cannot open /dev/net/tun")
+}
+
+// TestNetSelfServer: with no herd-net program next to subenv or on $PATH,
+// the default network still works: subenv runs the net server from its own
+// binary (`subenv herd-net`), as it does the fs server, so one copied
+// binary is enough.
+func TestNetSelfServer(t *testing.T) {
+	needProgs(t, "curl")
+	port := serveHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "page from the host\n") }))
+	dir, err := os.MkdirTemp("", "subenv-alone-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	alone := filepath.Join(dir, "subenv")
+	data, err := os.ReadFile(subenvBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(alone, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const path = "/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, d := range filepath.SplitList(path) {
+		if _, err := os.Stat(filepath.Join(d, "herd-net")); err == nil {
+			t.Fatalf("%s/herd-net exists: this test needs a machine without one on %s", d, path)
+		}
+	}
+	for _, asUser := range []bool{false, true} {
+		t.Run(fmt.Sprintf("user=%v", asUser), func(t *testing.T) {
+			e := newEnv(t, asUser)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := e.command(ctx, "run", "--", "curl", "-sS", fmt.Sprintf("http://10.0.2.2:%d/", port))
+			cmd.Path, cmd.Args[0] = alone, alone
+			cmd.Env = append(withoutEnv(cmd.Env, "PATH"), "PATH="+path)
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("subenv alone: %v, stderr: %s", err, errb.String())
+			}
+			if out.String() != "page from the host\n" {
+				t.Errorf("stdout %q, stderr %q", out.String(), errb.String())
+			}
+		})
+	}
 }

@@ -52,6 +52,11 @@ func (s tunSetup) InitNet(ctx InitNetContext) ([]*os.File, error) {
 
 func (s tunSetup) ResolvConf(ctx InitNetContext) string { return netattach.ResolvConf }
 
+// selfNetServer runs the net server from the subenv binary itself when no
+// herd-net program is found, so that one copied binary works (as for the
+// fs server, defaultFS).
+var selfNetServer = []string{"/proc/self/exe", "herd-net"}
+
 func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) {
 	if len(files) == 0 && ctx.Default {
 		return func() {}, nil // fell back to loopback (the init warned)
@@ -60,7 +65,7 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 		return nil, fmt.Errorf("expected the TUN from the init, got %d descriptors", len(files))
 	}
 	m := netattach.Mode{Kind: s.kind}
-	var opts netattach.Options
+	opts := netattach.Options{Self: selfNetServer}
 	args := strings.Fields(ctx.Arg)
 	if s.kind == netattach.KindProg {
 		if len(args) == 0 {
@@ -128,7 +133,7 @@ func (l lanSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	if joining && len(ctx.Args) > 0 {
 		return nil, fmt.Errorf("lan %s already runs: --publish, --allow and --deny apply only when the lan starts (with its first member)", m.LAN)
 	}
-	n, err := netattach.HostAttachLAN(m, files, netattach.Options{Args: lanArgs(ctx.Args)})
+	n, err := netattach.HostAttachLAN(m, files, netattach.Options{Args: lanArgs(ctx.Args), Self: selfNetServer})
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,8 +76,12 @@ func (m Mode) NewNetNS() bool { return m.Kind != KindHost }
 // Options tune the host side.
 type Options struct {
 	// Binary is herd-net's path; "" means next to the running executable,
-	// else $PATH.
+	// else $PATH, else Self.
 	Binary string
+	// Self is the command that runs the net server when no herd-net
+	// program is found (subenv: its own binary, `subenv herd-net`), so
+	// that one copied binary works, as it does for the fs server.
+	Self []string
 	// Args are extra flags for the net server (--allow, --deny, --publish,
 	// --verbose), given to the server of nat mode and of a new lan keeper.
 	Args []string
@@ -291,11 +296,11 @@ func (p *Plan) Start(tun *os.File) (*Net, error) {
 		return nil, errors.New("netattach: no TUN to attach")
 	}
 	defer tun.Close()
-	bin, args := p.opts.Binary, p.opts.Args
-	if p.mode.Kind == KindProg {
-		bin, args = p.mode.Prog, p.mode.Args
-	} else if bin == "" {
-		bin = FindBinary("herd-net")
+	bin, args := p.mode.Prog, p.mode.Args
+	if p.mode.Kind != KindProg {
+		var pre []string
+		bin, pre = p.serverCommand()
+		args = append(pre, p.opts.Args...)
 	}
 	sock := filepath.Join(p.runtimeDir, "net.sock")
 	os.Remove(sock)
@@ -384,6 +389,20 @@ func readLine(f *os.File, d time.Duration) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
+// serverCommand is the program (and its first arguments) that runs the
+// default net server: Options.Binary, herd-net as FindBinary finds it, or
+// Options.Self when there is none.
+func (p *Plan) serverCommand() (string, []string) {
+	if p.opts.Binary != "" {
+		return p.opts.Binary, nil
+	}
+	bin := FindBinary("herd-net")
+	if bin == "herd-net" && len(p.opts.Self) > 0 {
+		return p.opts.Self[0], slices.Clone(p.opts.Self[1:])
+	}
+	return bin, nil
+}
+
 // FindBinary finds a herd program: next to the running executable, else
 // in $PATH, else the bare name.
 func FindBinary(name string) string {
@@ -453,11 +472,9 @@ func readConnLine(c *net.UnixConn) (string, error) {
 }
 
 func (p *Plan) startKeeper(sock, join string) error {
-	bin := p.opts.Binary
-	if bin == "" {
-		bin = FindBinary("herd-net")
-	}
-	args := append([]string{"--lan", p.mode.LAN, "--socket", sock, "--join", join, "--mtu", fmt.Sprint(p.opts.MTU)}, p.opts.Args...)
+	bin, args := p.serverCommand()
+	args = append(args, "--lan", p.mode.LAN, "--socket", sock, "--join", join, "--mtu", fmt.Sprint(p.opts.MTU))
+	args = append(args, p.opts.Args...)
 	if p.mode.NAT {
 		args = append(args, "--nat")
 	}

@@ -178,6 +178,18 @@ func (b *Bridge) listed(n *inode, ents []proto.DirEntryPlus, h *fuse.InHeader) {
 			}
 		}
 	}
+	// And their capabilities, if files are being opened (a tar, a cat):
+	// asked for only when the walker lists the directory, the capability
+	// came after the first open in it, which waited for it (a cold tar of
+	// Go's src: 730 such waits of about 230 µs, behind the listings asked
+	// ahead). A subdirectory the kernel does not know yet gets its own
+	// when it is listed.
+	var ins []*inode
+	for _, node := range next {
+		if in := b.byNode[nodeKey{c, node}]; in != nil {
+			ins = append(ins, in)
+		}
+	}
 	b.mu.Unlock()
 	if len(next) == 0 {
 		return
@@ -186,20 +198,6 @@ func (b *Bridge) listed(n *inode, ents []proto.DirEntryPlus, h *fuse.InHeader) {
 	for _, node := range next {
 		b.prefetchList(c, node, &hc)
 	}
-	// And their capabilities, if files are being opened (a tar, a cat):
-	// asked for only when the walker lists the directory, the capability
-	// came after the first open in it, which waited for it (a cold tar of
-	// Go's src: 730 such waits of about 230 µs, behind the listings asked
-	// ahead). A subdirectory the kernel does not know yet gets its own
-	// when it is listed.
-	b.mu.Lock()
-	var ins []*inode
-	for _, node := range next {
-		if in := b.byNode[nodeKey{c, node}]; in != nil {
-			ins = append(ins, in)
-		}
-	}
-	b.mu.Unlock()
 	for _, in := range ins {
 		b.prefetchCap(in, &hc)
 	}

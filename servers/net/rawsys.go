@@ -37,40 +37,39 @@ func errnoErr(e unix.Errno) error {
 }
 
 // rawWritev is unix.Writev without entersyscall.
-func rawWritev(fd int, bufs [][]byte) (int, error) {
+func rawWritev(fd int, bufs [][]byte) (int, error) { return rawIov(unix.SYS_WRITEV, fd, bufs) }
+
+// rawReadv is unix.Readv without entersyscall.
+func rawReadv(fd int, bufs [][]byte) (int, error) { return rawIov(unix.SYS_READV, fd, bufs) }
+
+// rawWrite is unix.Write without entersyscall.
+func rawWrite(fd int, b []byte) (int, error) { return rawBuf(unix.SYS_WRITE, fd, b) }
+
+// rawRead is unix.Read without entersyscall.
+func rawRead(fd int, b []byte) (int, error) { return rawBuf(unix.SYS_READ, fd, b) }
+
+// rawBuf makes the read or write system call nr on one buffer.
+func rawBuf(nr uintptr, fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(nr, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// rawIov makes the readv or writev system call nr on bufs.
+func rawIov(nr uintptr, fd int, bufs [][]byte) (int, error) {
 	var a [8]unix.Iovec
 	iov := iovecs(bufs, a[:0])
 	var p unsafe.Pointer
 	if len(iov) > 0 {
 		p = unsafe.Pointer(&iov[0])
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(iov)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-// rawWrite is unix.Write without entersyscall.
-func rawWrite(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-// rawRead is unix.Read without entersyscall.
-func rawRead(fd int, b []byte) (int, error) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	n, _, e := unix.RawSyscall(nr, uintptr(fd), uintptr(p), uintptr(len(iov)))
 	if e != 0 {
 		return 0, e
 	}
@@ -84,24 +83,18 @@ func rawConnect(fd int, sa unix.Sockaddr) error {
 	var l uintptr
 	switch a := sa.(type) {
 	case *unix.SockaddrInet4:
-		var r unix.RawSockaddrInet4
-		r.Family = unix.AF_INET
+		r := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Addr}
 		setPort(&r.Port, a.Port)
-		r.Addr = a.Addr
 		p, l = unsafe.Pointer(&r), unsafe.Sizeof(r)
-		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), l)
-		return errnoErr(e)
 	case *unix.SockaddrInet6:
-		var r unix.RawSockaddrInet6
-		r.Family = unix.AF_INET6
+		r := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr, Scope_id: a.ZoneId}
 		setPort(&r.Port, a.Port)
-		r.Addr = a.Addr
-		r.Scope_id = a.ZoneId
 		p, l = unsafe.Pointer(&r), unsafe.Sizeof(r)
-		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), l)
-		return errnoErr(e)
+	default:
+		return unix.Connect(fd, sa)
 	}
-	return unix.Connect(fd, sa)
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(p), l)
+	return errnoErr(e)
 }
 
 // setPort stores port in network byte order.
@@ -124,21 +117,6 @@ func rawInq(fd int) (int, error) {
 func rawPeek(fd int) (int, error) {
 	var b [1]byte
 	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-// rawReadv is unix.Readv without entersyscall.
-func rawReadv(fd int, bufs [][]byte) (int, error) {
-	var a [8]unix.Iovec
-	iov := iovecs(bufs, a[:0])
-	var p unsafe.Pointer
-	if len(iov) > 0 {
-		p = unsafe.Pointer(&iov[0])
-	}
-	n, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(fd), uintptr(p), uintptr(len(iov)))
 	if e != 0 {
 		return 0, e
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -54,7 +55,20 @@ type tunLink struct {
 	// stack asks Capabilities once per frame, so frames without (injected
 	// raw, e.g. by a packet socket) are still checked.
 	rxCsumOK atomic.Bool
+
+	// poll lets readLoop busy-wait for the next frame instead of parking
+	// (nil: it always parks). See readFrame.
+	poll *pollYield
 }
+
+// spinFor is how long readLoop busy-waits for a frame before it parks,
+// when the last frame came sooner than that after the TUN ran dry. A
+// parked reader is woken by the namespace's kernel through the poller:
+// a thread wake-up on one side and a context switch on the other, per
+// frame of a bulk upload (about 17,000 a second here). bench/net.sh,
+// namespace -> host: 0 µs 14.0-15.2 Gbit/s, 50 µs 15.1-16.0, 100 µs
+// 14.9-15.4 (and 5% more connections a second), 200 µs 15.7.
+const spinFor = 100 * time.Microsecond
 
 var _ stack.LinkEndpoint = (*tunLink)(nil)
 
@@ -67,6 +81,9 @@ func newTunLink(srv *Server, fd int, mtu uint32, addr, addr6 netip.Addr) (*tunLi
 		return nil, err
 	}
 	l := &tunLink{srv: srv, mtu: mtu, addr: addr, addr6: addr6, down: make(chan struct{})}
+	if y, err := newPollYield(); err == nil {
+		l.poll = y // (without one the link only parks: slower, not wrong)
+	}
 	l.vnet, l.gsoRX = setOffloads(fd, !srv.opts.LAN)
 	nf := os.NewFile(uintptr(fd), "tun")
 	raw, err := nf.SyscallConn()
@@ -213,7 +230,11 @@ func (l *tunLink) readLoop() {
 		if pv != nil {
 			pv.Release()
 		}
+		if l.poll != nil {
+			l.poll.Close()
+		}
 	}()
+	var rd frameReader
 	for {
 		// Headers and payload in separate chunks: gVisor clones a
 		// packet's whole chunk to make its headers writable when the
@@ -227,7 +248,7 @@ func (l *tunLink) readLoop() {
 		var rerr error
 		iov[len(iov)-2], iov[len(iov)-1] = hv.AsSlice(), pv.AsSlice()
 		err := l.raw.Read(func(fd uintptr) bool {
-			n, rerr = rawReadv(int(fd), iov) // (see rawMax: a copy, no work)
+			n, rerr = rd.read(l, int(fd), iov)
 			return rerr != unix.EAGAIN
 		})
 		if err == nil {
@@ -302,6 +323,33 @@ func (l *tunLink) readLoop() {
 		d.DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 	}
+}
+
+// frameReader reads one frame from the TUN, busy-waiting for it (up to
+// spinFor, giving way to other goroutines and the poller all the while)
+// when the frames before came close together, so that a steady stream
+// never parks the reader.
+type frameReader struct {
+	dryAt time.Time // when the TUN last ran dry; zero while frames come
+	quick bool      // the last frame came within spinFor of dryAt
+}
+
+func (r *frameReader) read(l *tunLink, fd int, iov [][]byte) (int, error) {
+	n, err := rawReadv(fd, iov) // (see rawMax: a copy, no work)
+	if err == unix.EAGAIN && r.dryAt.IsZero() {
+		r.dryAt = time.Now()
+		for r.quick && l.poll != nil && !l.closing.Load() && time.Since(r.dryAt) < spinFor {
+			l.poll.yield()
+			if n, err = rawReadv(fd, iov); err != unix.EAGAIN {
+				break
+			}
+		}
+	}
+	if err != unix.EAGAIN && !r.dryAt.IsZero() {
+		r.quick = time.Since(r.dryAt) < spinFor
+		r.dryAt = time.Time{}
+	}
+	return n, err
 }
 
 // sourceOK: a member may only send as itself (no spoofing another member),

@@ -16,6 +16,15 @@
 #   NET_BENCH_SECONDS (default 5)   iperf3 duration per figure
 #   NET_BENCH_CONNS   (default 1000) requests for the setup rate
 #   NET_BENCH_USER    (default herdnet when root) user pasta runs as
+#   NET_BENCH_CC      (default: the machine's) TCP congestion control for
+#                     the run, e.g. cubic (root: sets the host's default,
+#                     which new namespaces inherit, and puts it back after)
+#
+# The congestion control matters more than any peer: with BBR (this
+# machine's default) every sender paces its packets with a timer, which
+# caps the host's own loopback at about 22 Gbit/s here; with cubic (most
+# distributions' default) loopback reaches about 72 and the peers' ratios
+# change completely. The table says which one ran.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T=${NET_BENCH_SECONDS:-5}
@@ -25,9 +34,12 @@ tmp=$(mktemp -d /var/tmp/herd-netbench.XXXXXX)
 chmod 755 "$tmp"
 pids=()
 tunmode=""
+ccfile=/proc/sys/net/ipv4/tcp_congestion_control
+ccold=""
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	[ -n "$tunmode" ] && chmod "$tunmode" /dev/net/tun
+	[ -n "$ccold" ] && echo "$ccold" >"$ccfile"
 	wait 2>/dev/null
 	rm -rf "$tmp"
 }
@@ -37,6 +49,11 @@ trap "exit 130" INT TERM # so that cleanup (which restores /dev/net/tun's mode) 
 for p in iperf3 busybox; do
 	command -v $p >/dev/null || { echo "net.sh: $p is required (Debian package $p)" >&2; exit 1; }
 done
+if [ -n "${NET_BENCH_CC:-}" ] && [ "$NET_BENCH_CC" != "$(cat $ccfile)" ]; then
+	old=$(cat $ccfile)
+	echo "$NET_BENCH_CC" >"$ccfile" || { echo "net.sh: cannot set the congestion control to $NET_BENCH_CC (root is needed)" >&2; exit 1; }
+	ccold=$old
+fi
 CGO_ENABLED=0 go build -o "$tmp/herd-net" ./cmd/herd-net || exit 1
 CGO_ENABLED=0 go build -o "$tmp/nsrun" ./subenv/netattach/nstest/nsrun || exit 1
 
@@ -138,4 +155,4 @@ for k in "${order[@]}"; do
 		"${down[$k]}" "$(ratio "${down[$k]}" "${down[$base]}")" \
 		"${conns[$k]}" "$(ratio "${conns[$k]}" "${conns[$base]}")"
 done
-echo "(ratios to the host loopback in this run; iperf3 ${T}s each, $N requests for the rate)"
+echo "(ratios to the host loopback in this run; iperf3 ${T}s each, $N requests for the rate; TCP congestion control $(cat $ccfile))"

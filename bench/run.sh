@@ -22,6 +22,14 @@ bash bench/files.sh || failed files
 if [ -f bench/net.sh ]; then
 	section "network: herd-net vs loopback, slirp4netns, pasta"
 	bash bench/net.sh || failed net
+	# Again with cubic when the machine's default is another (BBR's pacing
+	# caps loopback itself: see bench/net.sh). Root only: it sets the
+	# host's default for the run.
+	if [ "$(id -u)" = 0 ] && [ "$(cat /proc/sys/net/ipv4/tcp_congestion_control)" != cubic ] &&
+		grep -qw cubic /proc/sys/net/ipv4/tcp_available_congestion_control; then
+		section "network, TCP congestion control cubic"
+		NET_BENCH_CC=cubic bash bench/net.sh || failed "net (cubic)"
+	fi
 fi
 if [ -f bench/translators.sh ]; then
 	section "translators"

@@ -104,6 +104,9 @@ row "herd-net, MTU 1500" 10.0.2.2 "$tmp/nsrun" --herd-net "$tmp/herd-net" --mtu 
 if CGO_ENABLED=0 go build -o "$tmp/subenv" ./cmd/subenv &&
 	"$tmp/subenv" run --net nat -- true 2>/dev/null; then
 	row "subenv run --net nat" 10.0.2.2 "$tmp/subenv" run --net nat --
+	# --forward: the host's ports at 127.0.0.1 inside, two sockets spliced
+	# (as pasta -T below).
+	row "subenv run --forward (splice)" 127.0.0.1 "$tmp/subenv" run --net nat --forward "$IP" --forward "$HP" --
 fi
 
 # slirp4netns: a namespace held by sleep, slirp4netns attached from outside.

@@ -80,6 +80,12 @@ Flags:
   --publish HOSTPORT:PORT[/udp]
                       make PORT inside reachable at the host's
                       127.0.0.1:HOSTPORT (repeatable), e.g. --publish 8080:80
+  --forward PORT[:HOSTPORT]
+                      make the host's 127.0.0.1:HOSTPORT (default PORT)
+                      reachable inside at 127.0.0.1:PORT as well, by splicing
+                      two sockets: no user-space stack in the way, several
+                      times the bulk rate of 10.0.2.2 (TCP; nat and PROG
+                      modes; repeatable), e.g. --forward 5432
   --allow CIDR[:PORT[-PORT]]
                       allow connections to these only (repeatable; any --allow
                       makes an allowlist), e.g. --allow 10.0.2.2:8000
@@ -115,6 +121,7 @@ Examples:
   subenv run --fs './myfs --log' -- make
   subenv run -- curl http://10.0.2.2:8000/     # a server on the host's 127.0.0.1:8000
   subenv run --publish 8080:80 -- busybox httpd -f -p 80
+  subenv run --forward 5432 -- psql -h 127.0.0.1   # the host's PostgreSQL
   subenv run --net lan:work -- sh              # and another with lan:work
   subenv run --allow 10.0.2.2:8000 -- sh       # only the host's port 8000
 `
@@ -178,8 +185,9 @@ func runMain(args []string) int {
 	fl.BoolVar(&cfg.RW, "rw", false, "")
 	fl.StringVar(&cfg.Keep, "keep", "", "")
 	fl.StringVar(&cfg.Net, "net", "", "")
-	var publish, allow, deny []string
+	var publish, forward, allow, deny []string
 	fl.StringArrayVar(&publish, "publish", nil, "")
+	fl.StringArrayVar(&forward, "forward", nil, "")
 	fl.StringArrayVar(&allow, "allow", nil, "")
 	fl.StringArrayVar(&deny, "deny", nil, "")
 	subuid, noSubuid := true, false
@@ -219,6 +227,13 @@ func runMain(args []string) int {
 	}
 	for _, p := range publish {
 		cfg.NetArgs = append(cfg.NetArgs, "--publish", p)
+	}
+	for _, f := range forward {
+		if _, err := hnet.ParseForward(f); err != nil {
+			fmt.Fprintf(os.Stderr, "subenv run: %v (see subenv run --help)\n", err)
+			return 2
+		}
+		cfg.NetArgs = append(cfg.NetArgs, "--forward", f)
 	}
 	for _, a := range allow {
 		cfg.NetArgs = append(cfg.NetArgs, "--allow", a)

@@ -223,6 +223,39 @@ func TestNetPublish(t *testing.T) {
 	}
 }
 
+// --forward: the host's ports at 127.0.0.1 inside, spliced (no stack in
+// the way). curl fetches the page and 200 MB at the same port and at
+// another port inside, as root and as a plain user; 10.0.2.2 still works
+// beside it; a lan and a bad spec are refused with a clear error.
+func TestNetForward(t *testing.T) {
+	needProgs(t, "curl")
+	port, sum := hostHTTP(t)
+	inside := freePort(t)
+	for _, asUser := range []bool{false, true} {
+		t.Run(fmt.Sprintf("user=%v", asUser), func(t *testing.T) {
+			e := newEnv(t, asUser)
+			r := e.run("", "run", "--forward", fmt.Sprint(port), "--forward", fmt.Sprintf("%d:%d", inside, port), "--", "sh", "-c",
+				fmt.Sprintf(`curl -sS http://127.0.0.1:%d/ && curl -sS http://127.0.0.1:%d/big | sha256sum && curl -sS http://10.0.2.2:%d/`, port, inside, port))
+			if r.code != 0 {
+				t.Fatalf("exit %d, stderr: %s", r.code, r.stderr)
+			}
+			want := "page from the host\n" + sum + "  -\n" + "page from the host\n"
+			if r.stdout != want {
+				t.Errorf("stdout %q, want %q", r.stdout, want)
+			}
+		})
+	}
+	e := newEnv(t, false)
+	r := e.run("", "run", "--forward", "99999", "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, `forward "99999"`) {
+		t.Errorf("--forward 99999: exit %d, stderr %q; want 2 and the spec named", r.code, r.stderr)
+	}
+	r = e.run("", "run", "--net", "lan:fwdtest", "--forward", fmt.Sprint(port), "--", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "--forward is for nat") {
+		t.Errorf("--forward with a lan: exit %d, stderr %q; want a refusal", r.code, r.stderr)
+	}
+}
+
 // Two subenvironments on one lan talk; one on another lan cannot reach
 // them; the lan leaves nothing behind when its last member is gone.
 func TestNetLAN(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -47,7 +48,13 @@ func (s tunSetup) InitNet(ctx InitNetContext) ([]*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []*os.File{tun}, nil
+	// The --forward listeners, on the loopback CreateTUNWith brought up.
+	fwd, err := netattach.ForwardListeners(ctx.Args)
+	if err != nil {
+		tun.Close()
+		return nil, err
+	}
+	return append([]*os.File{tun}, fwd...), nil
 }
 
 func (s tunSetup) ResolvConf(ctx InitNetContext) string { return netattach.ResolvConf }
@@ -61,11 +68,12 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	if len(files) == 0 && ctx.Default {
 		return func() {}, nil // fell back to loopback (the init warned)
 	}
-	if len(files) != 1 {
-		return nil, fmt.Errorf("expected the TUN from the init, got %d descriptors", len(files))
+	if len(files) == 0 {
+		return nil, errors.New("expected the TUN from the init, got no descriptor")
 	}
 	m := netattach.Mode{Kind: s.kind}
-	opts := netattach.Options{Self: selfNetServer}
+	// After the TUN come the --forward listeners (InitNet).
+	opts := netattach.Options{Self: selfNetServer, Forward: files[1:]}
 	args := strings.Fields(ctx.Arg)
 	if s.kind == netattach.KindProg {
 		if len(args) == 0 {
@@ -111,6 +119,9 @@ func (l lanSetup) InitNet(ctx InitNetContext) ([]*os.File, error) {
 	m, err := l.mode(ctx.Arg)
 	if err != nil {
 		return nil, err
+	}
+	if slices.ContainsFunc(ctx.Args, func(a string) bool { return a == "--forward" || strings.HasPrefix(a, "--forward=") }) {
+		return nil, errors.New("--forward is for nat (and a net program of your own), not a lan")
 	}
 	return netattach.InitJoinLAN(m, "eth0", netattach.DefaultMTU)
 }

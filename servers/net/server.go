@@ -69,12 +69,13 @@ type Server struct {
 	stack    *stack.Stack
 	resolver string
 
-	mu      sync.Mutex
-	policy  Policy
-	pubs    map[string]*publisher // by Publish.text
-	members map[netip.Addr]*Member
-	nextNIC tcpip.NICID
-	closed  bool
+	mu       sync.Mutex
+	policy   Policy
+	pubs     map[string]*publisher // by Publish.text
+	forwards []*stdnet.TCPListener // --forward listeners (StartForward)
+	members  map[netip.Addr]*Member
+	nextNIC  tcpip.NICID
+	closed   bool
 
 	// peers is a copy-on-write map of the lan's members by address, read
 	// on every packet without a lock.
@@ -395,10 +396,15 @@ func (s *Server) Close() error {
 	}
 	pubs := s.pubs
 	s.pubs = map[string]*publisher{}
+	fwds := s.forwards
+	s.forwards = nil
 	s.mu.Unlock()
 	s.cancel()
 	for _, p := range pubs {
 		p.close()
+	}
+	for _, l := range fwds {
+		l.Close()
 	}
 	s.conns.Range(func(_, v any) bool {
 		v.(*Conn).close()

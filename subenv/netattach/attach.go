@@ -93,6 +93,11 @@ type Options struct {
 	Stderr io.Writer
 	// Timeout for the server's start-up (0: 30s).
 	Timeout time.Duration
+	// Forward are the listeners made inside the namespace for the
+	// --forward flags in Args, in their order (ForwardListeners makes
+	// them); the nat server gets them as descriptors 6 and up, named in
+	// $HERD_FORWARD_FDS. Start closes the launcher's copies.
+	Forward []*os.File
 }
 
 // DefaultMTU: 65520 moves bulk data several times faster than 1500 (the
@@ -282,6 +287,7 @@ func (n *Net) Close() error {
 // tun is nil for none and host, and Start returns a Net with nothing to
 // stop.
 func (p *Plan) Start(tun *os.File) (*Net, error) {
+	defer closeAll(p.opts.Forward)
 	switch p.mode.Kind {
 	case KindNone, KindHost:
 		if tun != nil {
@@ -324,6 +330,14 @@ func (p *Plan) Start(tun *os.File) (*Net, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = []*os.File{lf, tun, rw} // fds 3, 4, 5
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "HERD_TUN_FD=4", "HERD_NET_READY_FD=5")
+	if len(p.opts.Forward) > 0 {
+		var fds []string
+		for _, f := range p.opts.Forward {
+			fds = append(fds, strconv.Itoa(3+len(cmd.ExtraFiles)))
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		}
+		cmd.Env = append(cmd.Env, "HERD_FORWARD_FDS="+strings.Join(fds, ","))
+	}
 	cmd.Stdout = p.opts.Stderr
 	cmd.Stderr = p.opts.Stderr
 	if cmd.Stderr == nil {
@@ -377,6 +391,12 @@ func Start(mode string, tun *os.File, runtimeDir string, opts Options) (*Net, er
 		return nil, err
 	}
 	return p.Start(tun)
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // readLine reads one line from a pipe, within d.
@@ -583,4 +603,40 @@ func lockFile(path string) (*os.File, error) {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}
+}
+
+// ForwardListeners makes, inside the namespace (its loopback up), a TCP
+// listener on 127.0.0.1:PORT for each --forward PORT[:HOSTPORT] in args,
+// in order, for Options.Forward. The ports are checked by the server's
+// own parser before this runs; here a bad one is an error too.
+func ForwardListeners(args []string) ([]*os.File, error) {
+	var out []*os.File
+	for i := 0; i < len(args); i++ {
+		spec, ok := strings.CutPrefix(args[i], "--forward=")
+		if !ok {
+			if args[i] != "--forward" || i+1 == len(args) {
+				continue
+			}
+			i++
+			spec = args[i]
+		}
+		port, _, _ := strings.Cut(spec, ":")
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			closeAll(out)
+			return nil, fmt.Errorf("--forward %q: bad port", spec)
+		}
+		l, err := net.Listen("tcp4", "127.0.0.1:"+port)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("--forward %s: %v", spec, err)
+		}
+		f, err := l.(*net.TCPListener).File()
+		l.Close()
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }

@@ -1,0 +1,168 @@
+package net
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdnet "net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Forward is one --forward PORT[:HOSTPORT]: inside, the subenvironment's
+// own 127.0.0.1:Port reaches the host's 127.0.0.1:HostPort (HostPort
+// defaults to Port) through two sockets spliced together, as pasta's -T
+// does: the data moves with splice(2), through no TCP/IP stack of ours and
+// no user-space copy, which the gateway path (10.0.2.2) cannot avoid. TCP
+// only. The listener is made inside the namespace by whoever made the TUN
+// (subenv run) and handed to the server, which never enters the namespace.
+type Forward struct {
+	Port, HostPort uint16
+	text           string
+}
+
+func (f Forward) String() string { return f.text }
+
+// ParseForward parses PORT or PORT:HOSTPORT.
+func ParseForward(s string) (Forward, error) {
+	f := Forward{text: s}
+	in, host, two := strings.Cut(s, ":")
+	p, err1 := strconv.ParseUint(in, 10, 16)
+	h, err2 := p, error(nil)
+	if two {
+		h, err2 = strconv.ParseUint(host, 10, 16)
+	}
+	if err1 != nil || err2 != nil || p == 0 || h == 0 {
+		return f, fmt.Errorf("forward %q: want PORT[:HOSTPORT], ports 1-65535", s)
+	}
+	f.Port, f.HostPort = uint16(p), uint16(h)
+	return f, nil
+}
+
+// forwardChunk is how much one splice call may move before the
+// connection's byte count is brought up to date (io.CopyN keeps the
+// splice: net.TCPConn.ReadFrom takes a LimitedReader of a TCPConn).
+const forwardChunk = 4 << 20
+
+// StartForward serves f on ln, a listener made inside the subenvironment:
+// each connection is checked against the policy as one to the gateway's
+// HostPort, listed in Connections, and spliced to the host's
+// 127.0.0.1:HostPort. It stops when the server closes.
+func (s *Server) StartForward(f Forward, ln *stdnet.TCPListener) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return
+	}
+	s.forwards = append(s.forwards, ln)
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var conns sync.WaitGroup
+		defer conns.Wait()
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				if !errors.Is(err, stdnet.ErrClosed) {
+					s.opts.Logf("herd-net: forward %s: %v", f, err)
+				}
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				s.forward(f, c)
+			}()
+		}
+	}()
+}
+
+// ForwardListener makes the listener StartForward takes from a descriptor
+// passed by the launcher (it takes ownership of fd).
+func ForwardListener(fd int) (*stdnet.TCPListener, error) {
+	file := os.NewFile(uintptr(fd), "forward")
+	defer file.Close()
+	l, err := stdnet.FileListener(file)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := l.(*stdnet.TCPListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("descriptor %d is not a TCP listener", fd)
+	}
+	return tl, nil
+}
+
+func (s *Server) forward(f Forward, c *stdnet.TCPConn) {
+	gw, _ := s.Gateway()
+	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	flow := Flow{
+		Network: "tcp",
+		Src:     src,
+		Dst:     netip.AddrPortFrom(gw, f.HostPort),
+		Target:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), f.HostPort).String(),
+	}
+	// The program's connect has already succeeded (the listener is its own
+	// kernel's): a refusal can only reset it.
+	if !s.permit(flow) {
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	host, err := s.dialForward(flow)
+	if err != nil {
+		s.stats.dialFailed.Add(1)
+		s.opts.Logf("herd-net: forward %s: %v", f, err)
+		c.SetLinger(0)
+		c.Close()
+		return
+	}
+	s.stats.tcpConns.Add(1)
+	conn := s.track(flow, c, host)
+	defer s.untrack(conn)
+	done := make(chan struct{})
+	goWork(func() {
+		defer close(done)
+		pipeHalf(host, c, &conn.Out, conn)
+	})
+	pipeHalf(c, host, &conn.In, conn)
+	<-done
+}
+
+// dialForward connects to the host side: a *net.TCPConn, so that the
+// copy is a splice, unless a wrapping server dials itself.
+func (s *Server) dialForward(f Flow) (stdnet.Conn, error) {
+	if s.opts.Dial != nil {
+		return s.dial(f)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
+	defer cancel()
+	return (&stdnet.Dialer{}).DialContext(ctx, "tcp", f.Target)
+}
+
+// pipeHalf copies src to dst until src's end, which it passes on as a
+// half-close; an error ends both directions.
+func pipeHalf(dst, src stdnet.Conn, n *atomic.Uint64, c *Conn) {
+	for {
+		k, err := io.CopyN(dst, src, forwardChunk)
+		n.Add(uint64(k))
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, io.EOF) {
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				return
+			}
+		}
+		c.close()
+		return
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Forward is one --forward PORT[:HOSTPORT]: inside, the subenvironment's
@@ -69,11 +70,15 @@ func (s *Server) StartForward(f Forward, ln *stdnet.TCPListener) {
 		defer conns.Wait()
 		for {
 			c, err := ln.AcceptTCP()
-			if err != nil {
-				if !errors.Is(err, stdnet.ErrClosed) {
-					s.opts.Logf("herd-net: forward %s: %v", f, err)
-				}
+			if errors.Is(err, stdnet.ErrClosed) {
 				return
+			}
+			if err != nil {
+				// Out of descriptors or memory, or an aborted
+				// connection: a short pause, then go on serving.
+				s.opts.Logf("herd-net: forward %s: %v", f, err)
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			conns.Add(1)
 			go func() {
@@ -128,6 +133,9 @@ func (s *Server) forward(f Forward, c *stdnet.TCPConn) {
 	s.stats.tcpConns.Add(1)
 	conn := s.track(flow, c, host)
 	defer s.untrack(conn)
+	if s.ctx.Err() != nil {
+		return // Close has begun and may have closed the tracked ones before this
+	}
 	done := make(chan struct{})
 	goWork(func() {
 		defer close(done)

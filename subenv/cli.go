@@ -83,9 +83,9 @@ Flags:
   --forward PORT[:HOSTPORT]
                       make the host's 127.0.0.1:HOSTPORT (default PORT)
                       reachable inside at 127.0.0.1:PORT as well, by splicing
-                      two sockets: no user-space stack in the way, several
-                      times the bulk rate of 10.0.2.2 (TCP; nat and PROG
-                      modes; repeatable), e.g. --forward 5432
+                      two sockets: no user-space stack in the way, up to
+                      twice the bulk rate of 10.0.2.2 (TCP, IPv4; nat and
+                      PROG modes; repeatable), e.g. --forward 5432
   --allow CIDR[:PORT[-PORT]]
                       allow connections to these only (repeatable; any --allow
                       makes an allowlist), e.g. --allow 10.0.2.2:8000

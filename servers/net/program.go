@@ -40,7 +40,7 @@ Addresses (nat): the subenvironment is 10.0.2.15/24 (fd00::100/64), the
 gateway 10.0.2.2 (fd00::2) is the host's loopback (10.0.2.2:P = 127.0.0.1:P),
 10.0.2.3 (fd00::3) forwards DNS to the host's resolver. With --forward P,
 127.0.0.1:P inside is also the host's 127.0.0.1:P, spliced: no stack in the
-way, several times the gateway's bulk rate.
+way, up to twice the gateway's bulk rate (bench/net.sh).
 
 With --lan NAME the server is a lan keeper: members join on the --join socket
 (default: --socket with .join for .sock), get 10.0.3.15, .16, ... and reach

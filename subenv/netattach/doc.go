@@ -36,7 +36,9 @@
 //	if spec != "" {
 //		cfg, err := netattach.ParseTUNConfig(spec)
 //		tun, err := netattach.CreateTUNWith(cfg) // eth0: address, MTU, up; lo up; default route
-//		// pass it out on the init's unix socket to the launcher, then close it:
+//		fwd, err := netattach.ForwardListeners(netServerFlags) // --forward: listeners on 127.0.0.1 inside
+//		// pass it out (and fwd after it) on the init's unix socket to the
+//		// launcher, which gives fwd to Prepare as Options.Forward; close them:
 //		err = unix.Sendmsg(sock, []byte("tun"), unix.UnixRights(int(tun.Fd())), nil, 0)
 //		tun.Close()
 //	} else if newNetNS {
@@ -72,7 +74,10 @@
 // It is started with its proto control socket as fd 3 (LISTEN_FDS=1), the
 // TUN as fd 4 (HERD_TUN_FD=4; raw IPv4/IPv6 packets, no packet information
 // header), and a pipe as fd 5 (HERD_NET_READY_FD=5) on which it writes
-// "ok\n" once it serves (or "error WHY\n"). The subenvironment is
+// "ok\n" once it serves (or "error WHY\n"). With --forward flags, the
+// listeners the init made on the namespace's 127.0.0.1 (ForwardListeners,
+// passed in Options.Forward) follow as fds 6 and up, one per flag in
+// order, named in HERD_FORWARD_FDS (e.g. "6,7"). The subenvironment is
 // 10.0.2.15/24 and fd00::100/64, with default routes via 10.0.2.2 and
 // fd00::2; resolv.conf names 10.0.2.3. examples/netlog is such a program.
 package netattach

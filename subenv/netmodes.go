@@ -73,7 +73,7 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	}
 	m := netattach.Mode{Kind: s.kind}
 	// After the TUN come the --forward listeners (InitNet).
-	opts := netattach.Options{Self: selfNetServer, Forward: files[1:]}
+	opts := netattach.Options{Self: selfNetServer}
 	args := strings.Fields(ctx.Arg)
 	if s.kind == netattach.KindProg {
 		if len(args) == 0 {
@@ -87,7 +87,7 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	if err != nil {
 		return nil, err
 	}
-	n, err := p.Start(files[0])
+	n, err := p.Start(files[0], files[1:]...)
 	if err != nil {
 		return nil, err
 	}

@@ -93,11 +93,6 @@ type Options struct {
 	Stderr io.Writer
 	// Timeout for the server's start-up (0: 30s).
 	Timeout time.Duration
-	// Forward are the listeners made inside the namespace for the
-	// --forward flags in Args, in their order (ForwardListeners makes
-	// them); the nat server gets them as descriptors 6 and up, named in
-	// $HERD_FORWARD_FDS. Start closes the launcher's copies.
-	Forward []*os.File
 }
 
 // DefaultMTU: 65520 moves bulk data several times faster than 1500 (the
@@ -285,9 +280,12 @@ func (n *Net) Close() error {
 // one started now with the TUN as fd 4 and its control socket as fd 3,
 // answering on runtimeDir/net.sock; for lan, the keeper Prepare joined.
 // tun is nil for none and host, and Start returns a Net with nothing to
-// stop.
-func (p *Plan) Start(tun *os.File) (*Net, error) {
-	defer closeAll(p.opts.Forward)
+// stop. forward are the listeners the init made for the --forward flags
+// in Options.Args, in their order (ForwardListeners): the server gets
+// them as descriptors 6 and up, named in $HERD_FORWARD_FDS. Start takes
+// them too.
+func (p *Plan) Start(tun *os.File, forward ...*os.File) (*Net, error) {
+	defer closeAll(forward)
 	switch p.mode.Kind {
 	case KindNone, KindHost:
 		if tun != nil {
@@ -330,9 +328,9 @@ func (p *Plan) Start(tun *os.File) (*Net, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = []*os.File{lf, tun, rw} // fds 3, 4, 5
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "HERD_TUN_FD=4", "HERD_NET_READY_FD=5")
-	if len(p.opts.Forward) > 0 {
+	if len(forward) > 0 {
 		var fds []string
-		for _, f := range p.opts.Forward {
+		for _, f := range forward {
 			fds = append(fds, strconv.Itoa(3+len(cmd.ExtraFiles)))
 			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
 		}
@@ -607,7 +605,7 @@ func lockFile(path string) (*os.File, error) {
 
 // ForwardListeners makes, inside the namespace (its loopback up), a TCP
 // listener on 127.0.0.1:PORT for each --forward PORT[:HOSTPORT] in args,
-// in order, for Options.Forward. The ports are checked by the server's
+// in order, for Plan.Start. The ports are checked by the server's
 // own parser before this runs; here a bad one is an error too.
 func ForwardListeners(args []string) ([]*os.File, error) {
 	var out []*os.File

@@ -38,7 +38,7 @@
 //		tun, err := netattach.CreateTUNWith(cfg) // eth0: address, MTU, up; lo up; default route
 //		fwd, err := netattach.ForwardListeners(netServerFlags) // --forward: listeners on 127.0.0.1 inside
 //		// pass it out (and fwd after it) on the init's unix socket to the
-//		// launcher, which gives fwd to Prepare as Options.Forward; close them:
+//		// launcher, which gives fwd to plan.Start after the TUN; close them:
 //		err = unix.Sendmsg(sock, []byte("tun"), unix.UnixRights(int(tun.Fd())), nil, 0)
 //		tun.Close()
 //	} else if newNetNS {
@@ -48,7 +48,7 @@
 // 3. On the host, once the descriptor arrived (receive it with
 // unix.ParseUnixRights; nil for none and host):
 //
-//	n, err := plan.Start(tun) // takes tun; starts herd-net (fd 3 socket, fd 4 TUN) and waits for it
+//	n, err := plan.Start(tun, fwd...) // takes them; starts herd-net (fd 3 socket, fd 4 TUN, 6.. fwd) and waits for it
 //	defer n.Close()           // at the end of the subenvironment: stops the server / leaves the lan
 //	go func() { <-n.Done(); warn("subenv: net server gone: %v", n.Err()) }()
 //	// n.Socket is the control socket for fsysopts (runtimeDir/net.sock).
@@ -76,7 +76,7 @@
 // header), and a pipe as fd 5 (HERD_NET_READY_FD=5) on which it writes
 // "ok\n" once it serves (or "error WHY\n"). With --forward flags, the
 // listeners the init made on the namespace's 127.0.0.1 (ForwardListeners,
-// passed in Options.Forward) follow as fds 6 and up, one per flag in
+// given to Plan.Start after the TUN) follow as fds 6 and up, one per flag in
 // order, named in HERD_FORWARD_FDS (e.g. "6,7"). The subenvironment is
 // 10.0.2.15/24 and fd00::100/64, with default routes via 10.0.2.2 and
 // fd00::2; resolv.conf names 10.0.2.3. examples/netlog is such a program.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
 
@@ -37,7 +38,19 @@ type guestTCP struct {
 
 func newGuestTCP(ep tcpip.Endpoint, wq *waiter.Queue) *guestTCP {
 	g := &guestTCP{ep: ep, wq: wq, done: make(chan struct{})}
-	ep.SetOwner(&g.calls)
+	// The endpoint is live already (the handshake is done), so its TCP
+	// processor may be sending an ACK, and reading the owner, right now.
+	// SetOwner takes no lock; the processor reads under the endpoint's.
+	// Unlocked, the two-word interface could be read half written: a
+	// typed nil *userCalls, which crashed the TUN queue (txQueue) once
+	// under load.
+	if te, ok := ep.(*tcp.Endpoint); ok {
+		te.LockUser()
+		ep.SetOwner(&g.calls)
+		te.UnlockUser()
+	} else {
+		ep.SetOwner(&g.calls)
+	}
 	return g
 }
 

@@ -143,7 +143,7 @@ func (t *txQueue) Close() {
 // endpoint (see txQueue).
 type userCalls struct{ n atomic.Int32 }
 
-func (u *userCalls) inUserCall() bool { return u.n.Load() > 0 }
+func (u *userCalls) inUserCall() bool { return u != nil && u.n.Load() > 0 }
 func (u *userCalls) enter()           { u.n.Add(1) }
 func (u *userCalls) leave()           { u.n.Add(-1) }
 

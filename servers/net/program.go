@@ -93,8 +93,8 @@ func Main(args []string, base Options) int {
 		}
 		forwards = append(forwards, f)
 	}
-	if len(forwards) > 0 && *lan != "" {
-		fmt.Fprintln(os.Stderr, "herd-net: --forward is for one subenvironment, not a lan")
+	if len(forwards) > 0 && (*lan != "" || *mode != "nat") {
+		fmt.Fprintln(os.Stderr, "herd-net: --forward reaches the host: it is for --mode nat, not a lan or --mode none")
 		return 2
 	}
 	opts := base

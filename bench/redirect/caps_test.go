@@ -34,8 +34,13 @@ func TestWriteCapsRoundTrips(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := getx() - g0; n > 1 {
-		t.Errorf("%d writes asked the server for xattrs %d times, want at most 1", writes, n)
+	// Without the cache every write asks (64). With it the first one asks,
+	// and any change anywhere in the bridge (attrGen is one generation for
+	// all nodes: the server's notice of this file's creation, arriving
+	// during the writes under load, is one) makes the next one ask again:
+	// CI once saw 2.
+	if n := getx() - g0; n > 4 {
+		t.Errorf("%d writes asked the server for xattrs %d times, want at most 4", writes, n)
 	}
 	if err := f.Sync(); err != nil {
 		t.Fatal(err)

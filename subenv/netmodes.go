@@ -72,7 +72,6 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 		return nil, errors.New("expected the TUN from the init, got no descriptor")
 	}
 	m := netattach.Mode{Kind: s.kind}
-	// After the TUN come the --forward listeners (InitNet).
 	opts := netattach.Options{Self: selfNetServer}
 	args := strings.Fields(ctx.Arg)
 	if s.kind == netattach.KindProg {
@@ -87,7 +86,7 @@ func (s tunSetup) HostNet(ctx HostNetContext, files []*os.File) (func(), error) 
 	if err != nil {
 		return nil, err
 	}
-	n, err := p.Start(files[0], files[1:]...)
+	n, err := p.Start(files[0], files[1:]...) // the TUN, then the --forward listeners (InitNet)
 	if err != nil {
 		return nil, err
 	}

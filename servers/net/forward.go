@@ -131,6 +131,8 @@ func (s *Server) forward(f Forward, c *stdnet.TCPConn) {
 		return
 	}
 	s.stats.tcpConns.Add(1)
+	largeSendBuffer(c)
+	largeSendBuffer(host)
 	conn := s.track(flow, c, host)
 	defer s.untrack(conn)
 	if s.ctx.Err() != nil {
@@ -154,6 +156,52 @@ func (s *Server) dialForward(f Flow) (stdnet.Conn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
 	defer cancel()
 	return (&stdnet.Dialer{}).DialContext(ctx, "tcp", f.Target)
+}
+
+// largeSendBuffer gives a spliced socket the largest send buffer the host
+// allows (twice net.core.wmem_max), as pasta does, where that is more than
+// the kernel's autotuning would reach (tcp_wmem's maximum, 4 MiB by
+// default): each time the buffer is full the splice sleeps until there is
+// room, and is woken again. With cubic, four alternating 3-second runs:
+// host -> namespace 35-43 Gbit/s before, 42-50 after (means 38.6, 44.4);
+// with BBR no change. On a host with the stock wmem_max (208 KiB) a fixed
+// size would be smaller than autotuning's, so nothing is set there. The
+// receive side is left to autotuning, which reaches more (tcp_rmem's
+// maximum); fixing it too was no better.
+func largeSendBuffer(c stdnet.Conn) {
+	t, ok := c.(*stdnet.TCPConn)
+	if !ok {
+		return
+	}
+	if n := sendBufferSize(); n > 0 {
+		t.SetWriteBuffer(n)
+	}
+}
+
+// sendBufferSize is the SO_SNDBUF largeSendBuffer asks for, or 0.
+var sendBufferSize = sync.OnceValue(func() int {
+	wmemMax, err1 := sysctlInts("/proc/sys/net/core/wmem_max")
+	tcpWmem, err2 := sysctlInts("/proc/sys/net/ipv4/tcp_wmem")
+	if err1 != nil || err2 != nil || len(wmemMax) != 1 || len(tcpWmem) != 3 || 2*wmemMax[0] <= tcpWmem[2] {
+		return 0
+	}
+	return wmemMax[0] // the kernel doubles it
+})
+
+func sysctlInts(path string) ([]int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // pipeHalf copies src to dst until src's end, which it passes on as a

@@ -213,3 +213,26 @@ func FuzzParseForward(f *testing.F) {
 		}
 	})
 }
+
+// sysctlInts reads the whitespace-separated numbers of a /proc/sys file
+// and refuses anything else.
+func TestSysctlInts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	got, err := sysctlInts(write("tcp_wmem", "4096\t16384\t4194304\n"))
+	if err != nil || fmt.Sprint(got) != "[4096 16384 4194304]" {
+		t.Errorf("tcp_wmem: %v, %v", got, err)
+	}
+	if got, err := sysctlInts(write("bad", "4096 lots\n")); err == nil {
+		t.Errorf("a word was read as %v", got)
+	}
+	if _, err := sysctlInts(dir + "/missing"); err == nil {
+		t.Error("a missing file was read")
+	}
+}

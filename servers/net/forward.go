@@ -45,11 +45,6 @@ func ParseForward(s string) (Forward, error) {
 	return f, nil
 }
 
-// forwardChunk is how much one splice call may move before the
-// connection's byte count is brought up to date (io.CopyN keeps the
-// splice: net.TCPConn.ReadFrom takes a LimitedReader of a TCPConn).
-const forwardChunk = 4 << 20
-
 // StartForward serves f on ln, a listener made inside the subenvironment:
 // each connection is checked against the policy as one to the gateway's
 // HostPort, listed in Connections, and spliced to the host's
@@ -207,18 +202,11 @@ func sysctlInts(path string) ([]int, error) {
 // pipeHalf copies src to dst until src's end, which it passes on as a
 // half-close; an error ends both directions.
 func pipeHalf(dst, src stdnet.Conn, n *atomic.Uint64, c *Conn) {
-	for {
-		k, err := io.CopyN(dst, src, forwardChunk)
-		n.Add(uint64(k))
-		if err == nil {
-			continue
+	err := copyConn(dst, src, n)
+	if errors.Is(err, io.EOF) {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			return
 		}
-		if errors.Is(err, io.EOF) {
-			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-				return
-			}
-		}
-		c.close()
-		return
 	}
+	c.close()
 }

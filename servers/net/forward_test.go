@@ -2,12 +2,14 @@ package net
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	stdnet "net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,7 +55,7 @@ func TestForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB: many pipefuls
 	if _, err := c.Write(msg[:10]); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +82,38 @@ func TestForward(t *testing.T) {
 		t.Errorf("counted %d bytes in, %d out, want %d each", in, out, len(msg))
 	}
 	waitFor(t, func() bool { return len(srv.Connections()) == 0 }, "the closed connection to leave the list")
+}
+
+// A wrapping server's Dial that returns its own net.Conn (not a socket)
+// gets the bytes through Read and Write instead of splice(2): 16 MiB are
+// echoed whole and counted.
+func TestForwardWrappedDial(t *testing.T) {
+	port := hostEcho(t)
+	var dials atomic.Int32
+	srv := newForwardServer(t, Options{Dial: func(ctx context.Context, f Flow) (stdnet.Conn, error) {
+		c, err := (&stdnet.Dialer{}).DialContext(ctx, f.Network, f.Target)
+		if err != nil {
+			return nil, err
+		}
+		dials.Add(1)
+		return wrappedConn{c}, nil
+	}})
+	c, err := stdnet.Dial("tcp", forwardTo(t, srv, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("fedcba9876543210"), 1<<20)
+	go c.Write(msg)
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo through a wrapped conn: %v (equal: %v)", err, bytes.Equal(got, msg))
+	}
+	conns := srv.Connections()
+	if dials.Load() != 1 || len(conns) != 1 || conns[0].Out.Load() != uint64(len(msg)) {
+		t.Fatalf("%d dials, connections %+v: want one dial and %d bytes out", dials.Load(), conns, len(msg))
+	}
 }
 
 // A forward to a denied port, or to a host port nobody listens on, resets

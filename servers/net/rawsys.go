@@ -13,8 +13,11 @@ import (
 // tens of microseconds: long enough for the runtime's monitor to take the
 // P away and hand it to another thread, and to keep polling every 20 us
 // (a short connection made dozens of such calls; perf put the monitor at
-// 17% of herd-net's CPU). Big transfers keep the ordinary calls: there
-// the P handed over is what lets the copy run beside the other work.
+// 17% of herd-net's CPU). Big transfers through the stack keep the
+// ordinary calls: there the P handed over is what lets the copy run beside
+// the other work. A --forward's splices are raw too (socksplice.go): they
+// are the only work of their transfer, and a handed-over P only wakes a
+// thread that finds nothing to do.
 const rawMax = 4096
 
 func iovecs(bufs [][]byte, iov []unix.Iovec) []unix.Iovec {

@@ -157,9 +157,9 @@ func (s *Server) dialForward(f Flow) (stdnet.Conn, error) {
 // allows (twice net.core.wmem_max), as pasta does, where that is more than
 // the kernel's autotuning would reach (tcp_wmem's maximum, 4 MiB by
 // default): each time the buffer is full the splice sleeps until there is
-// room, and is woken again. With cubic, four alternating 3-second runs:
-// host -> namespace 35-43 Gbit/s before, 42-50 after (means 38.6, 44.4);
-// with BBR no change. On a host with the stock wmem_max (208 KiB) a fixed
+// room, and is woken again. With cubic, four alternating 3-second runs
+// (splicing with Go's ReadFrom then, see socksplice.go): host -> namespace
+// 35-43 Gbit/s before, 42-50 after (means 38.6, 44.4); with BBR no change. On a host with the stock wmem_max (208 KiB) a fixed
 // size would be smaller than autotuning's, so nothing is set there. The
 // receive side is left to autotuning, which reaches more (tcp_rmem's
 // maximum); fixing it too was no better.

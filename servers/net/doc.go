@@ -9,7 +9,9 @@
 // (10.0.2.2, fd00::2) go to the host's loopback; 10.0.2.3:53 is a DNS
 // forwarder to the host's resolver that drops (and counts) replies that do
 // not parse. Published ports go the other way: a host listener on
-// 127.0.0.1, dialed into the stack.
+// 127.0.0.1, dialed into the stack. Forwards (--forward, forward.go) skip
+// the stack: a listener made inside the namespace, each connection
+// spliced socket to socket to the host's 127.0.0.1 (socksplice.go).
 //
 // Modes: NAT (the default), none (the stack answers, nothing leaves: every
 // connection is refused), and lan (several members, one NIC each, who see

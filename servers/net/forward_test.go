@@ -8,6 +8,7 @@ import (
 	"io"
 	stdnet "net"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -269,4 +270,64 @@ func TestSysctlInts(t *testing.T) {
 	if _, err := sysctlInts(dir + "/missing"); err == nil {
 		t.Error("a missing file was read")
 	}
+}
+
+// 2,000 short forwarded connections (each with its two sockets and two
+// splice pipes) leave no goroutine and no descriptor behind.
+func TestForwardNoLeaks(t *testing.T) {
+	// An echo server of its own that copies through a buffer: one that
+	// splices (hostEcho's io.Copy) keeps pipes in Go's pool, which would
+	// count here.
+	l, err := stdnet.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512))
+			}()
+		}
+	}()
+	srv := newForwardServer(t, Options{})
+	addr := forwardTo(t, srv, l.Addr().(*stdnet.TCPAddr).Port)
+	echo := func() {
+		t.Helper()
+		c, err := stdnet.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute))
+		b := []byte("x")
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle := func() (int, int) {
+		waitFor(t, func() bool { return len(srv.Connections()) == 0 }, "the connections to end")
+		return runtime.NumGoroutine() - idleWorkers(), openFDs(t)
+	}
+	echo()
+	g0, f0 := settle()
+	for range 2000 {
+		echo()
+	}
+	var g, f int
+	for range 300 {
+		if g, f = settle(); g <= g0+5 && f <= f0+2 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("after 2,000 forwarded connections: goroutines %d (before %d), fds %d (before %d)", g, g0, f, f0)
 }

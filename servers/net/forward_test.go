@@ -275,28 +275,14 @@ func TestSysctlInts(t *testing.T) {
 // 2,000 short forwarded connections (each with its two sockets and two
 // splice pipes) leave no goroutine and no descriptor behind.
 func TestForwardNoLeaks(t *testing.T) {
-	// An echo server of its own that copies through a buffer: one that
+	// An echo that copies through a buffer: one that
 	// splices (hostEcho's io.Copy) keeps pipes in Go's pool, which would
 	// count here.
-	l, err := stdnet.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512))
-			}()
-		}
-	}()
+	port := hostEchoWith(t, func(c stdnet.Conn) {
+		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 512))
+	})
 	srv := newForwardServer(t, Options{})
-	addr := forwardTo(t, srv, l.Addr().(*stdnet.TCPAddr).Port)
+	addr := forwardTo(t, srv, port)
 	echo := func() {
 		t.Helper()
 		c, err := stdnet.Dial("tcp", addr)

@@ -20,6 +20,12 @@ import (
 // hostEcho starts a TCP echo server on the host's 127.0.0.1.
 func hostEcho(t *testing.T) int {
 	t.Helper()
+	return hostEchoWith(t, func(c stdnet.Conn) { io.Copy(c, c) })
+}
+
+// hostEchoWith is hostEcho with echo serving each connection.
+func hostEchoWith(t *testing.T, echo func(stdnet.Conn)) int {
+	t.Helper()
 	l, err := stdnet.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +40,7 @@ func hostEcho(t *testing.T) int {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
+				echo(c)
 			}()
 		}
 	}()
